@@ -1,0 +1,61 @@
+# The two commands a fresh machine needs: `make run` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PYTHONPATH := $(CURDIR)/src
+
+.PHONY: help install gen gen-check lint fmt test test-fast run run-cluster migrate bench audit soak clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the project with its dev tools
+
+gen: $(STAMP) ## Generate Python stubs, the Envoy descriptor set and the OpenAPI document from proto/
+	$(BIN)/python scripts/gen.py
+	$(BIN)/python -m gateway.openapi build/descriptor.pb gateway/openapi.json
+
+gen-check: gen ## Fail if generated files differ from the committed ones
+	@git diff --exit-code --stat -- src/saas_llm gateway/openapi.json || \
+	  (echo "generated code is stale: run 'make gen' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- src/saas_llm gateway/openapi.json)" || \
+	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
+
+lint: gen ## ruff, mypy --strict, buf lint
+	$(BIN)/ruff check src/service tests scripts gateway bench
+	$(BIN)/ruff format --check src/service tests scripts gateway bench
+	$(BIN)/mypy
+	$(BIN)/buf lint
+	$(BIN)/buf build -o /dev/null
+
+fmt: $(STAMP) ## Format the code
+	$(BIN)/ruff check --fix src/service tests scripts gateway bench
+	$(BIN)/ruff format src/service tests scripts gateway bench
+
+migrate: gen ## Apply database migrations to DATABASE_URL
+	$(BIN)/python -m service migrate
+
+run: gen ## Start the service and Envoy (REST on :8080, gRPC on :50051) on SQLite
+	$(BIN)/python -m service run-all
+
+test: gen ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST)
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: gen ## Measure throughput and latency; writes bench/results/
+	$(BIN)/python -m bench
+
+audit: gen ## Check the credit ledger invariants of DATABASE_URL
+	$(BIN)/python -m service audit
+
+clean: ## Remove the venv and generated build files
+	rm -rf $(VENV) build

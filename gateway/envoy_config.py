@@ -1,0 +1,141 @@
+"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints.
+
+envoy.yaml stays the real, readable configuration; tests and `make run` need the same config with
+free ports, an absolute descriptor path, or several service replicas. The substitution is textual
+and strict: each placeholder value must appear exactly where expected, otherwise rendering fails
+loudly instead of producing a config that silently points at the wrong place.
+
+    python -m gateway.envoy_config --http-port 18080 --grpc 127.0.0.1:50051 --grpc 127.0.0.1:50052
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENVOY_YAML = ROOT / "envoy.yaml"
+
+# The values written in envoy.yaml that render() replaces.
+_HTTP_PORT = "port_value: 8080"
+_ADMIN = "address: 127.0.0.1, port_value: 9901"
+_DESCRIPTOR = "proto_descriptor: build/descriptor.pb"
+_CLUSTER_TYPE = "    type: STATIC\n"
+# The one upstream endpoint of cluster grpc_service, with its indentation.
+_ENDPOINT = re.compile(
+    r"^(?P<indent> *)- endpoint:\n"
+    r"(?P=indent)    address:\n"
+    r"(?P=indent)      socket_address: \{address: 127\.0\.0\.1, port_value: 50051\}\n",
+    re.MULTILINE,
+)
+
+Endpoint = tuple[str, int]
+
+
+def parse_endpoint(value: str | int | Endpoint) -> Endpoint:
+    """Accept 50051, "50051", "host:50051" or ("host", 50051)."""
+    if isinstance(value, tuple):
+        host, port = value
+        return str(host), int(port)
+    if isinstance(value, int):
+        return "127.0.0.1", value
+    text = value.strip()
+    if ":" not in text:
+        return "127.0.0.1", int(text)
+    host, _, port = text.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _replace_once(text: str, old: str, new: str) -> str:
+    count = text.count(old)
+    if count != 1:
+        raise ValueError(f"envoy.yaml: expected {old!r} exactly once, found it {count} times")
+    return text.replace(old, new)
+
+
+def render(
+    http_port: int = 8080,
+    grpc_port: int = 50051,
+    admin_port: int = 9901,
+    descriptor_path: str | Path = "build/descriptor.pb",
+    grpc_hosts: Sequence[str | int | Endpoint] | None = None,
+    *,
+    listen_address: str = "0.0.0.0",
+    admin_address: str = "127.0.0.1",
+    source: str | Path = ENVOY_YAML,
+) -> str:
+    """Return envoy.yaml with the given ports, descriptor path and upstream endpoints.
+
+    grpc_hosts, when given, replaces the single upstream 127.0.0.1:grpc_port by one endpoint per
+    entry ("host:port", a port, or (host, port)); hosts that are names rather than IP addresses
+    switch the cluster to STRICT_DNS (docker-compose service names).
+    """
+    text = Path(source).read_text()
+    endpoints = [parse_endpoint(h) for h in grpc_hosts] if grpc_hosts else []
+    if not endpoints:
+        endpoints = [("127.0.0.1", grpc_port)]
+
+    text = _replace_once(
+        text, "address: 0.0.0.0, port_value: 8080", f"address: {listen_address}, port_value: 8080"
+    )
+    text = _replace_once(text, _HTTP_PORT, f"port_value: {int(http_port)}")
+    text = _replace_once(text, _ADMIN, f"address: {admin_address}, port_value: {int(admin_port)}")
+    text = _replace_once(text, _DESCRIPTOR, f"proto_descriptor: {Path(descriptor_path)}")
+
+    match = _ENDPOINT.search(text)
+    if match is None or len(_ENDPOINT.findall(text)) != 1:
+        raise ValueError("envoy.yaml: cannot find the single endpoint 127.0.0.1:50051")
+    indent = match.group("indent")
+    block = "".join(
+        f"{indent}- endpoint:\n"
+        f"{indent}    address:\n"
+        f"{indent}      socket_address: {{address: {host}, port_value: {port}}}\n"
+        for host, port in endpoints
+    )
+    text = text[: match.start()] + block + text[match.end() :]
+    if not all(_is_ip(host) for host, _ in endpoints):
+        text = _replace_once(text, _CLUSTER_TYPE, "    type: STRICT_DNS\n")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--http-port", type=int, default=8080)
+    parser.add_argument("--admin-port", type=int, default=9901)
+    parser.add_argument("--descriptor", default="build/descriptor.pb")
+    parser.add_argument(
+        "--grpc", action="append", default=[], help="upstream host:port (repeatable)"
+    )
+    parser.add_argument("--listen-address", default="0.0.0.0")
+    parser.add_argument("--admin-address", default="127.0.0.1")
+    parser.add_argument("-o", "--output", help="write here instead of stdout")
+    args = parser.parse_args(argv)
+    text = render(
+        http_port=args.http_port,
+        admin_port=args.admin_port,
+        descriptor_path=args.descriptor,
+        grpc_hosts=args.grpc or None,
+        listen_address=args.listen_address,
+        admin_address=args.admin_address,
+    )
+    if args.output:
+        Path(args.output).write_text(text)
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

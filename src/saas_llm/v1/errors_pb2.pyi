@@ -1,0 +1,54 @@
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from typing import ClassVar as _ClassVar
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    ERROR_REASON_MISSING_API_KEY: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_API_KEY: _ClassVar[ErrorReason]
+    ERROR_REASON_ADMIN_REQUIRED: _ClassVar[ErrorReason]
+    ERROR_REASON_TEAM_MISMATCH: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_GROUP_ACCESS_DENIED: _ClassVar[ErrorReason]
+    ERROR_REASON_INVALID_ARGUMENT: _ClassVar[ErrorReason]
+    ERROR_REASON_ORGANIZATION_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_TEAM_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_MODEL_GROUP_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_FOUND: _ClassVar[ErrorReason]
+    ERROR_REASON_ALREADY_EXISTS: _ClassVar[ErrorReason]
+    ERROR_REASON_IDEMPOTENCY_KEY_REUSED: _ClassVar[ErrorReason]
+    ERROR_REASON_INSUFFICIENT_CREDITS: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_NOT_OPEN: _ClassVar[ErrorReason]
+    ERROR_REASON_JOB_ALREADY_COMPLETED: _ClassVar[ErrorReason]
+    ERROR_REASON_NO_MODEL_GROUP: _ClassVar[ErrorReason]
+    ERROR_REASON_LLM_CALL_FAILED: _ClassVar[ErrorReason]
+    ERROR_REASON_DEADLINE_EXCEEDED: _ClassVar[ErrorReason]
+    ERROR_REASON_NOT_IMPLEMENTED: _ClassVar[ErrorReason]
+    ERROR_REASON_UNAVAILABLE: _ClassVar[ErrorReason]
+    ERROR_REASON_INTERNAL: _ClassVar[ErrorReason]
+    ERROR_REASON_TEAM_SUSPENDED: _ClassVar[ErrorReason]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+ERROR_REASON_MISSING_API_KEY: ErrorReason
+ERROR_REASON_INVALID_API_KEY: ErrorReason
+ERROR_REASON_ADMIN_REQUIRED: ErrorReason
+ERROR_REASON_TEAM_MISMATCH: ErrorReason
+ERROR_REASON_MODEL_GROUP_ACCESS_DENIED: ErrorReason
+ERROR_REASON_INVALID_ARGUMENT: ErrorReason
+ERROR_REASON_ORGANIZATION_NOT_FOUND: ErrorReason
+ERROR_REASON_TEAM_NOT_FOUND: ErrorReason
+ERROR_REASON_MODEL_GROUP_NOT_FOUND: ErrorReason
+ERROR_REASON_JOB_NOT_FOUND: ErrorReason
+ERROR_REASON_ALREADY_EXISTS: ErrorReason
+ERROR_REASON_IDEMPOTENCY_KEY_REUSED: ErrorReason
+ERROR_REASON_INSUFFICIENT_CREDITS: ErrorReason
+ERROR_REASON_JOB_NOT_OPEN: ErrorReason
+ERROR_REASON_JOB_ALREADY_COMPLETED: ErrorReason
+ERROR_REASON_NO_MODEL_GROUP: ErrorReason
+ERROR_REASON_LLM_CALL_FAILED: ErrorReason
+ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason
+ERROR_REASON_NOT_IMPLEMENTED: ErrorReason
+ERROR_REASON_UNAVAILABLE: ErrorReason
+ERROR_REASON_INTERNAL: ErrorReason
+ERROR_REASON_TEAM_SUSPENDED: ErrorReason

@@ -1,0 +1,45 @@
+"""Entry point: `python -m service {serve,migrate,run-all}`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from service import logs
+from service.settings import get_settings
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m service")
+    parser.add_argument(
+        "command",
+        choices=("serve", "migrate", "run-all"),
+        help="serve: the gRPC service; migrate: apply database migrations; "
+        "run-all: migrate, then the service and Envoy (what `make run` does)",
+    )
+    args = parser.parse_args(argv)
+    settings = get_settings()
+    logs.setup(settings.log_level)
+    if args.command == "migrate":
+        from service.storage.migrate import migrate
+
+        migrate(settings.database_url)
+        return 0
+    if args.command == "run-all":
+        from service.devrun import run_all
+
+        return run_all()
+    from service.server import serve
+
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(serve(settings))
+    else:
+        uvloop.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

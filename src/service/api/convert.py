@@ -1,0 +1,45 @@
+"""Conversions between protobuf messages and plain Python values."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+NULL = struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+
+
+def ts(value: datetime) -> timestamp_pb2.Timestamp:
+    t = timestamp_pb2.Timestamp()
+    t.FromDatetime(value)
+    return t
+
+
+def struct(value: dict[str, Any] | None) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    if value:
+        s.update(value)
+    return s
+
+
+def from_struct(value: struct_pb2.Struct) -> dict[str, Any]:
+    if not value.fields:
+        return {}
+    out: dict[str, Any] = json_format.MessageToDict(value)
+    return out
+
+
+def string_or_null(value: str | None) -> struct_pb2.Value:
+    return NULL if value is None else struct_pb2.Value(string_value=value)
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    """Python value of a google.protobuf.Value; strings (the common case)
+    without reflection."""
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind is None or kind == "null_value":
+        return None
+    return json_format.MessageToDict(value)

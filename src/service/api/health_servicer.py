@@ -1,0 +1,39 @@
+"""HealthService: GET /health."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import grpc
+from saas_llm.v1 import health_service_pb2 as pb, health_service_pb2_grpc as pb_grpc
+
+from service.storage.db import Database
+
+VERSION = "0.1.0"
+log = logging.getLogger(__name__)
+
+
+class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.started = time.monotonic()
+        self.shutting_down = False
+
+    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+        database = "ok"
+        try:
+            await self.db.ping()
+        except Exception as exc:
+            database = type(exc).__name__
+            log.warning("health check: database error", extra={"error": database})
+        if self.shutting_down:
+            status = "shutting_down"
+        else:
+            status = "healthy" if database == "ok" else "unhealthy"
+        return pb.CheckResponse(
+            status=status,
+            database=database,
+            version=VERSION,
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+        )

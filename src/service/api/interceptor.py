@@ -1,0 +1,170 @@
+"""The one server interceptor: request id, authentication, error mapping and
+the access log, for unary and server-streaming RPCs alike.
+
+grpc.aio interceptors only see the method name and metadata, so this one
+wraps each method's handler (once per method, cached) with a behaviour that
+does the per-call work inside the RPC.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from service.api import errors
+from service.api.auth import Authenticator
+from service.api.context import principal_var, request_id_var
+from service.domain.errors import DomainError
+
+log = logging.getLogger("service.access")
+REQUEST_ID = "x-request-id"
+
+
+def _meta(context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
+    auth: str | None = None
+    rid: str | None = None
+    for k, v in context.invocation_metadata() or ():
+        if k == "authorization":
+            auth = v if isinstance(v, str) else None
+        elif k == REQUEST_ID:
+            rid = v if isinstance(v, str) and len(v) <= 128 else None
+    return auth, rid or uuid.uuid4().hex
+
+
+class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, auth: Authenticator) -> None:
+        self.auth = auth
+        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = details.method
+        cached = self._cache.get(method)
+        if cached is not None:
+            return cached
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        wrapped = self._wrap(method, handler)
+        self._cache[method] = wrapped
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        # Client/bidi streaming (reflection, health Watch): auth only.
+        return handler
+
+    async def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str:
+        authorization, rid = _meta(context)
+        request_id_var.set(rid)
+        context.set_trailing_metadata(((REQUEST_ID, rid),))
+        principal_var.set(await self.auth.authenticate(method, authorization))
+        return rid
+
+    def _unary(
+        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            started = time.perf_counter()
+            rid = "-"
+            code = "OK"
+            try:
+                rid = await self._begin(method, context)
+                return await behavior(request, context)
+            except DomainError as exc:
+                code = exc.code.name
+                await _abort(context, *errors.from_domain(exc), rid)
+            except asyncio.CancelledError:
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    code = "ABORTED_BY_HANDLER"
+                    raise
+                code = "INTERNAL"
+                log.exception("unhandled error", extra={"request_id": rid, "method": method})
+                await _abort(context, *errors.internal(rid), rid)
+            finally:
+                _access(method, rid, code, started)
+
+        return call
+
+    def _stream(
+        self,
+        method: str,
+        behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            rid = "-"
+            code = "OK"
+            try:
+                rid = await self._begin(method, context)
+                async for item in behavior(request, context):
+                    yield item
+            except DomainError as exc:
+                code = exc.code.name
+                await _abort(context, *errors.from_domain(exc), rid)
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                if _is_abort(exc):
+                    raise
+                code = "INTERNAL"
+                log.exception("unhandled error", extra={"request_id": rid, "method": method})
+                await _abort(context, *errors.internal(rid), rid)
+            finally:
+                _access(method, rid, code, started)
+
+        return call
+
+
+def _is_abort(exc: BaseException) -> bool:
+    # context.abort() raises this internal exception to end the RPC.
+    return type(exc).__name__ == "AbortError"
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext,
+    code: grpc.StatusCode,
+    message: str,
+    trailing: tuple[tuple[str, bytes], ...],
+    rid: str,
+) -> None:
+    await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
+
+
+def _access(method: str, rid: str, code: str, started: float) -> None:
+    if log.isEnabledFor(logging.INFO):
+        p = principal_var.get(None)
+        log.info(
+            "rpc",
+            extra={
+                "request_id": rid,
+                "method": method,
+                "code": code,
+                "ms": round((time.perf_counter() - started) * 1000, 2),
+                "principal": p.label if p is not None else "-",
+            },
+        )

@@ -1,0 +1,282 @@
+"""Servicer of JobService. Rules live in domain/jobs.py."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from saas_llm.v1 import common_pb2, job_service_pb2 as pb, job_service_pb2_grpc as pb_grpc
+
+from service.api.context import deadline, principal
+from service.api.convert import NULL, from_struct, from_value, string_or_null, struct, ts
+from service.domain.jobs import (
+    CallAnswer,
+    CallInput,
+    JobsService,
+    StreamDelta,
+    StreamDone,
+    StreamFailed,
+)
+from service.domain.models import CallRecord, Job, JobCosts
+from service.providers.base import ChatRequest
+
+Ctx = grpc.aio.ServicerContext
+LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
+
+
+def _message(m: common_pb2.ChatMessage) -> dict[str, Any]:
+    out: dict[str, Any] = {"role": m.role, "content": from_value(m.content)}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        out["tool_calls"] = [from_struct(t) for t in m.tool_calls]
+    return out
+
+
+def call_input(r: LlmRequest) -> CallInput:
+    params: dict[str, Any] = {}
+    if r.HasField("temperature"):
+        params["temperature"] = r.temperature
+    if r.HasField("max_tokens"):
+        params["max_tokens"] = r.max_tokens
+    if r.HasField("top_p"):
+        params["top_p"] = r.top_p
+    if r.HasField("seed"):
+        params["seed"] = r.seed
+    if r.HasField("stop") and r.stop.WhichOneof("kind") not in (None, "null_value"):
+        params["stop"] = from_value(r.stop)
+    if r.user:
+        params["user"] = r.user
+    if r.tools:
+        params["tools"] = [from_struct(t) for t in r.tools]
+    if r.HasField("tool_choice") and r.tool_choice.WhichOneof("kind") not in (None, "null_value"):
+        params["tool_choice"] = from_value(r.tool_choice)
+    if r.HasField("response_format") and r.response_format.fields:
+        params["response_format"] = from_struct(r.response_format)
+    return CallInput(
+        model_group=r.model_group,
+        purpose=r.purpose,
+        request=ChatRequest(messages=[_message(m) for m in r.messages], params=params),
+    )
+
+
+def costs_pb(c: JobCosts) -> pb.JobCosts:
+    return pb.JobCosts(
+        total_calls=c.total_calls,
+        successful_calls=c.successful_calls,
+        failed_calls=c.failed_calls,
+        total_tokens=c.total_tokens,
+        total_cost_usd=c.total_cost_usd,
+        avg_latency_ms=c.avg_latency_ms,
+        credit_applied=c.credit_applied,
+        credits_remaining=c.credits_remaining,
+        pricing=c.pricing,
+    )
+
+
+def call_pb(c: CallRecord) -> pb.JobCall:
+    return pb.JobCall(
+        call_id=c.call_id,
+        purpose=c.purpose,
+        model_group=c.model_group,
+        tokens=c.tokens,
+        latency_ms=c.latency_ms,
+        error=string_or_null(c.error),
+        status=c.status,
+        created_at=ts(c.created_at),
+    )
+
+
+def job_pb(j: Job, costs: JobCosts, *, with_calls: bool) -> pb.Job:
+    out = pb.Job(
+        job_id=j.job_id,
+        team_id=j.team_id,
+        user_id=j.user_id,
+        job_type=j.job_type,
+        status=j.status,
+        metadata=struct(j.metadata),
+        created_at=ts(j.created_at),
+        credit_applied=j.credit_applied,
+        error_message=string_or_null(j.error_message),
+        result_metadata=struct(j.result_metadata),
+        costs=costs_pb(costs),
+        calls=[call_pb(c) for c in j.calls] if with_calls else [],
+    )
+    if j.completed_at is not None:
+        out.completed_at.CopyFrom(ts(j.completed_at))
+    return out
+
+
+def answer_pb(a: CallAnswer) -> tuple[pb.LlmResponse, pb.LlmCallMetadata]:
+    r = a.result
+    return (
+        pb.LlmResponse(
+            content=r.content,
+            finish_reason=r.finish_reason,
+            tool_calls=[struct(t) for t in r.tool_calls],
+        ),
+        pb.LlmCallMetadata(
+            tokens_used=r.usage.total_tokens,
+            latency_ms=a.call.latency_ms,
+            model_group=a.call.model_group,
+            prompt_tokens=r.usage.prompt_tokens,
+            completion_tokens=r.usage.completion_tokens,
+        ),
+    )
+
+
+def stream_pb(event: StreamDelta | StreamDone | StreamFailed) -> pb.LlmCallStreamResponse:
+    if isinstance(event, StreamDelta):
+        msg = pb.LlmCallStreamResponse(content=event.content)
+        if event.tool_calls:
+            msg.tool_calls.extend(struct(t) for t in event.tool_calls)
+        return msg
+    if isinstance(event, StreamDone):
+        u = event.usage
+        return pb.LlmCallStreamResponse(
+            finish_reason=event.finish_reason,
+            call_id=event.call.call_id,
+            usage=common_pb2.Usage(
+                prompt_tokens=u.prompt_tokens,
+                completion_tokens=u.completion_tokens,
+                total_tokens=u.total_tokens,
+                estimated=u.estimated,
+            ),
+        )
+    return pb.LlmCallStreamResponse(
+        finish_reason="error",
+        call_id=event.call.call_id,
+        error=pb.StreamError(code=grpc.StatusCode.INTERNAL.value[0], message=event.message),
+    )
+
+
+class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
+    def __init__(self, jobs: JobsService) -> None:
+        self.jobs = jobs
+
+    async def CreateJob(self, request: pb.CreateJobRequest, context: Ctx) -> pb.CreateJobResponse:
+        job, _ = await self.jobs.create(
+            principal(),
+            team_id=request.team_id,
+            user_id=request.user_id,
+            job_type=request.job_type,
+            metadata=from_struct(request.metadata),
+            request_id=request.request_id,
+        )
+        return pb.CreateJobResponse(job_id=job.job_id, status=job.status, created_at=ts(job.created_at))
+
+    async def LlmCall(self, request: pb.LlmCallRequest, context: Ctx) -> pb.LlmCallResponse:
+        answer = await self.jobs.llm_call(
+            principal(), request.job_id, call_input(request), deadline(context)
+        )
+        response, metadata = answer_pb(answer)
+        return pb.LlmCallResponse(call_id=answer.call.call_id, response=response, metadata=metadata)
+
+    async def LlmCallStream(
+        self, request: pb.LlmCallRequest, context: Ctx
+    ) -> AsyncIterator[pb.LlmCallStreamResponse]:
+        events = await self.jobs.llm_call_stream(
+            principal(), request.job_id, call_input(request), deadline(context)
+        )
+        async for event in events:
+            yield stream_pb(event)
+
+    async def CompleteJob(
+        self, request: pb.CompleteJobRequest, context: Ctx
+    ) -> pb.CompleteJobResponse:
+        job, costs = await self.jobs.complete(
+            principal(),
+            request.job_id,
+            request.status,
+            from_struct(request.metadata),
+            request.error_message,
+        )
+        out = pb.CompleteJobResponse(
+            job_id=job.job_id,
+            status=job.status,
+            costs=costs_pb(costs),
+            calls=[call_pb(c) for c in job.calls],
+        )
+        if job.completed_at is not None:
+            out.completed_at.CopyFrom(ts(job.completed_at))
+        return out
+
+    async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.Job:
+        job, costs = await self.jobs.get(principal(), request.job_id)
+        return job_pb(job, costs, with_calls=True)
+
+    async def ListTeamJobs(
+        self, request: pb.ListTeamJobsRequest, context: Ctx
+    ) -> pb.ListTeamJobsResponse:
+        total, jobs = await self.jobs.list_for_team(
+            principal(), request.team_id, request.status, request.limit, request.offset
+        )
+        return pb.ListTeamJobsResponse(
+            team_id=request.team_id,
+            total_jobs=total,
+            jobs=[job_pb(j, c, with_calls=False) for j, c in jobs],
+        )
+
+    async def CreateAndCall(
+        self, request: pb.CreateAndCallRequest, context: Ctx
+    ) -> pb.CreateAndCallResponse:
+        job, costs, answer, failure = await self.jobs.create_and_call(
+            principal(),
+            team_id=request.team_id,
+            user_id=request.user_id,
+            job_type=request.job_type,
+            metadata=from_struct(request.metadata),
+            request_id=request.request_id,
+            call=call_input(request),
+            deadline=deadline(context),
+        )
+        if failure is not None:
+            raise failure
+        assert answer is not None
+        response, metadata = answer_pb(answer)
+        out = pb.CreateAndCallResponse(
+            job_id=job.job_id,
+            call_id=answer.call.call_id,
+            response=response,
+            metadata=metadata,
+            status=job.status,
+            costs=costs_pb(costs),
+        )
+        if job.completed_at is not None:
+            out.completed_at.CopyFrom(ts(job.completed_at))
+        return out
+
+    async def CreateAndCallStream(
+        self, request: pb.CreateAndCallRequest, context: Ctx
+    ) -> AsyncIterator[pb.LlmCallStreamResponse]:
+        who = principal()
+        call = call_input(request)
+        job, _ = await self.jobs.create(
+            who,
+            team_id=request.team_id,
+            user_id=request.user_id,
+            job_type=request.job_type,
+            metadata=from_struct(request.metadata),
+            request_id=request.request_id,
+        )
+        ok = False
+        try:
+            events = await self.jobs.llm_call_stream(who, job.job_id, call, deadline(context))
+            yield pb.LlmCallStreamResponse(job_id=job.job_id)
+            async for event in events:
+                msg = stream_pb(event)
+                if isinstance(event, StreamDone):
+                    ok = True
+                    done, costs = await self.jobs.complete(who, job.job_id, "completed", {}, "")
+                    msg.job_id = done.job_id
+                    msg.costs.CopyFrom(costs_pb(costs))
+                yield msg
+        finally:
+            if not ok:
+                await self.jobs.complete(who, job.job_id, "failed", {}, "stream did not finish")
+
+
+__all__ = ["NULL", "JobServicer"]

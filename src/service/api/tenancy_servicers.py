@@ -1,0 +1,217 @@
+"""Servicers of OrganizationService, ModelGroupService and TeamService: proto
+in, domain call, proto out. Rules live in domain/tenancy.py."""
+
+from __future__ import annotations
+
+import grpc
+from saas_llm.v1 import (
+    common_pb2,
+    model_group_service_pb2 as mg_pb,
+    model_group_service_pb2_grpc as mg_grpc,
+    organization_service_pb2 as org_pb,
+    organization_service_pb2_grpc as org_grpc,
+    team_service_pb2 as team_pb,
+    team_service_pb2_grpc as team_grpc,
+)
+
+from service.api.context import principal
+from service.api.convert import from_struct, struct, ts
+from service.domain.errors import NotImplementedYet
+from service.domain.models import ModelGroup, Organization, Team
+from service.domain.tenancy import TenancyService, budget_usd
+from service.providers.base import ModelSpec
+
+Ctx = grpc.aio.ServicerContext
+
+
+def organization_pb(o: Organization) -> org_pb.Organization:
+    return org_pb.Organization(
+        organization_id=o.organization_id,
+        name=o.name,
+        status=o.status,
+        metadata=struct(o.metadata),
+        created_at=ts(o.created_at),
+        updated_at=ts(o.updated_at),
+    )
+
+
+def team_pb_of(t: Team) -> team_pb.Team:
+    c = t.credits
+    return team_pb.Team(
+        team_id=t.team_id,
+        organization_id=t.organization_id,
+        team_alias=t.team_alias,
+        status=t.status,
+        credits=common_pb2.CreditSummary(
+            credits_allocated=c.allocated,
+            credits_used=c.used,
+            credits_reserved=c.reserved,
+            credits_remaining=c.remaining,
+        ),
+        model_groups=t.model_groups,
+        allowed_models=t.allowed_models,
+        max_budget_usd=budget_usd(c.allocated),
+        key_prefix=t.key_prefix,
+        metadata=struct(t.metadata),
+        created_at=ts(t.created_at),
+        updated_at=ts(t.updated_at),
+    )
+
+
+def models_pb(models: list[ModelSpec]) -> list[mg_pb.ModelGroupModel]:
+    return [
+        mg_pb.ModelGroupModel(model_name=m.model_name, priority=m.priority, config=struct(dict(m.config)))
+        for m in models
+    ]
+
+
+def group_pb(g: ModelGroup) -> mg_pb.ModelGroup:
+    return mg_pb.ModelGroup(
+        model_group_id=g.model_group_id,
+        group_name=g.group_name,
+        display_name=g.display_name,
+        description=g.description,
+        status=g.status,
+        models=models_pb(g.models),
+        metadata=struct(g.metadata),
+        created_at=ts(g.created_at),
+        updated_at=ts(g.updated_at),
+    )
+
+
+class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignore[misc]
+    def __init__(self, tenancy: TenancyService) -> None:
+        self.tenancy = tenancy
+
+    async def CreateOrganization(
+        self, request: org_pb.CreateOrganizationRequest, context: Ctx
+    ) -> org_pb.Organization:
+        org = await self.tenancy.create_organization(
+            principal(), request.organization_id, request.name, from_struct(request.metadata)
+        )
+        return organization_pb(org)
+
+    async def GetOrganization(
+        self, request: org_pb.GetOrganizationRequest, context: Ctx
+    ) -> org_pb.Organization:
+        return organization_pb(
+            await self.tenancy.get_organization(principal(), request.organization_id)
+        )
+
+    async def ListOrganizationTeams(
+        self, request: org_pb.ListOrganizationTeamsRequest, context: Ctx
+    ) -> org_pb.ListOrganizationTeamsResponse:
+        teams = await self.tenancy.organization_teams(principal(), request.organization_id)
+        return org_pb.ListOrganizationTeamsResponse(
+            organization_id=request.organization_id,
+            teams=[team_pb_of(t) for t in teams],
+            total_teams=len(teams),
+        )
+
+    async def GetOrganizationUsage(
+        self, request: org_pb.GetOrganizationUsageRequest, context: Ctx
+    ) -> org_pb.GetOrganizationUsageResponse:
+        principal().require_admin()
+        raise NotImplementedYet("Organization usage is not served yet")
+
+
+class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[misc]
+    def __init__(self, tenancy: TenancyService) -> None:
+        self.tenancy = tenancy
+
+    async def CreateModelGroup(
+        self, request: mg_pb.CreateModelGroupRequest, context: Ctx
+    ) -> mg_pb.ModelGroup:
+        models = [
+            ModelSpec(model_name=m.model_name, priority=m.priority, config=from_struct(m.config))
+            for m in request.models
+        ]
+        group = await self.tenancy.create_model_group(
+            principal(),
+            request.group_name,
+            request.display_name,
+            request.description,
+            models,
+            from_struct(request.metadata),
+        )
+        return group_pb(group)
+
+    async def ListModelGroups(
+        self, request: mg_pb.ListModelGroupsRequest, context: Ctx
+    ) -> mg_pb.ListModelGroupsResponse:
+        groups = await self.tenancy.list_model_groups(principal())
+        return mg_pb.ListModelGroupsResponse(
+            model_groups=[group_pb(g) for g in groups], total=len(groups)
+        )
+
+    async def GetModelGroup(
+        self, request: mg_pb.GetModelGroupRequest, context: Ctx
+    ) -> mg_pb.ModelGroup:
+        return group_pb(await self.tenancy.get_model_group(principal(), request.group_name))
+
+    async def GetModelGroupModels(
+        self, request: mg_pb.GetModelGroupModelsRequest, context: Ctx
+    ) -> mg_pb.GetModelGroupModelsResponse:
+        g = await self.tenancy.get_model_group(principal(), request.group_name)
+        return mg_pb.GetModelGroupModelsResponse(group_name=g.group_name, models=models_pb(g.models))
+
+    async def ResolveModelGroup(
+        self, request: mg_pb.ResolveModelGroupRequest, context: Ctx
+    ) -> mg_pb.ResolveModelGroupResponse:
+        g, has_access = await self.tenancy.resolve_model_group(
+            principal(), request.group_name, request.team_id
+        )
+        return mg_pb.ResolveModelGroupResponse(
+            group_name=g.group_name,
+            primary_model=g.models[0].model_name if g.models else "",
+            fallback_models=[m.model_name for m in g.models[1:]],
+            team_has_access=has_access,
+        )
+
+
+class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
+    def __init__(self, tenancy: TenancyService) -> None:
+        self.tenancy = tenancy
+
+    async def CreateTeam(
+        self, request: team_pb.CreateTeamRequest, context: Ctx
+    ) -> team_pb.CreateTeamResponse:
+        team, key = await self.tenancy.create_team(
+            principal(),
+            organization_id=request.organization_id,
+            team_id=request.team_id,
+            team_alias=request.team_alias,
+            model_groups=list(request.model_groups),
+            access_groups=list(request.access_groups),
+            credits_allocated=request.credits_allocated,
+            metadata=from_struct(request.metadata),
+        )
+        return team_pb.CreateTeamResponse(
+            team_id=team.team_id,
+            organization_id=team.organization_id,
+            team_alias=team.team_alias,
+            model_groups=team.model_groups,
+            allowed_models=team.allowed_models,
+            credits_allocated=team.credits.allocated,
+            credits_remaining=team.credits.remaining,
+            max_budget_usd=budget_usd(team.credits.allocated),
+            virtual_key=key,
+            message="Team created successfully with LiteLLM integration",
+        )
+
+    async def GetTeam(self, request: team_pb.GetTeamRequest, context: Ctx) -> team_pb.Team:
+        return team_pb_of(await self.tenancy.get_team(principal(), request.team_id))
+
+    async def AssignModelGroups(
+        self, request: team_pb.AssignModelGroupsRequest, context: Ctx
+    ) -> team_pb.Team:
+        team = await self.tenancy.assign_model_groups(
+            principal(), request.team_id, list(request.model_groups)
+        )
+        return team_pb_of(team)
+
+    async def GetTeamUsage(
+        self, request: team_pb.GetTeamUsageRequest, context: Ctx
+    ) -> team_pb.GetTeamUsageResponse:
+        await self.tenancy.get_team(principal(), request.team_id)
+        raise NotImplementedYet("Team usage is not served yet")

@@ -1,0 +1,146 @@
+"""Running one LLM call against a model group: models in priority order,
+fallback on retryable failures, every attempt recorded, time bounded by the
+request deadline."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from service.domain.errors import DeadlineExceeded
+from service.domain.models import ModelGroup
+from service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    ModelSpec,
+    Provider,
+    ProviderError,
+    StreamChunk,
+)
+
+# Time kept back from the request deadline so that the call can still be
+# recorded and answered before the client gives up.
+DEADLINE_MARGIN_S = 0.05
+
+
+@dataclass(slots=True)
+class Attempts:
+    """Every model tried for one call, for the job record and error details."""
+
+    items: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, model: ModelSpec, error: str | None, started: float) -> None:
+        self.items.append(
+            {
+                "model": model.model_name,
+                "error": error,
+                "latency_ms": int((time.perf_counter() - started) * 1000),
+            }
+        )
+
+    @property
+    def last_error(self) -> str:
+        for a in reversed(self.items):
+            if a["error"]:
+                return str(a["error"])
+        return "no model available"
+
+
+@dataclass(slots=True)
+class Outcome:
+    model: ModelSpec
+    result: ChatResult | None
+    attempts: Attempts
+    error: str | None
+
+
+def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) -> float:
+    """Seconds for one attempt: the model's `timeout` config (or the default),
+    never past the request deadline."""
+    configured = model.config.get("timeout")
+    timeout = float(configured) if isinstance(configured, int | float) and configured > 0 else default
+    if deadline is not None:
+        left = deadline - time.monotonic() - DEADLINE_MARGIN_S
+        if left <= 0:
+            raise DeadlineExceeded("Deadline exceeded before the LLM call could finish")
+        timeout = min(timeout, left)
+    return timeout
+
+
+class CallRunner:
+    def __init__(self, provider: Provider, default_timeout: float) -> None:
+        self.provider = provider
+        self.default_timeout = default_timeout
+
+    async def complete(
+        self, group: ModelGroup, request: ChatRequest, deadline: float | None
+    ) -> Outcome:
+        attempts = Attempts()
+        last = group.models[0]
+        for model in group.models:
+            last = model
+            try:
+                timeout = attempt_timeout(model, deadline, self.default_timeout)
+            except DeadlineExceeded:
+                if not attempts.items:
+                    raise
+                break
+            started = time.perf_counter()
+            try:
+                result = await self.provider.complete(model, request, timeout)
+            except ProviderError as exc:
+                attempts.add(model, exc.message, started)
+                if not exc.retryable:
+                    break
+                continue
+            attempts.add(model, None, started)
+            return Outcome(model=model, result=result, attempts=attempts, error=None)
+        return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
+
+    async def open_stream(
+        self, group: ModelGroup, request: ChatRequest, deadline: float | None
+    ) -> tuple[ModelSpec, StreamChunk, AsyncIterator[StreamChunk], Attempts] | Outcome:
+        """Start a stream: fall back to the next model until one produces its
+        first chunk. Returns (model, first chunk, rest, attempts), or an
+        Outcome with the error when every model failed before its first
+        chunk."""
+        attempts = Attempts()
+        last = group.models[0]
+        for model in group.models:
+            last = model
+            try:
+                timeout = attempt_timeout(model, deadline, self.default_timeout)
+            except DeadlineExceeded:
+                if not attempts.items:
+                    raise
+                break
+            started = time.perf_counter()
+            stream = self.provider.stream(model, request, timeout)
+            try:
+                first = await anext(stream)
+            except StopAsyncIteration:
+                first = StreamChunk(finish_reason="stop")
+            except ProviderError as exc:
+                await _close(stream)
+                attempts.add(model, exc.message, started)
+                if not exc.retryable:
+                    break
+                continue
+            except BaseException:
+                await _close(stream)
+                raise
+            attempts.add(model, None, started)
+            return model, first, stream, attempts
+        return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
+
+
+async def _close(stream: AsyncIterator[StreamChunk]) -> None:
+    aclose = getattr(stream, "aclose", None)
+    if aclose is not None:
+        try:
+            await asyncio.shield(aclose())
+        except Exception:  # noqa: S110 - best effort: the attempt already failed
+            pass

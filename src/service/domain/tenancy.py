@@ -1,0 +1,237 @@
+"""Organizations, model groups and teams: the admin side of the gateway."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from service.domain import validation as v
+from service.domain.errors import (
+    InvalidArgument,
+    model_group_access_denied,
+    model_group_not_found,
+    organization_not_found,
+    team_not_found,
+)
+from service.domain.keys import new_team_key
+from service.domain.models import ModelGroup, Organization, Team
+from service.domain.principal import Principal
+from service.providers.base import ModelSpec
+from service.storage.model_groups import ModelGroupRepository
+from service.storage.organizations import OrganizationRepository
+from service.storage.teams import TeamRepository
+
+BUDGET_USD_PER_CREDIT = 0.10
+ENV_REF = "os.environ/"
+_NUMERIC_CONFIG = (
+    "timeout",
+    "input_cost_per_token",
+    "output_cost_per_token",
+    "latency_ms",
+    "tokens_per_second",
+    "failure_rate",
+)
+
+
+def budget_usd(credits_allocated: int) -> float:
+    return round(credits_allocated * BUDGET_USD_PER_CREDIT, 2)
+
+
+def _dedup(names: list[str], field: str) -> list[str]:
+    if len(names) > v.MAX_GROUPS_PER_TEAM:
+        raise InvalidArgument(f"{field} has more than {v.MAX_GROUPS_PER_TEAM} entries", field=field)
+    for n in names:
+        v.require_id(n, field)
+    return list(dict.fromkeys(names))
+
+
+def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
+    if not models:
+        raise InvalidArgument("models must list at least one model", field="models")
+    if len(models) > v.MAX_MODELS_PER_GROUP:
+        raise InvalidArgument(
+            f"models has more than {v.MAX_MODELS_PER_GROUP} entries", field="models"
+        )
+    seen: set[int] = set()
+    for m in models:
+        v.text(m.model_name, "models.model_name", max_len=256, required=True)
+        if not 0 <= m.priority <= 1000:
+            raise InvalidArgument("models.priority must be between 0 and 1000", field="models")
+        if m.priority in seen:
+            raise InvalidArgument(
+                f"models has two entries with priority {m.priority}", field="models"
+            )
+        seen.add(m.priority)
+        v.metadata(dict(m.config), "models.config")
+        key = m.config.get("api_key")
+        if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
+            # Secrets are never stored: the config names the env var holding it.
+            raise InvalidArgument(
+                "models.config.api_key must reference an environment variable, "
+                'like "os.environ/OPENAI_API_KEY"',
+                field="models.config.api_key",
+            )
+        for k in _NUMERIC_CONFIG:
+            val = m.config.get(k)
+            if val is not None and (
+                isinstance(val, bool) or not isinstance(val, int | float) or val < 0
+            ):
+                raise InvalidArgument(
+                    f"models.config.{k} must be a non-negative number", field=f"models.config.{k}"
+                )
+    return sorted(models, key=lambda m: m.priority)
+
+
+class TenancyService:
+    def __init__(
+        self,
+        orgs: OrganizationRepository,
+        groups: ModelGroupRepository,
+        teams: TeamRepository,
+    ) -> None:
+        self.orgs = orgs
+        self.groups = groups
+        self.teams = teams
+
+    # Organizations ---------------------------------------------------------
+
+    async def create_organization(
+        self, who: Principal, organization_id: str, name: str, metadata: dict[str, Any]
+    ) -> Organization:
+        who.require_admin()
+        v.require_id(organization_id, "organization_id")
+        v.text(name, "name", max_len=256, required=True)
+        return await self.orgs.create(organization_id, name, v.metadata(metadata))
+
+    async def get_organization(self, who: Principal, organization_id: str) -> Organization:
+        who.require_admin()
+        v.require_id(organization_id, "organization_id")
+        org = await self.orgs.get(organization_id)
+        if org is None:
+            raise organization_not_found(organization_id)
+        return org
+
+    async def organization_teams(self, who: Principal, organization_id: str) -> list[Team]:
+        await self.get_organization(who, organization_id)
+        return await self.teams.list_by_organization(organization_id)
+
+    # Model groups ----------------------------------------------------------
+
+    async def create_model_group(
+        self,
+        who: Principal,
+        group_name: str,
+        display_name: str,
+        description: str,
+        models: list[ModelSpec],
+        metadata: dict[str, Any],
+    ) -> ModelGroup:
+        who.require_admin()
+        v.require_id(group_name, "group_name")
+        v.text(display_name, "display_name", max_len=256)
+        v.text(description, "description", max_len=4096)
+        return await self.groups.create(
+            group_name,
+            display_name or group_name,
+            description,
+            validate_models(models),
+            v.metadata(metadata),
+        )
+
+    async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
+        if who.is_admin:
+            return await self.groups.list()
+        assert who.team_id is not None
+        return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+
+    async def get_model_group(self, who: Principal, group_name: str) -> ModelGroup:
+        v.require_id(group_name, "group_name")
+        group = await self.groups.get(group_name)
+        if group is None:
+            raise model_group_not_found(group_name)
+        if not who.is_admin:
+            assert who.team_id is not None
+            names = {g.group_name for g in await self.teams.groups_of(who.team_id)}
+            if group_name not in names:
+                raise model_group_access_denied(who.team_id, group_name)
+        return group
+
+    async def resolve_model_group(
+        self, who: Principal, group_name: str, team_id: str
+    ) -> tuple[ModelGroup, bool]:
+        """(group, team_has_access). A team key may only ask for its own team,
+        and a group it lacks is PERMISSION_DENIED (seed 003: "returns error")."""
+        v.require_id(group_name, "group_name")
+        if not team_id:
+            if who.is_admin:
+                raise InvalidArgument("team_id is required", field="team_id")
+            assert who.team_id is not None
+            team_id = who.team_id
+        v.require_id(team_id, "team_id")
+        who.require_team(team_id)
+        group = await self.groups.get(group_name)
+        if group is None:
+            raise model_group_not_found(group_name)
+        team = await self.teams.get(team_id)
+        if team is None:
+            raise team_not_found(team_id)
+        has_access = group_name in team.model_groups
+        if not has_access and not who.is_admin:
+            raise model_group_access_denied(team_id, group_name)
+        return group, has_access
+
+    # Teams -----------------------------------------------------------------
+
+    async def create_team(
+        self,
+        who: Principal,
+        *,
+        organization_id: str,
+        team_id: str,
+        team_alias: str,
+        model_groups: list[str],
+        access_groups: list[str],
+        credits_allocated: int,
+        metadata: dict[str, Any],
+    ) -> tuple[Team, str]:
+        """Returns the team and its virtual key (shown once)."""
+        who.require_admin()
+        v.require_id(organization_id, "organization_id")
+        v.require_id(team_id, "team_id")
+        v.text(team_alias, "team_alias", max_len=256)
+        if access_groups:
+            raise InvalidArgument(
+                "access_groups are not supported yet; assign model_groups instead",
+                field="access_groups",
+            )
+        groups = _dedup(model_groups, "model_groups")
+        v.credits(credits_allocated, "credits_allocated", allow_zero=True)
+        key, key_hash, prefix = new_team_key()
+        team = await self.teams.create(
+            organization_id=organization_id,
+            team_id=team_id,
+            team_alias=team_alias or team_id,
+            group_names=groups,
+            credits_allocated=credits_allocated,
+            metadata=v.metadata(metadata),
+            key_hash=key_hash,
+            key_prefix=prefix,
+        )
+        return team, key
+
+    async def get_team(self, who: Principal, team_id: str) -> Team:
+        v.require_id(team_id, "team_id")
+        who.require_team(team_id)
+        team = await self.teams.get(team_id)
+        if team is None:
+            raise team_not_found(team_id)
+        return team
+
+    async def assign_model_groups(
+        self, who: Principal, team_id: str, model_groups: list[str]
+    ) -> Team:
+        who.require_admin()
+        v.require_id(team_id, "team_id")
+        team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
+        if team is None:
+            raise team_not_found(team_id)
+        return team

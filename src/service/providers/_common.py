@@ -1,0 +1,133 @@
+"""Small helpers shared by the providers: key resolution, error building and
+token estimation. Nothing here imports LiteLLM or does I/O."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from service.providers.base import ProviderError, TokenUsage
+
+ENV_PREFIX = "os.environ/"
+# Upstream error texts are echoed into attempt records; keep them short.
+MAX_UPSTREAM_MESSAGE = 300
+# The usual rule of thumb for English text and BPE tokenizers.
+CHARS_PER_TOKEN = 4
+
+
+def resolve_api_key(config: Mapping[str, Any], default_env: str | None = None) -> str | None:
+    """The API key of a model, read at call time so a rotated env var is
+    picked up without a restart.
+
+    `api_key` is `"os.environ/NAME"` (the only form the domain accepts) or a
+    literal key. When absent, `default_env` (e.g. OPENAI_API_KEY) is used if
+    given, else there is no key (local vLLM/Ollama servers need none).
+    """
+    raw = config.get("api_key")
+    if raw is None or raw == "":
+        if default_env is None:
+            return None
+        raw = ENV_PREFIX + default_env
+    raw = str(raw)
+    if raw.startswith(ENV_PREFIX):
+        name = raw[len(ENV_PREFIX) :]
+        value = os.environ.get(name)
+        if not value:
+            raise ProviderError(f"API key env var {name} is not set", retryable=False)
+        return value
+    return raw
+
+
+def is_retryable_status(status: int) -> bool:
+    """408/409/429 and 5xx may succeed elsewhere or later; other 4xx fail the
+    same way on every model of the group."""
+    return status in (408, 409, 429) or status >= 500
+
+
+def clean_message(message: str, secret: str | None) -> str:
+    """Truncate an upstream message and make sure it never carries the key."""
+    message = " ".join(message.split())
+    if secret and len(secret) >= 4:
+        message = message.replace(secret, "***")
+    if len(message) > MAX_UPSTREAM_MESSAGE:
+        message = message[: MAX_UPSTREAM_MESSAGE - 3] + "..."
+    return message
+
+
+def http_error(status: int, upstream_message: str | None, secret: str | None) -> ProviderError:
+    """A ProviderError for an HTTP error answer, with a short human message."""
+    if status == 429:
+        base = "Rate limit exceeded"
+    elif status == 408:
+        base = "Provider timed out"
+    elif status >= 500:
+        base = f"Provider error (HTTP {status})"
+    else:
+        base = f"Provider rejected the request (HTTP {status})"
+    if upstream_message:
+        base = f"{base}: {clean_message(upstream_message, secret)}"
+    return ProviderError(base, retryable=is_retryable_status(status), status=status)
+
+
+def timeout_error() -> ProviderError:
+    return ProviderError("Request timed out", retryable=True)
+
+
+def connection_error() -> ProviderError:
+    return ProviderError("Could not connect to the provider", retryable=True)
+
+
+def estimate_tokens_from_chars(chars: int) -> int:
+    return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN
+
+
+def message_chars(messages: Iterable[Mapping[str, Any]]) -> int:
+    """Characters of text in chat messages: string contents, the text parts
+    of multi-part contents, and tool-call arguments."""
+    total = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            for part in content:
+                if isinstance(part, Mapping):
+                    text = part.get("text")
+                    if isinstance(text, str):
+                        total += len(text)
+        tool_calls = message.get("tool_calls")
+        if isinstance(tool_calls, list):
+            total += tool_call_chars(tool_calls)
+    return total
+
+
+def tool_call_chars(tool_calls: Iterable[Any]) -> int:
+    total = 0
+    for call in tool_calls:
+        if isinstance(call, Mapping):
+            function = call.get("function")
+            if isinstance(function, Mapping):
+                total += len(str(function.get("name") or ""))
+                total += len(str(function.get("arguments") or ""))
+    return total
+
+
+def estimate_usage(messages: Iterable[Mapping[str, Any]], output_chars: int) -> TokenUsage:
+    """Usage when the provider reported none (~4 characters per token)."""
+    return TokenUsage(
+        prompt_tokens=estimate_tokens_from_chars(message_chars(messages)),
+        completion_tokens=estimate_tokens_from_chars(output_chars),
+        estimated=True,
+    )
+
+
+def parse_usage(raw: Any) -> TokenUsage | None:
+    """OpenAI-style `usage` object → TokenUsage, or None if absent/invalid."""
+    if not isinstance(raw, Mapping):
+        return None
+    prompt = raw.get("prompt_tokens")
+    completion = raw.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return TokenUsage(prompt_tokens=prompt, completion_tokens=completion)

@@ -1,0 +1,303 @@
+"""The fast path: OpenAI and OpenAI-compatible servers (vLLM, Ollama's /v1,
+LM Studio, llama.cpp server, ...) over one pooled aiohttp session per
+api_base.
+
+This module sits on the hot path of every LLM call, so it stays lean: no
+LiteLLM, no per-call imports, one `orjson.dumps` per request and one
+`orjson.loads` per SSE line, keep-alive connections reused across calls.
+
+Timeouts (`timeout` is the seconds left for this attempt):
+- `complete`: the whole request, connect to last byte (aiohttp `total`).
+- `stream`: the time to first byte (connect, response headers and the first
+  SSE line) is bounded by `timeout`; after that every read must see data within
+  `timeout` (aiohttp `sock_read`, i.e. the longest allowed silence between
+  chunks). A long but live stream is therefore not cut by the attempt timeout;
+  the request deadline bounds it instead (the gRPC layer cancels the consumer,
+  which closes the upstream connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import aiohttp
+import orjson
+
+from service.providers._common import (
+    connection_error,
+    estimate_usage,
+    http_error,
+    parse_usage,
+    resolve_api_key,
+    timeout_error,
+    tool_call_chars,
+)
+from service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    ModelSpec,
+    ProviderError,
+    StreamChunk,
+)
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+OPENAI_PREFIX = "openai/"
+# Used only when the model targets api.openai.com and has no `api_key`: never
+# sent to a third-party api_base.
+OPENAI_KEY_ENV = "OPENAI_API_KEY"
+# aiohttp lets a line grow to 2x read_bufsize; 512 KiB keeps a large
+# tool-call delta on one SSE line readable.
+_READ_BUFSIZE = 256 * 1024
+_STREAM_OPTIONS = {"include_usage": True}
+
+
+def _lost_error() -> ProviderError:
+    return ProviderError("Connection to the provider was lost", retryable=True)
+
+
+def _invalid_error() -> ProviderError:
+    return ProviderError("Provider sent an invalid response", retryable=True)
+
+
+def _upstream_message(raw: bytes) -> str | None:
+    """The human part of an error body: OpenAI's `error.message`, vLLM's
+    `message`, FastAPI's `detail`, or a short plain-text body (not HTML)."""
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        text = raw[:1000].decode("utf-8", "replace").strip()
+        return text if text and not text.startswith("<") else None
+    if not isinstance(obj, dict):
+        return None
+    err = obj.get("error")
+    if isinstance(err, dict):
+        err = err.get("message")
+    for candidate in (err, obj.get("message"), obj.get("detail")):
+        if isinstance(candidate, str) and candidate:
+            return candidate
+    return None
+
+
+class OpenAICompatProvider:
+    """Provider for OpenAI-compatible `/chat/completions` endpoints.
+
+    Model config keys used: `api_base` (default https://api.openai.com/v1) and
+    `api_key` (`"os.environ/NAME"` or a literal key; absent means
+    OPENAI_API_KEY for api.openai.com and no Authorization header elsewhere).
+    """
+
+    def __init__(
+        self,
+        *,
+        default_api_base: str = DEFAULT_API_BASE,
+        max_connections: int = 1000,
+        keepalive_timeout: float = 30.0,
+    ) -> None:
+        self._default_api_base = default_api_base
+        self._max_connections = max_connections
+        self._keepalive_timeout = keepalive_timeout
+        # api_base -> (session, chat-completions URL). Sessions are created
+        # lazily because aiohttp needs the running loop.
+        self._endpoints: dict[str, tuple[aiohttp.ClientSession, str]] = {}
+
+    def _endpoint(self, api_base: str) -> tuple[aiohttp.ClientSession, str]:
+        endpoint = self._endpoints.get(api_base)
+        if endpoint is None or endpoint[0].closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                limit_per_host=0,
+                keepalive_timeout=self._keepalive_timeout,
+                ttl_dns_cache=300,
+            )
+            session = aiohttp.ClientSession(
+                connector=connector,
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                read_bufsize=_READ_BUFSIZE,
+                raise_for_status=False,
+            )
+            endpoint = (session, api_base.rstrip("/") + "/chat/completions")
+            self._endpoints[api_base] = endpoint
+        return endpoint
+
+    def _prepare(
+        self, model: ModelSpec, request: ChatRequest, stream: bool
+    ) -> tuple[aiohttp.ClientSession, str, bytes, dict[str, str] | None, str | None]:
+        config = model.config
+        api_base = config.get("api_base") or self._default_api_base
+        key = resolve_api_key(config, OPENAI_KEY_ENV if api_base == DEFAULT_API_BASE else None)
+        name = model.model_name
+        if name.startswith(OPENAI_PREFIX):
+            name = name[len(OPENAI_PREFIX) :]
+        body: dict[str, Any] = dict(request.params)
+        body["model"] = name
+        body["messages"] = request.messages
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = _STREAM_OPTIONS
+        else:
+            body.pop("stream", None)
+        headers = {"Authorization": "Bearer " + key} if key else None
+        session, url = self._endpoint(str(api_base))
+        return session, url, orjson.dumps(body), headers, key
+
+    async def complete(
+        self,
+        model: ModelSpec,
+        request: ChatRequest,
+        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+    ) -> ChatResult:
+        if timeout <= 0:
+            raise timeout_error()
+        session, url, body, headers, key = self._prepare(model, request, stream=False)
+        try:
+            async with session.post(
+                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as resp:
+                status = resp.status
+                raw = await resp.read()
+        except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
+            raise timeout_error() from exc
+        except aiohttp.ClientConnectorError as exc:
+            raise connection_error() from exc
+        except aiohttp.ClientError as exc:
+            raise _lost_error() from exc
+        if status >= 300:
+            raise http_error(status, _upstream_message(raw), key)
+        return _parse_completion(raw, request)
+
+    async def stream(
+        self,
+        model: ModelSpec,
+        request: ChatRequest,
+        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+    ) -> AsyncGenerator[StreamChunk, None]:
+        """Yield one chunk per upstream delta that carries content or tool
+        calls, then a last chunk with finish_reason and usage.
+
+        Leaving early (aclose, or cancellation of the consumer) closes the
+        upstream connection in `finally` so the server stops generating.
+        Consumers that `break` should `aclose()` the iterator (or use
+        `contextlib.aclosing`) rather than leave it to garbage collection.
+        """
+        if timeout <= 0:
+            raise timeout_error()
+        session, url, body, headers, key = self._prepare(model, request, stream=True)
+        resp: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                async with asyncio.timeout(timeout):
+                    resp = await session.post(
+                        url,
+                        data=body,
+                        headers=headers,
+                        timeout=aiohttp.ClientTimeout(
+                            total=None, sock_connect=timeout, sock_read=timeout
+                        ),
+                    )
+                    if resp.status >= 300:
+                        raw = await resp.read()
+                        raise http_error(resp.status, _upstream_message(raw), key)
+                    content = resp.content
+                    line = await content.readline()
+            except TimeoutError as exc:
+                raise timeout_error() from exc
+            except aiohttp.ClientConnectorError as exc:
+                raise connection_error() from exc
+            except aiohttp.ClientError as exc:
+                raise _lost_error() from exc
+
+            finish_reason: str | None = None
+            usage = None
+            out_chars = 0
+            done = False
+            try:
+                while line:
+                    # SSE: only `data:` lines matter; blank separators,
+                    # `: keep-alive` comments and `event:` lines are skipped.
+                    if line.startswith(b"data:"):
+                        payload = line[5:].strip()
+                        if payload == b"[DONE]":
+                            done = True
+                            break
+                        obj = orjson.loads(payload)
+                        choices = obj.get("choices")
+                        if choices:
+                            choice = choices[0]
+                            delta = choice.get("delta")
+                            if delta:
+                                text = delta.get("content")
+                                tool_calls = delta.get("tool_calls")
+                                if text or tool_calls:
+                                    if text:
+                                        out_chars += len(text)
+                                    else:
+                                        text = ""
+                                    if tool_calls:
+                                        out_chars += tool_call_chars(tool_calls)
+                                    yield StreamChunk(content=text, tool_calls=tool_calls)
+                            reason = choice.get("finish_reason")
+                            if reason:
+                                finish_reason = reason
+                        elif "error" in obj:
+                            # vLLM and OpenAI report mid-stream failures this way.
+                            raise _stream_error(obj["error"], key)
+                        raw_usage = obj.get("usage")
+                        if raw_usage:
+                            usage = parse_usage(raw_usage)
+                    line = await content.readline()
+            except TimeoutError as exc:
+                raise timeout_error() from exc
+            except aiohttp.ClientError as exc:
+                raise _lost_error() from exc
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+                raise _invalid_error() from exc
+
+            if not done and finish_reason is None:
+                raise ProviderError("Provider closed the stream early", retryable=True)
+            # Give the connection back before the last yield: a consumer that
+            # stops after the final chunk never resumes this generator.
+            resp.release()
+            resp = None
+            yield StreamChunk(
+                finish_reason=finish_reason or "stop",
+                usage=usage or estimate_usage(request.messages, out_chars),
+            )
+        finally:
+            if resp is not None:
+                # Early exit, error or cancellation: drop the connection so the
+                # upstream sees the disconnect and stops generating.
+                resp.close()
+
+    async def aclose(self) -> None:
+        endpoints = list(self._endpoints.values())
+        self._endpoints.clear()
+        for session, _url in endpoints:
+            await session.close()
+
+
+def _stream_error(err: Any, key: str | None) -> ProviderError:
+    message = err.get("message") if isinstance(err, Mapping) else err
+    code = err.get("code") if isinstance(err, Mapping) else None
+    status = code if isinstance(code, int) else 500
+    return http_error(status, message if isinstance(message, str) else None, key)
+
+
+def _parse_completion(raw: bytes, request: ChatRequest) -> ChatResult:
+    try:
+        obj = orjson.loads(raw)
+        choice = obj["choices"][0]
+        message = choice.get("message") or {}
+        content = message.get("content") or ""
+        tool_calls = message.get("tool_calls") or []
+        finish_reason = choice.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
+        usage = parse_usage(obj.get("usage"))
+    except (orjson.JSONDecodeError, LookupError, AttributeError, TypeError) as exc:
+        raise _invalid_error() from exc
+    if usage is None:
+        out_chars = len(content) + tool_call_chars(tool_calls)
+        usage = estimate_usage(request.messages, out_chars)
+    return ChatResult(
+        content=content, finish_reason=finish_reason, usage=usage, tool_calls=tool_calls
+    )

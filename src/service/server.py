@@ -1,0 +1,173 @@
+"""Wiring: settings -> database -> repositories -> domain -> servicers ->
+grpc.aio server, plus the job sweeper and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from datetime import timedelta
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
+from grpc_reflection.v1alpha import reflection
+from saas_llm.v1 import (
+    credit_service_pb2,
+    credit_service_pb2_grpc,
+    health_service_pb2,
+    health_service_pb2_grpc,
+    job_service_pb2,
+    job_service_pb2_grpc,
+    model_group_service_pb2,
+    model_group_service_pb2_grpc,
+    organization_service_pb2,
+    organization_service_pb2_grpc,
+    team_service_pb2,
+    team_service_pb2_grpc,
+)
+
+from service.api.auth import Authenticator
+from service.api.credit_servicer import CreditServicer
+from service.api.health_servicer import HealthServicer
+from service.api.interceptor import GatewayInterceptor
+from service.api.job_servicer import JobServicer
+from service.api.tenancy_servicers import (
+    ModelGroupServicer,
+    OrganizationServicer,
+    TeamServicer,
+)
+from service.domain.credits import CreditsService
+from service.domain.jobs import JobsService
+from service.domain.llm import CallRunner
+from service.domain.tenancy import TenancyService
+from service.providers import costs
+from service.providers.base import Provider
+from service.providers.router import ProviderRouter
+from service.settings import Settings
+from service.storage.db import Database
+from service.storage.jobs import JobRepository
+from service.storage.ledger import LedgerRepository
+from service.storage.model_groups import ModelGroupRepository
+from service.storage.organizations import OrganizationRepository
+from service.storage.rows import utcnow
+from service.storage.teams import TeamRepository
+
+log = logging.getLogger("service")
+
+SERVICE_NAMES = (
+    organization_service_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
+    model_group_service_pb2.DESCRIPTOR.services_by_name["ModelGroupService"].full_name,
+    team_service_pb2.DESCRIPTOR.services_by_name["TeamService"].full_name,
+    credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name,
+    job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
+    health_service_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,
+)
+
+
+class App:
+    """One service process. `await start()`, then `await stop()`."""
+
+    def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
+        self.provider: Provider = provider or ProviderRouter()
+        orgs = OrganizationRepository(self.db)
+        groups = ModelGroupRepository(self.db)
+        teams = TeamRepository(self.db)
+        self.jobs_repo = JobRepository(self.db)
+        tenancy = TenancyService(orgs, groups, teams)
+        credits = CreditsService(LedgerRepository(self.db))
+        runner = CallRunner(self.provider, settings.default_llm_timeout)
+        self.jobs = JobsService(self.jobs_repo, teams, groups, runner)
+        master = settings.master_key.get_secret_value() if settings.master_key else None
+        self.health = HealthServicer(self.db)
+        self.grpc_health = health_aio.HealthServicer()
+        max_bytes = settings.max_message_bytes
+        self.server = grpc.aio.server(
+            interceptors=[GatewayInterceptor(Authenticator(master, teams))],
+            options=[
+                ("grpc.max_receive_message_length", max_bytes),
+                ("grpc.max_send_message_length", 16 * max_bytes),
+                ("grpc.so_reuseport", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ],
+            maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
+        )
+        s = self.server
+        organization_service_pb2_grpc.add_OrganizationServiceServicer_to_server(
+            OrganizationServicer(tenancy), s
+        )
+        model_group_service_pb2_grpc.add_ModelGroupServiceServicer_to_server(
+            ModelGroupServicer(tenancy), s
+        )
+        team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy), s)
+        credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(credits), s)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
+        health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
+        health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            s,
+        )
+        self.port = 0
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        # Preload the price map so that the first call pays nothing.
+        await asyncio.to_thread(costs.warm)
+        addr = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
+        self.port = self.server.add_insecure_port(addr)
+        if self.port == 0:
+            raise RuntimeError(f"cannot bind {addr}")
+        await self.server.start()
+        for name in ("", *SERVICE_NAMES):
+            await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
+        log.info("listening", extra={"grpc_port": self.port, "database": self.db.engine.dialect.name})
+        return self.port
+
+    async def sweep_once(self) -> int:
+        cutoff = utcnow() - timedelta(seconds=self.settings.job_timeout)
+        n = await self.jobs_repo.expire_stale(cutoff)
+        if n:
+            log.info("expired stale jobs", extra={"expired": n})
+        return n
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job sweeper failed; retrying")
+            await asyncio.sleep(self.settings.sweeper_interval)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new work (health NOT_SERVING), let in-flight RPCs finish
+        within the grace period, then release everything."""
+        self.health.shutting_down = True
+        await self.grpc_health.enter_graceful_shutdown()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        await self.provider.aclose()
+        await self.db.dispose()
+
+
+async def serve(settings: Settings) -> None:
+    app = App(settings)
+    await app.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down", extra={"grace_s": settings.shutdown_grace})
+    await app.stop()
+    log.info("stopped")

@@ -1,0 +1,46 @@
+"""All configuration, from environment variables (documented in README.md)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite+aiosqlite:///./data/gateway.db",
+        description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
+    )
+    master_key: SecretStr | None = Field(
+        default=None, description="Admin key; `make run` generates one into data/ when unset."
+    )
+    grpc_host: str = "0.0.0.0"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    log_level: str = "INFO"
+    # Seconds a job may stay open before the sweeper expires it and releases
+    # its credit.
+    job_timeout: float = Field(default=3600.0, gt=0)
+    sweeper_interval: float = Field(default=30.0, gt=0)
+    # Seconds in-flight RPCs get to finish on SIGTERM.
+    shutdown_grace: float = Field(default=10.0, ge=0)
+    max_message_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_concurrent_rpcs: int = Field(default=2000, ge=1)
+    # Provider timeout when neither the request deadline nor the model config
+    # gives one.
+    default_llm_timeout: float = Field(default=120.0, gt=0)
+    db_pool_size: int = Field(default=10, ge=1)
+    db_echo: bool = False
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,374 @@
+"""Jobs and their LLM calls. Every state change of a job and the ledger row
+it causes are written in one transaction; the job's status guards (WHERE
+status IN open) make concurrent completes and the sweeper race-free."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy.exc import IntegrityError
+
+from service.domain.errors import AlreadyExists, FailedPrecondition, job_not_found
+from service.domain.models import CallRecord, Job
+from service.domain.validation import OPEN_STATUSES
+from service.storage import ledger
+from service.storage.db import Database
+from service.storage.rows import as_utc, call_of, new_id, opt_utc, utcnow
+from service.storage.schema import jobs, llm_calls, teams
+
+
+@dataclass(frozen=True, slots=True)
+class NewCall:
+    """A finished (or abandoned) LLM call to record."""
+
+    job_id: str
+    team_id: str
+    model_group: str
+    model: str
+    purpose: str
+    status: str
+    streamed: bool
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    cost_usd: float | None
+    latency_ms: int
+    ttft_ms: int | None
+    error: str | None
+    attempts: list[dict[str, Any]]
+
+
+def _job(row: Row[Any], calls: list[CallRecord] | None = None) -> Job:
+    m = row._mapping
+    return Job(
+        job_id=m["job_id"],
+        team_id=m["team_id"],
+        user_id=m["user_id"],
+        job_type=m["job_type"],
+        status=m["status"],
+        metadata=m["metadata"] or {},
+        result_metadata=m["result_metadata"],
+        error_message=m["error_message"],
+        credit_applied=bool(m["credit_applied"]),
+        credits_remaining_after=m["credits_remaining_after"],
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+        completed_at=opt_utc(m["completed_at"]),
+        calls=calls or [],
+        replay_response=m["replay_response"],
+    )
+
+
+class JobRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        *,
+        team_id: str,
+        user_id: str,
+        job_type: str,
+        metadata: dict[str, Any],
+        request_id: str | None,
+        request_hash: str | None,
+    ) -> tuple[Job, bool]:
+        """Create a job holding 1 reserved credit. Returns (job, replayed)."""
+        if request_id:
+            existing = await self._by_request(team_id, request_id, request_hash)
+            if existing is not None:
+                return existing, True
+        now = utcnow()
+        job_id = new_id()
+        values = {
+            "job_id": job_id,
+            "team_id": team_id,
+            "user_id": user_id,
+            "job_type": job_type,
+            "status": "pending",
+            "metadata": metadata,
+            "result_metadata": None,
+            "error_message": None,
+            "credit_applied": False,
+            "credits_remaining_after": None,
+            "request_id": request_id,
+            "request_hash": request_hash,
+            "created_at": now,
+            "updated_at": now,
+            "completed_at": None,
+        }
+        try:
+            async with self.db.tx() as conn:
+                # Reserve first: it reports a missing team or missing credits.
+                # A duplicate request_id then fails the insert and the whole
+                # transaction, reservation included, rolls back.
+                await ledger.reserve(conn, team_id, job_id, job_type)
+                await conn.execute(jobs.insert().values(**values))
+        except IntegrityError:
+            if request_id:
+                existing = await self._by_request(team_id, request_id, request_hash)
+                if existing is not None:
+                    return existing, True
+            raise
+        return _job_from_values(values), False
+
+    async def _by_request(
+        self, team_id: str, request_id: str, request_hash: str | None
+    ) -> Job | None:
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    select(jobs).where(jobs.c.team_id == team_id, jobs.c.request_id == request_id)
+                )
+            ).first()
+        if row is None:
+            return None
+        if row._mapping["request_hash"] != request_hash:
+            raise AlreadyExists(
+                f"request_id '{request_id}' was already used with a different body",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            )
+        return _job(row)
+
+    async def get(self, job_id: str, *, with_calls: bool = True) -> Job | None:
+        async with self.db.tx() as conn:
+            row = (await conn.execute(select(jobs).where(jobs.c.job_id == job_id))).first()
+            if row is None:
+                return None
+            calls: list[CallRecord] = []
+            if with_calls:
+                calls = [
+                    call_of(r)
+                    for r in (
+                        await conn.execute(
+                            select(llm_calls)
+                            .where(llm_calls.c.job_id == job_id)
+                            .order_by(llm_calls.c.id)
+                        )
+                    ).all()
+                ]
+        return _job(row, calls)
+
+    async def record_call(self, call: NewCall) -> CallRecord:
+        """Store a call and move the job from pending to in_progress."""
+        now = utcnow()
+        call_id = new_id()
+        async with self.db.tx() as conn:
+            await conn.execute(
+                llm_calls.insert().values(
+                    call_id=call_id,
+                    job_id=call.job_id,
+                    team_id=call.team_id,
+                    model_group=call.model_group,
+                    model=call.model,
+                    purpose=call.purpose,
+                    status=call.status,
+                    streamed=call.streamed,
+                    prompt_tokens=call.prompt_tokens,
+                    completion_tokens=call.completion_tokens,
+                    usage_estimated=call.usage_estimated,
+                    cost_usd=call.cost_usd,
+                    latency_ms=call.latency_ms,
+                    ttft_ms=call.ttft_ms,
+                    error=call.error,
+                    attempts=call.attempts,
+                    created_at=now,
+                )
+            )
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == call.job_id, jobs.c.status.in_(OPEN_STATUSES))
+                .values(status="in_progress", updated_at=now)
+            )
+        return CallRecord(
+            call_id=call_id,
+            job_id=call.job_id,
+            model_group=call.model_group,
+            model=call.model,
+            purpose=call.purpose,
+            status=call.status,
+            prompt_tokens=call.prompt_tokens,
+            completion_tokens=call.completion_tokens,
+            cost_usd=call.cost_usd,
+            latency_ms=call.latency_ms,
+            error=call.error,
+            created_at=now,
+        )
+
+    async def complete(
+        self,
+        job_id: str,
+        status: str,
+        result_metadata: dict[str, Any],
+        error_message: str | None,
+        replay_response: dict[str, Any] | None = None,
+    ) -> tuple[Job, bool]:
+        """End an open job and settle its credit: a deduction when `status` is
+        completed and no call failed, else a release. A repeat with the same
+        status returns the stored job (replayed=True) and moves no credit."""
+        now = utcnow()
+        async with self.db.tx() as conn:
+            claimed = (
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id, jobs.c.status.in_(OPEN_STATUSES))
+                    .values(
+                        status=status,
+                        completed_at=now,
+                        updated_at=now,
+                        result_metadata=result_metadata,
+                        error_message=error_message,
+                        replay_response=replay_response,
+                    )
+                    .returning(jobs.c.team_id, jobs.c.job_type)
+                )
+            ).first()
+            if claimed is not None:
+                team_id, job_type = claimed[0], claimed[1]
+                failed_calls = (
+                    await conn.execute(
+                        select(func.count())
+                        .select_from(llm_calls)
+                        .where(llm_calls.c.job_id == job_id, llm_calls.c.status == "failed")
+                    )
+                ).scalar_one()
+                charge = status == "completed" and failed_calls == 0
+                if charge:
+                    credits = await ledger.settle(
+                        conn,
+                        team_id,
+                        job_id,
+                        kind="deduction",
+                        reason=f"Job {job_type} completed successfully",
+                    )
+                else:
+                    why = "failed" if status == "failed" else "had failed calls"
+                    credits = await ledger.settle(
+                        conn, team_id, job_id, kind="release", reason=f"Job {job_type} {why}"
+                    )
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id)
+                    .values(credit_applied=charge, credits_remaining_after=credits.remaining)
+                )
+        job = await self.get(job_id)
+        if job is None:
+            raise job_not_found(job_id)
+        if claimed is not None:
+            return job, False
+        if job.status == status:
+            return job, True
+        raise FailedPrecondition(
+            f"Job '{job_id}' is already {job.status}",
+            reason="JOB_ALREADY_COMPLETED" if job.status != "expired" else "JOB_NOT_OPEN",
+        )
+
+    async def expire_stale(self, cutoff: datetime, batch: int = 100) -> int:
+        """Expire open jobs not touched since `cutoff` and release their
+        credit (ledger type `expiry`). Each job in its own short transaction."""
+        async with self.db.tx() as conn:
+            ids = [
+                r[0]
+                for r in (
+                    await conn.execute(
+                        select(jobs.c.job_id)
+                        .where(jobs.c.status.in_(OPEN_STATUSES), jobs.c.updated_at < cutoff)
+                        .limit(batch)
+                    )
+                ).all()
+            ]
+        expired = 0
+        for job_id in ids:
+            now = utcnow()
+            async with self.db.tx() as conn:
+                row = (
+                    await conn.execute(
+                        update(jobs)
+                        .where(
+                            jobs.c.job_id == job_id,
+                            jobs.c.status.in_(OPEN_STATUSES),
+                            jobs.c.updated_at < cutoff,
+                        )
+                        .values(status="expired", completed_at=now, updated_at=now)
+                        .returning(jobs.c.team_id, jobs.c.job_type)
+                    )
+                ).first()
+                if row is None:
+                    continue
+                credits = await ledger.settle(
+                    conn, row[0], job_id, kind="expiry", reason=f"Job {row[1]} expired"
+                )
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == job_id)
+                    .values(credits_remaining_after=credits.remaining)
+                )
+                expired += 1
+        return expired
+
+    async def list_for_team(
+        self, team_id: str, status: str | None, limit: int, offset: int
+    ) -> tuple[int, list[Job]]:
+        cond = jobs.c.team_id == team_id
+        if status:
+            cond = and_(cond, jobs.c.status == status)
+        async with self.db.tx() as conn:
+            total = (
+                await conn.execute(select(func.count()).select_from(jobs).where(cond))
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(jobs)
+                    .where(cond)
+                    .order_by(jobs.c.created_at.desc(), jobs.c.job_id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            ids = [r._mapping["job_id"] for r in rows]
+            by_job: dict[str, list[CallRecord]] = defaultdict(list)
+            if ids:
+                for r in (
+                    await conn.execute(
+                        select(llm_calls).where(llm_calls.c.job_id.in_(ids)).order_by(llm_calls.c.id)
+                    )
+                ).all():
+                    by_job[r._mapping["job_id"]].append(call_of(r))
+        return int(total), [_job(r, by_job[r._mapping["job_id"]]) for r in rows]
+
+    async def team_remaining(self, team_id: str) -> int:
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    select(
+                        teams.c.credits_allocated - teams.c.credits_used - teams.c.credits_reserved
+                    ).where(teams.c.team_id == team_id)
+                )
+            ).first()
+        return 0 if row is None else int(row[0])
+
+
+def _job_from_values(values: dict[str, Any]) -> Job:
+    return Job(
+        job_id=values["job_id"],
+        team_id=values["team_id"],
+        user_id=values["user_id"],
+        job_type=values["job_type"],
+        status=values["status"],
+        metadata=values["metadata"],
+        result_metadata=None,
+        error_message=None,
+        credit_applied=False,
+        credits_remaining_after=None,
+        created_at=values["created_at"],
+        updated_at=values["updated_at"],
+        completed_at=None,
+    )
+
+
+__all__: Sequence[str] = ("JobRepository", "NewCall")

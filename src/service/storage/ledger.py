@@ -1,0 +1,233 @@
+"""The credit ledger. Every change of a team's credits is one conditional
+UPDATE of the team row plus one append-only `credit_transactions` row, in the
+same transaction. No read-modify-write in Python: the database's CHECK
+constraint and the WHERE clauses keep `available >= 0` under any concurrency.
+
+Signed effect of each row type on the team totals:
+  allocation, addition: allocated += n
+  reservation:          reserved  += n       (available -= n)
+  deduction:            reserved  -= n, used += n (available unchanged)
+  release, expiry:      reserved  -= n       (available += n)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import orjson
+from sqlalchemy import ColumnElement, func, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.domain.errors import AlreadyExists, InsufficientCredits, team_not_found
+from service.domain.models import Credits, LedgerEntry
+from service.storage.db import Database
+from service.storage.rows import credits_of, ledger_entry_of, new_id, utcnow
+from service.storage.schema import credit_transactions, teams
+
+_TOTALS = (teams.c.credits_allocated, teams.c.credits_used, teams.c.credits_reserved)
+
+
+def body_hash(body: dict[str, Any]) -> str:
+    """Fingerprint of an idempotent request's body."""
+    return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _write(
+    conn: AsyncConnection,
+    *,
+    team_id: str,
+    kind: str,
+    amount: int,
+    reason: str,
+    job_id: str | None,
+    credits: Credits,
+    metadata: dict[str, Any] | None = None,
+    request_id: str | None = None,
+    request_hash: str | None = None,
+) -> LedgerEntry:
+    now = utcnow()
+    tid = new_id()
+    await conn.execute(
+        credit_transactions.insert().values(
+            transaction_id=tid,
+            team_id=team_id,
+            transaction_type=kind,
+            credits_amount=amount,
+            balance_after=credits.remaining,
+            reason=reason,
+            job_id=job_id,
+            metadata=metadata or {},
+            request_id=request_id,
+            request_hash=request_hash,
+            created_at=now,
+        )
+    )
+    return LedgerEntry(
+        transaction_id=tid,
+        team_id=team_id,
+        transaction_type=kind,
+        credits_amount=amount,
+        balance_after=credits.remaining,
+        reason=reason,
+        job_id=job_id,
+        created_at=now,
+    )
+
+
+async def _update(
+    conn: AsyncConnection, team_id: str, values: dict[str, Any], *guards: ColumnElement[bool]
+) -> Credits | None:
+    row = (
+        await conn.execute(
+            update(teams)
+            .where(teams.c.team_id == team_id, *guards)
+            .values(updated_at=utcnow(), **values)
+            .returning(*_TOTALS)
+        )
+    ).first()
+    return None if row is None else credits_of(row)
+
+
+async def reserve(conn: AsyncConnection, team_id: str, job_id: str, job_type: str) -> Credits:
+    """Hold 1 credit for a new job, or raise InsufficientCredits."""
+    credits = await _update(
+        conn,
+        team_id,
+        {"credits_reserved": teams.c.credits_reserved + 1},
+        teams.c.credits_allocated - teams.c.credits_used - teams.c.credits_reserved >= 1,
+    )
+    if credits is None:
+        row = (await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))).first()
+        if row is None:
+            raise team_not_found(team_id)
+        raise InsufficientCredits(required=1, available=max(credits_of(row).remaining, 0))
+    await _write(
+        conn,
+        team_id=team_id,
+        kind="reservation",
+        amount=1,
+        reason=f"Job {job_type} created",
+        job_id=job_id,
+        credits=credits,
+    )
+    return credits
+
+
+async def settle(
+    conn: AsyncConnection, team_id: str, job_id: str, *, kind: str, reason: str
+) -> Credits:
+    """End a job's reservation: `deduction` charges it, `release` and `expiry`
+    give it back."""
+    values: dict[str, Any] = {"credits_reserved": teams.c.credits_reserved - 1}
+    if kind == "deduction":
+        values["credits_used"] = teams.c.credits_used + 1
+    credits = await _update(conn, team_id, values, teams.c.credits_reserved >= 1)
+    if credits is None:
+        # Unreachable while the invariant "reserved == open jobs" holds; fail
+        # the transaction rather than corrupt the ledger.
+        raise RuntimeError(f"ledger invariant broken: team {team_id} has no reservation to settle")
+    await _write(
+        conn, team_id=team_id, kind=kind, amount=1, reason=reason, job_id=job_id, credits=credits
+    )
+    return credits
+
+
+class LedgerRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def balance(self, team_id: str) -> Credits | None:
+        async with self.db.tx() as conn:
+            row = (await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))).first()
+        return None if row is None else credits_of(row)
+
+    async def add(
+        self,
+        team_id: str,
+        amount: int,
+        reason: str,
+        metadata: dict[str, Any],
+        request_id: str | None,
+    ) -> tuple[LedgerEntry, Credits]:
+        """Add credits. With a request_id, a retry with the same body returns
+        the first entry (and today's balance); another body is ALREADY_EXISTS."""
+        rhash = body_hash({"a": amount, "r": reason, "m": metadata}) if request_id else None
+        if request_id:
+            replay = await self._replay(team_id, request_id, rhash)
+            if replay is not None:
+                return replay
+        try:
+            async with self.db.tx() as conn:
+                credits = await _update(
+                    conn, team_id, {"credits_allocated": teams.c.credits_allocated + amount}
+                )
+                if credits is None:
+                    raise team_not_found(team_id)
+                entry = await _write(
+                    conn,
+                    team_id=team_id,
+                    kind="addition",
+                    amount=amount,
+                    reason=reason or "Credits added",
+                    job_id=None,
+                    credits=credits,
+                    metadata=metadata,
+                    request_id=request_id,
+                    request_hash=rhash,
+                )
+                return entry, credits
+        except IntegrityError:
+            # A concurrent retry with the same request_id won the race.
+            if request_id:
+                replay = await self._replay(team_id, request_id, rhash)
+                if replay is not None:
+                    return replay
+            raise
+
+    async def _replay(
+        self, team_id: str, request_id: str, rhash: str | None
+    ) -> tuple[LedgerEntry, Credits] | None:
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    select(credit_transactions).where(
+                        credit_transactions.c.team_id == team_id,
+                        credit_transactions.c.request_id == request_id,
+                    )
+                )
+            ).first()
+            if row is None:
+                return None
+            if row._mapping["request_hash"] != rhash:
+                raise AlreadyExists(
+                    f"request_id '{request_id}' was already used with a different body",
+                    reason="IDEMPOTENCY_KEY_REUSED",
+                )
+            totals = (
+                await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))
+            ).one()
+            return ledger_entry_of(row), credits_of(totals)
+
+    async def transactions(
+        self, team_id: str, limit: int, offset: int
+    ) -> tuple[int, list[LedgerEntry]]:
+        async with self.db.tx() as conn:
+            total = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(credit_transactions)
+                    .where(credit_transactions.c.team_id == team_id)
+                )
+            ).scalar_one()
+            rows = (
+                await conn.execute(
+                    select(credit_transactions)
+                    .where(credit_transactions.c.team_id == team_id)
+                    .order_by(credit_transactions.c.id.desc())
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+        return int(total), [ledger_entry_of(r) for r in rows]

@@ -1,0 +1,125 @@
+"""Model groups repository: a group and its ordered models."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.domain.errors import AlreadyExists
+from service.domain.models import ModelGroup
+from service.providers.base import ModelSpec
+from service.storage.db import Database
+from service.storage.rows import as_utc, new_id, utcnow
+from service.storage.schema import model_group_models, model_groups
+
+
+def _group(row: Row[Any], models: list[ModelSpec]) -> ModelGroup:
+    m = row._mapping
+    return ModelGroup(
+        model_group_id=m["model_group_id"],
+        group_name=m["group_name"],
+        display_name=m["display_name"],
+        description=m["description"],
+        status=m["status"],
+        models=models,
+        metadata=m["metadata"] or {},
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+    )
+
+
+async def load_groups(conn: AsyncConnection, names: Sequence[str] | None) -> list[ModelGroup]:
+    """Groups by name (all when names is None), ordered by name, with their
+    models in priority order."""
+    q = select(model_groups).order_by(model_groups.c.group_name)
+    if names is not None:
+        if not names:
+            return []
+        q = q.where(model_groups.c.group_name.in_(list(names)))
+    rows = (await conn.execute(q)).all()
+    if not rows:
+        return []
+    ids = [r._mapping["model_group_id"] for r in rows]
+    mrows = (
+        await conn.execute(
+            select(model_group_models)
+            .where(model_group_models.c.model_group_id.in_(ids))
+            .order_by(model_group_models.c.model_group_id, model_group_models.c.priority)
+        )
+    ).all()
+    by_group: dict[str, list[ModelSpec]] = defaultdict(list)
+    for mr in mrows:
+        mm = mr._mapping
+        by_group[mm["model_group_id"]].append(
+            ModelSpec(model_name=mm["model_name"], priority=mm["priority"], config=mm["config"] or {})
+        )
+    return [_group(r, by_group[r._mapping["model_group_id"]]) for r in rows]
+
+
+class ModelGroupRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        group_name: str,
+        display_name: str,
+        description: str,
+        models: list[ModelSpec],
+        metadata: dict[str, Any],
+    ) -> ModelGroup:
+        now = utcnow()
+        gid = new_id()
+        try:
+            async with self.db.tx() as conn:
+                await conn.execute(
+                    model_groups.insert().values(
+                        model_group_id=gid,
+                        group_name=group_name,
+                        display_name=display_name,
+                        description=description,
+                        status="active",
+                        metadata=metadata,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await conn.execute(
+                    model_group_models.insert(),
+                    [
+                        {
+                            "model_group_id": gid,
+                            "model_name": m.model_name,
+                            "priority": m.priority,
+                            "config": dict(m.config),
+                        }
+                        for m in models
+                    ],
+                )
+        except IntegrityError as exc:
+            raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
+        return ModelGroup(
+            model_group_id=gid,
+            group_name=group_name,
+            display_name=display_name,
+            description=description,
+            status="active",
+            models=sorted(models, key=lambda m: m.priority),
+            metadata=metadata,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def get(self, group_name: str) -> ModelGroup | None:
+        async with self.db.tx() as conn:
+            groups = await load_groups(conn, [group_name])
+        return groups[0] if groups else None
+
+    async def list(self, names: Sequence[str] | None = None) -> list[ModelGroup]:
+        async with self.db.tx() as conn:
+            return await load_groups(conn, names)

@@ -1,0 +1,67 @@
+"""Small helpers shared by the repositories: ids, clocks, row conversion."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row
+
+from service.domain.models import CallRecord, Credits, LedgerEntry
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes; everything we store is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+def credits_of(row: Row[Any]) -> Credits:
+    m = row._mapping
+    return Credits(
+        allocated=m["credits_allocated"], used=m["credits_used"], reserved=m["credits_reserved"]
+    )
+
+
+def ledger_entry_of(row: Row[Any]) -> LedgerEntry:
+    m = row._mapping
+    return LedgerEntry(
+        transaction_id=m["transaction_id"],
+        team_id=m["team_id"],
+        transaction_type=m["transaction_type"],
+        credits_amount=m["credits_amount"],
+        balance_after=m["balance_after"],
+        reason=m["reason"],
+        job_id=m["job_id"],
+        created_at=as_utc(m["created_at"]),
+    )
+
+
+def call_of(row: Row[Any]) -> CallRecord:
+    m = row._mapping
+    return CallRecord(
+        call_id=m["call_id"],
+        job_id=m["job_id"],
+        model_group=m["model_group"],
+        model=m["model"],
+        purpose=m["purpose"],
+        status=m["status"],
+        prompt_tokens=m["prompt_tokens"],
+        completion_tokens=m["completion_tokens"],
+        cost_usd=m["cost_usd"],
+        latency_ms=m["latency_ms"],
+        error=m["error"],
+        created_at=as_utc(m["created_at"]),
+    )

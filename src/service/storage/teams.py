@@ -1,0 +1,225 @@
+"""Teams repository: teams, their virtual-key hashes and model-group
+assignments. Creating a team writes its allocation to the ledger in the same
+transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import Row, delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from service.domain.errors import AlreadyExists, model_group_not_found, organization_not_found
+from service.domain.models import Credits, ModelGroup, Team, TeamAuth
+from service.storage.db import Database
+from service.storage.model_groups import load_groups
+from service.storage.rows import as_utc, credits_of, new_id, utcnow
+from service.storage.schema import (
+    credit_transactions,
+    model_groups,
+    organizations,
+    team_model_groups,
+    teams,
+)
+
+
+def allowed_models(groups: Sequence[ModelGroup]) -> list[str]:
+    """Models of the groups, deduplicated, in group then priority order."""
+    seen: dict[str, None] = {}
+    for g in groups:
+        for m in g.models:
+            seen.setdefault(m.model_name, None)
+    return list(seen)
+
+
+async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
+    """The team's model groups in assignment order."""
+    names = [
+        r[0]
+        for r in (
+            await conn.execute(
+                select(model_groups.c.group_name)
+                .join(
+                    team_model_groups,
+                    team_model_groups.c.model_group_id == model_groups.c.model_group_id,
+                )
+                .where(team_model_groups.c.team_id == team_id)
+                .order_by(team_model_groups.c.position)
+            )
+        ).all()
+    ]
+    by_name = {g.group_name: g for g in await load_groups(conn, names)}
+    return [by_name[n] for n in names if n in by_name]
+
+
+def _team(row: Row[Any], groups: Sequence[ModelGroup]) -> Team:
+    m = row._mapping
+    return Team(
+        team_id=m["team_id"],
+        organization_id=m["organization_id"],
+        team_alias=m["team_alias"],
+        status=m["status"],
+        metadata=m["metadata"] or {},
+        key_prefix=m["key_prefix"],
+        credits=credits_of(row),
+        model_groups=[g.group_name for g in groups],
+        allowed_models=allowed_models(groups),
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+    )
+
+
+async def _resolve_group_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    rows = (
+        await conn.execute(
+            select(model_groups.c.group_name, model_groups.c.model_group_id).where(
+                model_groups.c.group_name.in_(list(names))
+            )
+        )
+    ).all()
+    ids = {r[0]: r[1] for r in rows}
+    for n in names:
+        if n not in ids:
+            raise model_group_not_found(n)
+    return [ids[n] for n in names]
+
+
+async def _assign(conn: AsyncConnection, team_id: str, group_ids: Sequence[str]) -> None:
+    await conn.execute(delete(team_model_groups).where(team_model_groups.c.team_id == team_id))
+    if group_ids:
+        await conn.execute(
+            team_model_groups.insert(),
+            [
+                {"team_id": team_id, "model_group_id": gid, "position": i}
+                for i, gid in enumerate(group_ids)
+            ],
+        )
+
+
+class TeamRepository:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(
+        self,
+        *,
+        organization_id: str,
+        team_id: str,
+        team_alias: str,
+        group_names: Sequence[str],
+        credits_allocated: int,
+        metadata: dict[str, Any],
+        key_hash: str,
+        key_prefix: str,
+    ) -> Team:
+        now = utcnow()
+        try:
+            async with self.db.tx() as conn:
+                org = (
+                    await conn.execute(
+                        select(organizations.c.organization_id).where(
+                            organizations.c.organization_id == organization_id
+                        )
+                    )
+                ).first()
+                if org is None:
+                    raise organization_not_found(organization_id)
+                group_ids = await _resolve_group_ids(conn, group_names)
+                await conn.execute(
+                    teams.insert().values(
+                        team_id=team_id,
+                        organization_id=organization_id,
+                        team_alias=team_alias,
+                        status="active",
+                        metadata=metadata,
+                        key_hash=key_hash,
+                        key_prefix=key_prefix,
+                        credits_allocated=credits_allocated,
+                        credits_used=0,
+                        credits_reserved=0,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+                await _assign(conn, team_id, group_ids)
+                if credits_allocated > 0:
+                    await conn.execute(
+                        credit_transactions.insert().values(
+                            transaction_id=new_id(),
+                            team_id=team_id,
+                            transaction_type="allocation",
+                            credits_amount=credits_allocated,
+                            balance_after=credits_allocated,
+                            reason="Initial allocation",
+                            job_id=None,
+                            metadata={},
+                            created_at=now,
+                        )
+                    )
+                groups = await team_groups(conn, team_id)
+        except IntegrityError as exc:
+            raise AlreadyExists(f"Team '{team_id}' already exists") from exc
+        return Team(
+            team_id=team_id,
+            organization_id=organization_id,
+            team_alias=team_alias,
+            status="active",
+            metadata=metadata,
+            key_prefix=key_prefix,
+            credits=Credits(allocated=credits_allocated, used=0, reserved=0),
+            model_groups=[g.group_name for g in groups],
+            allowed_models=allowed_models(groups),
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def get(self, team_id: str) -> Team | None:
+        async with self.db.tx() as conn:
+            row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).first()
+            if row is None:
+                return None
+            return _team(row, await team_groups(conn, team_id))
+
+    async def groups_of(self, team_id: str) -> list[ModelGroup]:
+        async with self.db.tx() as conn:
+            return await team_groups(conn, team_id)
+
+    async def list_by_organization(self, organization_id: str) -> list[Team]:
+        async with self.db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(teams)
+                    .where(teams.c.organization_id == organization_id)
+                    .order_by(teams.c.created_at, teams.c.team_id)
+                )
+            ).all()
+            return [_team(r, await team_groups(conn, r._mapping["team_id"])) for r in rows]
+
+    async def auth_by_key_hash(self, key_hash: str) -> TeamAuth | None:
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    select(teams.c.team_id, teams.c.status).where(teams.c.key_hash == key_hash)
+                )
+            ).first()
+        return None if row is None else TeamAuth(team_id=row[0], status=row[1])
+
+    async def set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
+        async with self.db.tx() as conn:
+            found = (
+                await conn.execute(
+                    update(teams)
+                    .where(teams.c.team_id == team_id)
+                    .values(updated_at=utcnow())
+                    .returning(teams.c.team_id)
+                )
+            ).first()
+            if found is None:
+                return None
+            await _assign(conn, team_id, await _resolve_group_ids(conn, group_names))
+            row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).one()
+            return _team(row, await team_groups(conn, team_id))

@@ -1,0 +1,79 @@
+"""Fixtures for the REST tests: a real Envoy (envoy.yaml, rendered) in front of a gRPC server.
+
+`grpc_target` is the port (or ports) Envoy fronts. Here it is the stub server of stubs.py; to run
+the REST tests against the real service, override `grpc_target` with a fixture that starts it and
+returns its port. `envoy` / `base_url` / `http` do not depend on what serves gRPC.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+_HERE = Path(__file__).resolve().parent
+if str(_HERE.parent) not in sys.path:
+    sys.path.insert(0, str(_HERE.parent))
+
+from envoy_harness import Envoy, envoy_binary, start_envoy  # noqa: E402
+
+
+def _load_stubs() -> object:
+    # Loaded under a unique module name so that no other tests/*/stubs.py can shadow it.
+    name = "saas_llm_rest_stubs"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, _HERE / "stubs.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+stubs = _load_stubs()
+StubState = stubs.StubState  # type: ignore[attr-defined]
+start_stub_server = stubs.start_stub_server  # type: ignore[attr-defined]
+
+try:
+    envoy_binary()
+except RuntimeError as exc:  # pragma: no cover - only without the dev extras
+    pytest.skip(str(exc), allow_module_level=True)
+
+
+@pytest.fixture(scope="session")
+async def stub() -> AsyncIterator[StubState]:
+    server, state = await start_stub_server()
+    try:
+        yield state
+    finally:
+        await server.stop(None)
+
+
+@pytest.fixture(scope="session")
+def grpc_target(stub: StubState) -> int | list[int]:
+    return stub.port
+
+
+@pytest.fixture(scope="session")
+async def envoy(grpc_target: int | list[int]) -> AsyncIterator[Envoy]:
+    proxy = await start_envoy(grpc_target)
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+@pytest.fixture(scope="session")
+def base_url(envoy: Envoy) -> str:
+    return envoy.base_url
+
+
+@pytest.fixture(scope="session")
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
+        yield session
