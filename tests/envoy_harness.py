@@ -188,9 +188,8 @@ async def _wait_ready(envoy: Envoy, admin_path: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while True:
         if envoy.process.returncode is not None:
-            raise RuntimeError(
-                f"envoy exited with {envoy.process.returncode} during startup:\n{envoy.log()[-4000:]}"
-            )
+            code = envoy.process.returncode
+            raise RuntimeError(f"envoy exited with {code} during startup:\n{envoy.log()[-4000:]}")
         if time.monotonic() > deadline:
             raise TimeoutError(f"envoy not ready after {timeout}s:\n{envoy.log()[-4000:]}")
         if not envoy.admin_port and admin_path.exists():

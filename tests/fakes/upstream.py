@@ -296,7 +296,9 @@ class FakeUpstream:
                 args = {"index": index, "function": {"arguments": function.get("arguments", "")}}
                 await send({"choices": [{"index": 0, "delta": {"tool_calls": [args]}}]})
         if behavior.stream_error is not None:
-            await response.write(b"data: " + orjson.dumps({"error": behavior.stream_error}) + b"\n\n")
+            await response.write(
+                b"data: " + orjson.dumps({"error": behavior.stream_error}) + b"\n\n"
+            )
             return response
         finish = behavior.finish_reason or ("tool_calls" if behavior.tool_calls else "stop")
         await send({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
@@ -315,4 +317,3 @@ class FakeUpstream:
             await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
-

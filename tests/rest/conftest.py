@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
+from typing import Any
 
 import aiohttp
 import pytest
@@ -22,13 +24,14 @@ if str(_HERE.parent) not in sys.path:
 from envoy_harness import Envoy, envoy_binary, start_envoy  # noqa: E402
 
 
-def _load_stubs() -> object:
+def _load_stubs() -> ModuleType:
     # Loaded under a unique module name so that no other tests/*/stubs.py can shadow it.
     name = "saas_llm_rest_stubs"
     if name in sys.modules:
         return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, _HERE / "stubs.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     spec.loader.exec_module(module)
@@ -36,8 +39,6 @@ def _load_stubs() -> object:
 
 
 stubs = _load_stubs()
-StubState = stubs.StubState  # type: ignore[attr-defined]
-start_stub_server = stubs.start_stub_server  # type: ignore[attr-defined]
 
 try:
     envoy_binary()
@@ -46,17 +47,31 @@ except RuntimeError as exc:  # pragma: no cover - only without the dev extras
 
 
 @pytest.fixture(scope="session")
-async def stub() -> AsyncIterator[StubState]:
-    server, state = await start_stub_server()
+async def stub_factory() -> AsyncIterator[Callable[[], Awaitable[Any]]]:
+    """Start extra stub gRPC servers (stopped at the end of the session); returns their state."""
+    servers: list[Any] = []
+
+    async def start() -> Any:
+        server, state = await stubs.start_stub_server()
+        servers.append(server)
+        return state
+
     try:
-        yield state
+        yield start
     finally:
-        await server.stop(None)
+        for server in servers:
+            await server.stop(None)
 
 
 @pytest.fixture(scope="session")
-def grpc_target(stub: StubState) -> int | list[int]:
-    return stub.port
+async def stub(stub_factory: Callable[[], Awaitable[Any]]) -> Any:
+    """The stub gRPC server's state (port, recorded requests and metadata)."""
+    return await stub_factory()
+
+
+@pytest.fixture(scope="session")
+def grpc_target(stub: Any) -> int | list[int]:
+    return int(stub.port)
 
 
 @pytest.fixture(scope="session")

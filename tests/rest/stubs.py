@@ -9,7 +9,8 @@ what the transcoder produced from the JSON/REST request.
   without details; anything else returns an organization.
 - OrganizationService.CreateOrganization: echoes the request.
 - TeamService.AssignModelGroups / GetTeamUsage, CreditService.ListCreditTransactions,
-  JobService.ListTeamJobs, ModelGroupService.ResolveModelGroup: echo what they received.
+  JobService.ListTeamJobs, ModelGroupService.ResolveModelGroup: echo what they received
+  (ListTeamJobs with status "bulk" returns `limit` jobs of ~600 bytes each).
 - JobService.CreateJob / CompleteJob / LlmCall: echo fields.
 - JobService.LlmCallStream: 3 messages, STREAM_INTERVAL apart; the yield times are recorded.
   job_id "err-<CODE>" aborts before the first message, "midfail" after one message.
@@ -24,7 +25,7 @@ from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import error_details_pb2, status_pb2
 
 from saas_llm.v1 import (
     common_pb2,
@@ -78,7 +79,7 @@ async def abort_with_error_info(
     reason: str,
     metadata: dict[str, str] | None = None,
 ) -> None:
-    """Abort the RPC the way the real service does: status + ErrorInfo in grpc-status-details-bin."""
+    """Abort like the real service: a status with an ErrorInfo in grpc-status-details-bin."""
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(info)
@@ -235,7 +236,15 @@ class Jobs(job_service_pb2_grpc.JobServiceServicer):
 
     async def ListTeamJobs(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.state.record("ListTeamJobs", request, context)
-        return job_service_pb2.ListTeamJobsResponse(team_id=request.team_id)
+        jobs = []
+        if request.status == "bulk":  # a big page, to check answers over 1 MiB pass
+            jobs = [
+                job_service_pb2.Job(job_id=f"job-{i:06d}", team_id="t", job_type="x" * 500)
+                for i in range(request.limit)
+            ]
+        return job_service_pb2.ListTeamJobsResponse(
+            team_id=request.team_id, total_jobs=len(jobs), jobs=jobs
+        )
 
     async def LlmCallStream(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.state.record("LlmCallStream", request, context)
@@ -276,14 +285,8 @@ async def start_stub_server(
     )
     team_service_pb2_grpc.add_TeamServiceServicer_to_server(Teams(state), server)
     credit_service_pb2_grpc.add_CreditServiceServicer_to_server(Credits(state), server)
-    model_group_service_pb2_grpc.add_ModelGroupServiceServicer_to_server(
-        ModelGroups(state), server
-    )
+    model_group_service_pb2_grpc.add_ModelGroupServiceServicer_to_server(ModelGroups(state), server)
     job_service_pb2_grpc.add_JobServiceServicer_to_server(Jobs(state), server)
     state.port = server.add_insecure_port(f"{host}:0")
     await server.start()
     return server, state
-
-
-GRPC_CODES = {c.name: c for c in grpc.StatusCode}
-assert code_pb2.NOT_FOUND == grpc.StatusCode.NOT_FOUND.value[0]

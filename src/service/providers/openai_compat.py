@@ -26,6 +26,7 @@ import aiohttp
 import orjson
 
 from service.providers._common import (
+    clean_message,
     connection_error,
     estimate_usage,
     http_error,
@@ -278,10 +279,15 @@ class OpenAICompatProvider:
 
 
 def _stream_error(err: Any, key: str | None) -> ProviderError:
+    """An `{"error": ...}` event in the stream; its `code` is an HTTP status
+    when numeric (vLLM), else the failure is treated as a server error."""
     message = err.get("message") if isinstance(err, Mapping) else err
+    message = message if isinstance(message, str) and message else None
     code = err.get("code") if isinstance(err, Mapping) else None
-    status = code if isinstance(code, int) else 500
-    return http_error(status, message if isinstance(message, str) else None, key)
+    if isinstance(code, int) and 400 <= code < 600:
+        return http_error(code, message, key)
+    text = f"Provider error: {clean_message(message, key)}" if message else "Provider error"
+    return ProviderError(text, retryable=True)
 
 
 def _parse_completion(raw: bytes, request: ChatRequest) -> ChatResult:
