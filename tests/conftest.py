@@ -12,6 +12,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+
 from saas_llm.v1 import (
     credit_service_pb2_grpc,
     health_service_pb2_grpc,
@@ -20,7 +21,6 @@ from saas_llm.v1 import (
     organization_service_pb2_grpc,
     team_service_pb2_grpc,
 )
-
 from service.server import App
 from service.settings import Settings
 from service.storage.migrate import migrate

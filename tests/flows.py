@@ -6,14 +6,22 @@ import uuid
 from typing import Any
 
 from google.protobuf import struct_pb2
+
 from saas_llm.v1 import (
     common_pb2,
+)
+from saas_llm.v1 import (
     job_service_pb2 as job_pb,
+)
+from saas_llm.v1 import (
     model_group_service_pb2 as mg_pb,
+)
+from saas_llm.v1 import (
     organization_service_pb2 as org_pb,
+)
+from saas_llm.v1 import (
     team_service_pb2 as team_pb,
 )
-
 from tests.conftest import Client, admin, bearer
 
 

@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "run-all":
         from service.devrun import run_all
 
-        return run_all()
+        return int(run_all())
     from service.server import serve
 
     try:

@@ -18,8 +18,9 @@ import asyncio
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, case, func, select
 
 from service.domain.validation import OPEN_STATUSES
 from service.settings import get_settings
@@ -40,7 +41,7 @@ class Report:
         return not self.violations
 
 
-def _signed(kind: str) -> object:
+def _signed(kind: str) -> ColumnElement[Any]:
     return func.coalesce(
         func.sum(case((ct.c.transaction_type == kind, ct.c.credits_amount), else_=0)), 0
     )
@@ -115,11 +116,11 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
             elif applied:
                 if status != "completed" or n_ded != 1 or n_rel != 0:
                     report.violations.append(
-                        f"job {job_id}: charged {status} job with {n_ded} deductions, {n_rel} releases"
+                        f"job {job_id}: charged {status} job: {n_ded} deductions, {n_rel} releases"
                     )
             elif n_ded != 0 or n_rel != 1:
                 report.violations.append(
-                    f"job {job_id}: uncharged {status} job with {n_ded} deductions, {n_rel} releases"
+                    f"job {job_id}: uncharged {status} job: {n_ded} deductions, {n_rel} releases"
                 )
         if stale_after_s is not None:
             cutoff = utcnow() - timedelta(seconds=stale_after_s)

@@ -13,6 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+
 from saas_llm.v1 import (
     credit_service_pb2,
     credit_service_pb2_grpc,
@@ -27,7 +28,6 @@ from saas_llm.v1 import (
     team_service_pb2,
     team_service_pb2_grpc,
 )
-
 from service.api.auth import Authenticator
 from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
@@ -71,7 +71,9 @@ class App:
 
     def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
         self.settings = settings
-        self.db = Database(settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo)
+        self.db = Database(
+            settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
+        )
         self.provider: Provider = provider or ProviderRouter()
         orgs = OrganizationRepository(self.db)
         groups = ModelGroupRepository(self.db)
@@ -109,7 +111,11 @@ class App:
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)
         reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            (
+                *SERVICE_NAMES,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ),
             s,
         )
         self.port = 0
@@ -126,7 +132,9 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
-        log.info("listening", extra={"grpc_port": self.port, "database": self.db.engine.dialect.name})
+        log.info(
+            "listening", extra={"grpc_port": self.port, "database": self.db.engine.dialect.name}
+        )
         return self.port
 
     async def sweep_once(self) -> int:

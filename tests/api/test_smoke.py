@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from saas_llm.v1 import health_service_pb2, organization_service_pb2 as org_pb
-
+from saas_llm.v1 import health_service_pb2
+from saas_llm.v1 import organization_service_pb2 as org_pb
 from tests.conftest import Client, admin
 
 

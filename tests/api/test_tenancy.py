@@ -6,13 +6,19 @@ from __future__ import annotations
 import grpc
 import pytest
 from google.rpc import error_details_pb2, status_pb2
+
 from saas_llm.v1 import (
     credit_service_pb2 as cr_pb,
+)
+from saas_llm.v1 import (
     model_group_service_pb2 as mg_pb,
+)
+from saas_llm.v1 import (
     organization_service_pb2 as org_pb,
+)
+from saas_llm.v1 import (
     team_service_pb2 as team_pb,
 )
-
 from tests.conftest import Client, admin, bearer
 from tests.flows import make_group, make_team, run_flow, struct, uid
 
@@ -30,11 +36,17 @@ def error_info(exc: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
 async def test_seed_quick_start(client: Client) -> None:
     org = await client.orgs.CreateOrganization(
         org_pb.CreateOrganizationRequest(
-            organization_id="org_your_company", name="Your Company", metadata=struct({"tier": "premium"})
+            organization_id="org_your_company",
+            name="Your Company",
+            metadata=struct({"tier": "premium"}),
         ),
         metadata=admin(),
     )
-    assert (org.organization_id, org.name, org.status) == ("org_your_company", "Your Company", "active")
+    assert (org.organization_id, org.name, org.status) == (
+        "org_your_company",
+        "Your Company",
+        "active",
+    )
     assert dict(org.metadata) == {"tier": "premium"}
     g = await client.groups.CreateModelGroup(
         mg_pb.CreateModelGroupRequest(
@@ -108,7 +120,9 @@ async def test_allowed_models_dedup_and_assign(client: Client) -> None:
     lst = await client.groups.ListModelGroups(mg_pb.ListModelGroupsRequest(), metadata=bearer(key))
     assert [g.group_name for g in lst.model_groups] == [b]
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await client.groups.GetModelGroup(mg_pb.GetModelGroupRequest(group_name=a), metadata=bearer(key))
+        await client.groups.GetModelGroup(
+            mg_pb.GetModelGroupRequest(group_name=a), metadata=bearer(key)
+        )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
@@ -120,11 +134,19 @@ async def test_credits_balance_add_check_transactions(client: Client) -> None:
     assert (bal.credits_allocated, bal.credits_used, bal.credits_remaining) == (5, 0, 5)
     assert bal.credit_limit.WhichOneof("kind") == "null_value" and bal.auto_refill is False
     added = await client.credits.AddCredits(
-        cr_pb.AddCreditsRequest(team_id=team_id, credits_amount=500, reason="Monthly refill",
-                                metadata=struct({"invoice_id": "INV-123"})),
+        cr_pb.AddCreditsRequest(
+            team_id=team_id,
+            credits_amount=500,
+            reason="Monthly refill",
+            metadata=struct({"invoice_id": "INV-123"}),
+        ),
         metadata=admin(),
     )
-    assert (added.credits_added, added.credits_allocated, added.credits_remaining) == (500, 505, 505)
+    assert (added.credits_added, added.credits_allocated, added.credits_remaining) == (
+        500,
+        505,
+        505,
+    )
     chk = await client.credits.CheckCredits(
         cr_pb.CheckCreditsRequest(team_id=team_id, credits_required=1), metadata=bearer(key)
     )
@@ -146,7 +168,8 @@ async def test_credits_balance_add_check_transactions(client: Client) -> None:
     assert d.job_id.string_value
     assert tx.transactions[3].job_id.WhichOneof("kind") == "null_value"
     page = await client.credits.ListCreditTransactions(
-        cr_pb.ListCreditTransactionsRequest(team_id=team_id, limit=2, offset=2), metadata=bearer(key)
+        cr_pb.ListCreditTransactionsRequest(team_id=team_id, limit=2, offset=2),
+        metadata=bearer(key),
     )
     assert [t.transaction_type for t in page.transactions] == ["addition", "allocation"]
     assert page.total_transactions == 4
@@ -188,12 +211,22 @@ async def test_duplicates_are_conflicts(client: Client) -> None:
 @pytest.mark.parametrize(
     ("make", "field"),
     [
-        (lambda: org_pb.CreateOrganizationRequest(organization_id="bad id!", name="x"), "organization_id"),
+        (
+            lambda: org_pb.CreateOrganizationRequest(organization_id="bad id!", name="x"),
+            "organization_id",
+        ),
         (lambda: org_pb.CreateOrganizationRequest(organization_id="", name="x"), "organization_id"),
-        (lambda: org_pb.CreateOrganizationRequest(organization_id="o" * 129, name="x"), "organization_id"),
+        (
+            lambda: org_pb.CreateOrganizationRequest(organization_id="o" * 129, name="x"),
+            "organization_id",
+        ),
         (lambda: org_pb.CreateOrganizationRequest(organization_id="ok", name=""), "name"),
-        (lambda: org_pb.CreateOrganizationRequest(
-            organization_id="ok", name="x", metadata=struct({"k": "v" * 20000})), "metadata"),
+        (
+            lambda: org_pb.CreateOrganizationRequest(
+                organization_id="ok", name="x", metadata=struct({"k": "v" * 20000})
+            ),
+            "metadata",
+        ),
     ],
 )
 async def test_bad_input_is_invalid_argument(sqlite_client: Client, make, field) -> None:  # type: ignore[no-untyped-def]
@@ -218,13 +251,18 @@ async def test_bad_credit_amounts_and_groups(sqlite_client: Client) -> None:
         mg_pb.CreateModelGroupRequest(group_name=uid("g")),  # no models
         mg_pb.CreateModelGroupRequest(
             group_name=uid("g"),
-            models=[mg_pb.ModelGroupModel(model_name="a", priority=0),
-                    mg_pb.ModelGroupModel(model_name="b", priority=0)],
+            models=[
+                mg_pb.ModelGroupModel(model_name="a", priority=0),
+                mg_pb.ModelGroupModel(model_name="b", priority=0),
+            ],
         ),
         mg_pb.CreateModelGroupRequest(
             group_name=uid("g"),
-            models=[mg_pb.ModelGroupModel(model_name="a", priority=0,
-                                          config=struct({"api_key": "sk-literal-secret"}))],
+            models=[
+                mg_pb.ModelGroupModel(
+                    model_name="a", priority=0, config=struct({"api_key": "sk-literal-secret"})
+                )
+            ],
         ),
     ]
     for req in bad_groups:
@@ -248,7 +286,7 @@ async def test_api_key_never_returned(sqlite_client: Client) -> None:
 async def test_auth_matrix(sqlite_client: Client) -> None:
     c = sqlite_client
     team_a, key_a = await make_team(c)
-    team_b, key_b = await make_team(c)
+    _team_b, key_b = await make_team(c)
     get_a = team_pb.GetTeamRequest(team_id=team_a)
     cases = [
         ((), grpc.StatusCode.UNAUTHENTICATED),
@@ -264,10 +302,18 @@ async def test_auth_matrix(sqlite_client: Client) -> None:
     assert (await c.teams.GetTeam(get_a, metadata=admin())).team_id == team_a
     # A team key on admin operations.
     admin_calls = [
-        c.orgs.CreateOrganization(org_pb.CreateOrganizationRequest(organization_id="x", name="x"), metadata=bearer(key_a)),
-        c.credits.AddCredits(cr_pb.AddCreditsRequest(team_id=team_a, credits_amount=100), metadata=bearer(key_a)),
-        c.teams.AssignModelGroups(team_pb.AssignModelGroupsRequest(team_id=team_a), metadata=bearer(key_a)),
-        c.groups.CreateModelGroup(mg_pb.CreateModelGroupRequest(group_name="x"), metadata=bearer(key_a)),
+        c.orgs.CreateOrganization(
+            org_pb.CreateOrganizationRequest(organization_id="x", name="x"), metadata=bearer(key_a)
+        ),
+        c.credits.AddCredits(
+            cr_pb.AddCreditsRequest(team_id=team_a, credits_amount=100), metadata=bearer(key_a)
+        ),
+        c.teams.AssignModelGroups(
+            team_pb.AssignModelGroupsRequest(team_id=team_a), metadata=bearer(key_a)
+        ),
+        c.groups.CreateModelGroup(
+            mg_pb.CreateModelGroupRequest(group_name="x"), metadata=bearer(key_a)
+        ),
     ]
     for call in admin_calls:
         with pytest.raises(grpc.aio.AioRpcError) as e:
@@ -275,14 +321,17 @@ async def test_auth_matrix(sqlite_client: Client) -> None:
         assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
         assert error_info(e.value).reason == "ADMIN_REQUIRED"
     with pytest.raises(grpc.aio.AioRpcError) as e:
-        await c.credits.GetCreditBalance(cr_pb.GetCreditBalanceRequest(team_id=team_a), metadata=bearer(key_b))
+        await c.credits.GetCreditBalance(
+            cr_pb.GetCreditBalanceRequest(team_id=team_a), metadata=bearer(key_b)
+        )
     assert e.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_every_rpc_has_an_auth_rule() -> None:
+    from google.protobuf import descriptor_pool
+
     from service.api.auth import RULES
     from service.server import SERVICE_NAMES
-    from google.protobuf import descriptor_pool
 
     pool = descriptor_pool.Default()
     for svc in SERVICE_NAMES:

@@ -113,6 +113,9 @@ class FakeUpstream:
         self.default_behavior = Behavior()
         self._behaviors: dict[str, Behavior] = {}
         self._runner: web.AppRunner | None = None
+        # Bumped by reset(): a handler of an earlier test that is cancelled
+        # late must not count as a disconnect of the current one.
+        self._generation = 0
 
     @property
     def base_url(self) -> str:
@@ -141,6 +144,7 @@ class FakeUpstream:
         self.chunk_sent_at.clear()
         self.disconnects = 0
         self.disconnected = asyncio.Event()
+        self._generation += 1
 
     async def wait_disconnect(self, timeout: float = 2.0) -> None:
         """Wait until a client dropped a connection mid-response."""
@@ -180,7 +184,9 @@ class FakeUpstream:
 
     # -- handlers ---------------------------------------------------------
 
-    def _note_disconnect(self) -> None:
+    def _note_disconnect(self, generation: int) -> None:
+        if generation != self._generation:
+            return
         self.disconnects += 1
         self.disconnected.set()
 
@@ -189,6 +195,7 @@ class FakeUpstream:
         return web.json_response({"object": "list", "data": data})
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
+        generation = self._generation
         raw = await request.read()
         try:
             body = orjson.loads(raw)
@@ -220,7 +227,7 @@ class FakeUpstream:
                 return await self._stream(request, body, behavior)
             return self._complete(body, behavior)
         except (asyncio.CancelledError, ConnectionResetError):
-            self._note_disconnect()
+            self._note_disconnect(generation)
             raise
 
     def _complete(self, body: dict[str, Any], behavior: Behavior) -> web.Response:

@@ -62,6 +62,7 @@ async def test_complete_ok(upstream: FakeUpstream, provider: OpenAICompatProvide
     assert sent.body["model"] == "gpt-fake"  # `openai/` stripped
     assert sent.body["messages"] == MESSAGES
     assert "stream" not in sent.body
+    assert sent.headers["Content-Type"] == "application/json"
 
 
 async def test_unprefixed_name_is_sent_as_is(

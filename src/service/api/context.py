@@ -19,7 +19,7 @@ def principal() -> Principal:
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:
     """The request deadline on the time.monotonic() clock, or None."""
-    left = context.time_remaining()
+    left: float | None = context.time_remaining()
     if left is None:
         return None
     return time.monotonic() + left

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-import grpc
-from saas_llm.v1 import credit_service_pb2 as pb, credit_service_pb2_grpc as pb_grpc
+from typing import TypeAlias
 
+import grpc
+
+from saas_llm.v1 import credit_service_pb2 as pb
+from saas_llm.v1 import credit_service_pb2_grpc as pb_grpc
 from service.api.context import principal
 from service.api.convert import NULL, from_struct, string_or_null, ts
 from service.domain.credits import CreditsService
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 class CreditServicer(pb_grpc.CreditServiceServicer):  # type: ignore[misc]

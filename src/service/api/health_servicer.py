@@ -6,8 +6,9 @@ import logging
 import time
 
 import grpc
-from saas_llm.v1 import health_service_pb2 as pb, health_service_pb2_grpc as pb_grpc
 
+from saas_llm.v1 import health_service_pb2 as pb
+from saas_llm.v1 import health_service_pb2_grpc as pb_grpc
 from service.storage.db import Database
 
 VERSION = "0.1.0"
@@ -20,7 +21,9 @@ class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
         self.started = time.monotonic()
         self.shutting_down = False
 
-    async def Check(self, request: pb.CheckRequest, context: grpc.aio.ServicerContext) -> pb.CheckResponse:
+    async def Check(
+        self, request: pb.CheckRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CheckResponse:
         database = "ok"
         try:
             await self.db.ping()

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
-from saas_llm.v1 import common_pb2, job_service_pb2 as pb, job_service_pb2_grpc as pb_grpc
 
+from saas_llm.v1 import common_pb2
+from saas_llm.v1 import job_service_pb2 as pb
+from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
 from service.api.convert import NULL, from_struct, from_value, string_or_null, struct, ts
 from service.domain.jobs import (
@@ -21,7 +23,7 @@ from service.domain.jobs import (
 from service.domain.models import CallRecord, Job, JobCosts
 from service.providers.base import ChatRequest
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
@@ -166,7 +168,9 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
             metadata=from_struct(request.metadata),
             request_id=request.request_id,
         )
-        return pb.CreateJobResponse(job_id=job.job_id, status=job.status, created_at=ts(job.created_at))
+        return pb.CreateJobResponse(
+            job_id=job.job_id, status=job.status, created_at=ts(job.created_at)
+        )
 
     async def LlmCall(self, request: pb.LlmCallRequest, context: Ctx) -> pb.LlmCallResponse:
         answer = await self.jobs.llm_call(

@@ -3,17 +3,31 @@ in, domain call, proto out. Rules live in domain/tenancy.py."""
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import grpc
+
 from saas_llm.v1 import (
     common_pb2,
+)
+from saas_llm.v1 import (
     model_group_service_pb2 as mg_pb,
+)
+from saas_llm.v1 import (
     model_group_service_pb2_grpc as mg_grpc,
+)
+from saas_llm.v1 import (
     organization_service_pb2 as org_pb,
+)
+from saas_llm.v1 import (
     organization_service_pb2_grpc as org_grpc,
+)
+from saas_llm.v1 import (
     team_service_pb2 as team_pb,
+)
+from saas_llm.v1 import (
     team_service_pb2_grpc as team_grpc,
 )
-
 from service.api.context import principal
 from service.api.convert import from_struct, struct, ts
 from service.domain.errors import NotImplementedYet
@@ -21,7 +35,7 @@ from service.domain.models import ModelGroup, Organization, Team
 from service.domain.tenancy import TenancyService, budget_usd
 from service.providers.base import ModelSpec
 
-Ctx = grpc.aio.ServicerContext
+Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def organization_pb(o: Organization) -> org_pb.Organization:
@@ -60,7 +74,9 @@ def team_pb_of(t: Team) -> team_pb.Team:
 
 def models_pb(models: list[ModelSpec]) -> list[mg_pb.ModelGroupModel]:
     return [
-        mg_pb.ModelGroupModel(model_name=m.model_name, priority=m.priority, config=struct(dict(m.config)))
+        mg_pb.ModelGroupModel(
+            model_name=m.model_name, priority=m.priority, config=struct(dict(m.config))
+        )
         for m in models
     ]
 
@@ -153,7 +169,9 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[mis
         self, request: mg_pb.GetModelGroupModelsRequest, context: Ctx
     ) -> mg_pb.GetModelGroupModelsResponse:
         g = await self.tenancy.get_model_group(principal(), request.group_name)
-        return mg_pb.GetModelGroupModelsResponse(group_name=g.group_name, models=models_pb(g.models))
+        return mg_pb.GetModelGroupModelsResponse(
+            group_name=g.group_name, models=models_pb(g.models)
+        )
 
     async def ResolveModelGroup(
         self, request: mg_pb.ResolveModelGroupRequest, context: Ctx

@@ -110,9 +110,7 @@ def job_not_found(job_id: str) -> NotFound:
 
 
 def organization_not_found(organization_id: str) -> NotFound:
-    return NotFound(
-        f"Organization '{organization_id}' not found", reason="ORGANIZATION_NOT_FOUND"
-    )
+    return NotFound(f"Organization '{organization_id}' not found", reason="ORGANIZATION_NOT_FOUND")
 
 
 def model_group_not_found(group_name: str) -> NotFound:

@@ -6,6 +6,7 @@ what, runs the calls, and records them."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -84,9 +85,7 @@ def validate_call(call: CallInput) -> None:
     if not msgs:
         raise InvalidArgument("messages must contain at least one message", field="messages")
     if len(msgs) > v.MAX_MESSAGES:
-        raise InvalidArgument(
-            f"messages has more than {v.MAX_MESSAGES} entries", field="messages"
-        )
+        raise InvalidArgument(f"messages has more than {v.MAX_MESSAGES} entries", field="messages")
     for m in msgs:
         if m.get("role") not in VALID_ROLES:
             raise InvalidArgument(
@@ -174,7 +173,9 @@ class JobsService:
         remaining = job.credits_remaining_after
         if remaining is None:
             remaining = await self.jobs.team_remaining(job.team_id)
-        return JobCosts.of(job.calls, credit_applied=job.credit_applied, credits_remaining=remaining)
+        return JobCosts.of(
+            job.calls, credit_applied=job.credit_applied, credits_remaining=remaining
+        )
 
     async def list_for_team(
         self, who: Principal, team_id: str, status: str, limit: int, offset: int
@@ -226,7 +227,9 @@ class JobsService:
 
     # LLM calls -----------------------------------------------------------------
 
-    async def _prepare(self, who: Principal, job_id: str, call: CallInput) -> tuple[Job, ModelGroup]:
+    async def _prepare(
+        self, who: Principal, job_id: str, call: CallInput
+    ) -> tuple[Job, ModelGroup]:
         validate_call(call)
         job = await self._owned(who, job_id, with_calls=False)
         if job.status not in v.OPEN_STATUSES:
@@ -267,7 +270,9 @@ class JobsService:
         attempts: Attempts,
         streamed: bool,
     ) -> CallRecord:
-        cost = cost_of(model, usage) if usage.total_tokens else (0.0 if status != "success" else None)
+        cost = (
+            cost_of(model, usage) if usage.total_tokens else (0.0 if status != "success" else None)
+        )
         record = NewCall(
             job_id=job.job_id,
             team_id=job.team_id,
@@ -416,13 +421,14 @@ class JobsService:
         finally:
             closer = getattr(rest, "aclose", None)
             if closer is not None:
-                try:
+                # Best effort: the upstream is gone either way.
+                with contextlib.suppress(Exception):
                     await asyncio.shield(closer())
-                except Exception:  # noqa: S110 - the upstream is gone either way
-                    pass
             if usage is None or status != "success":
                 usage = TokenUsage(
-                    prompt_tokens=usage.prompt_tokens if usage else _estimate_prompt_tokens(call.request),
+                    prompt_tokens=usage.prompt_tokens
+                    if usage
+                    else _estimate_prompt_tokens(call.request),
                     completion_tokens=usage.completion_tokens
                     if usage
                     else max(0, len("".join(parts)) // 4),
@@ -470,7 +476,10 @@ class JobsService:
             job_type=job_type,
             metadata=metadata,
             request_id=request_id,
-            fingerprint_extra={"call": orjson.dumps(call.request.messages).decode(), "g": call.model_group},
+            fingerprint_extra={
+                "call": orjson.dumps(call.request.messages).decode(),
+                "g": call.model_group,
+            },
         )
         if replayed:
             return await self._replay(job, request_id)

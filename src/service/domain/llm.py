@@ -5,6 +5,7 @@ request deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -61,7 +62,9 @@ def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) ->
     """Seconds for one attempt: the model's `timeout` config (or the default),
     never past the request deadline."""
     configured = model.config.get("timeout")
-    timeout = float(configured) if isinstance(configured, int | float) and configured > 0 else default
+    timeout = (
+        float(configured) if isinstance(configured, int | float) and configured > 0 else default
+    )
     if deadline is not None:
         left = deadline - time.monotonic() - DEADLINE_MARGIN_S
         if left <= 0:
@@ -140,7 +143,6 @@ class CallRunner:
 async def _close(stream: AsyncIterator[StreamChunk]) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is not None:
-        try:
+        # Best effort: the attempt already failed.
+        with contextlib.suppress(Exception):
             await asyncio.shield(aclose())
-        except Exception:  # noqa: S110 - best effort: the attempt already failed
-            pass

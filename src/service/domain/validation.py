@@ -28,9 +28,7 @@ def require_id(value: str, field: str) -> str:
     if not value:
         raise InvalidArgument(f"{field} is required", field=field)
     if not ID_PATTERN.fullmatch(value):
-        raise InvalidArgument(
-            f"{field} must match [A-Za-z0-9_.:-]{{1,128}}", field=field
-        )
+        raise InvalidArgument(f"{field} must match [A-Za-z0-9_.:-]{{1,128}}", field=field)
     return value
 
 

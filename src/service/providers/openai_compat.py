@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import orjson
+from aiohttp.http_exceptions import HttpProcessingError
 
 from service.providers._common import (
     clean_message,
@@ -237,7 +238,7 @@ class OpenAICompatProvider:
                                         text = ""
                                     if tool_calls:
                                         out_chars += tool_call_chars(tool_calls)
-                                    yield StreamChunk(content=text, tool_calls=tool_calls)
+                                    yield StreamChunk(content=text, tool_calls=tool_calls or None)
                             reason = choice.get("finish_reason")
                             if reason:
                                 finish_reason = reason
@@ -252,7 +253,13 @@ class OpenAICompatProvider:
                 raise timeout_error() from exc
             except aiohttp.ClientError as exc:
                 raise _lost_error() from exc
-            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+            except (
+                orjson.JSONDecodeError,
+                AttributeError,
+                TypeError,
+                ValueError,
+                HttpProcessingError,  # e.g. an SSE line over the buffer limit
+            ) as exc:
                 raise _invalid_error() from exc
 
             if not done and finish_reason is None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, and_, func, select, update
+from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.errors import AlreadyExists, FailedPrecondition, job_not_found
@@ -43,7 +43,7 @@ class NewCall:
     attempts: list[dict[str, Any]]
 
 
-def _job(row: Row[Any], calls: list[CallRecord] | None = None) -> Job:
+def _job(row: Any, calls: list[CallRecord] | None = None) -> Job:
     m = row._mapping
     return Job(
         job_id=m["job_id"],
@@ -335,7 +335,9 @@ class JobRepository:
             if ids:
                 for r in (
                     await conn.execute(
-                        select(llm_calls).where(llm_calls.c.job_id.in_(ids)).order_by(llm_calls.c.id)
+                        select(llm_calls)
+                        .where(llm_calls.c.job_id.in_(ids))
+                        .order_by(llm_calls.c.id)
                     )
                 ).all():
                     by_job[r._mapping["job_id"]].append(call_of(r))

@@ -205,9 +205,7 @@ class LedgerRepository:
                     f"request_id '{request_id}' was already used with a different body",
                     reason="IDEMPOTENCY_KEY_REUSED",
                 )
-            totals = (
-                await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))
-            ).one()
+            totals = (await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))).one()
             return ledger_entry_of(row), credits_of(totals)
 
     async def transactions(

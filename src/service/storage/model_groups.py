@@ -6,7 +6,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -18,7 +18,7 @@ from service.storage.rows import as_utc, new_id, utcnow
 from service.storage.schema import model_group_models, model_groups
 
 
-def _group(row: Row[Any], models: list[ModelSpec]) -> ModelGroup:
+def _group(row: Any, models: list[ModelSpec]) -> ModelGroup:
     m = row._mapping
     return ModelGroup(
         model_group_id=m["model_group_id"],
@@ -56,7 +56,9 @@ async def load_groups(conn: AsyncConnection, names: Sequence[str] | None) -> lis
     for mr in mrows:
         mm = mr._mapping
         by_group[mm["model_group_id"]].append(
-            ModelSpec(model_name=mm["model_name"], priority=mm["priority"], config=mm["config"] or {})
+            ModelSpec(
+                model_name=mm["model_name"], priority=mm["priority"], config=mm["config"] or {}
+            )
         )
     return [_group(r, by_group[r._mapping["model_group_id"]]) for r in rows]
 

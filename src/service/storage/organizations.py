@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Row, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.errors import AlreadyExists
@@ -14,7 +14,7 @@ from service.storage.rows import as_utc, utcnow
 from service.storage.schema import organizations
 
 
-def _org(row: Row[Any]) -> Organization:
+def _org(row: Any) -> Organization:
     m = row._mapping
     return Organization(
         organization_id=m["organization_id"],
@@ -30,7 +30,9 @@ class OrganizationRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
 
-    async def create(self, organization_id: str, name: str, metadata: dict[str, Any]) -> Organization:
+    async def create(
+        self, organization_id: str, name: str, metadata: dict[str, Any]
+    ) -> Organization:
         now = utcnow()
         values = {
             "organization_id": organization_id,

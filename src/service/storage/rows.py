@@ -6,8 +6,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row
-
 from service.domain.models import CallRecord, Credits, LedgerEntry
 
 
@@ -28,14 +26,14 @@ def opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
 
 
-def credits_of(row: Row[Any]) -> Credits:
+def credits_of(row: Any) -> Credits:
     m = row._mapping
     return Credits(
         allocated=m["credits_allocated"], used=m["credits_used"], reserved=m["credits_reserved"]
     )
 
 
-def ledger_entry_of(row: Row[Any]) -> LedgerEntry:
+def ledger_entry_of(row: Any) -> LedgerEntry:
     m = row._mapping
     return LedgerEntry(
         transaction_id=m["transaction_id"],
@@ -49,7 +47,7 @@ def ledger_entry_of(row: Row[Any]) -> LedgerEntry:
     )
 
 
-def call_of(row: Row[Any]) -> CallRecord:
+def call_of(row: Any) -> CallRecord:
     m = row._mapping
     return CallRecord(
         call_id=m["call_id"],

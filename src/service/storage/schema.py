@@ -146,7 +146,8 @@ credit_transactions = Table(
     _ts("created_at"),
     CheckConstraint("credits_amount >= 0", name="amount_nonnegative"),
     CheckConstraint(
-        "transaction_type IN ('allocation','addition','reservation','deduction','release','expiry')",
+        "transaction_type IN "
+        "('allocation','addition','reservation','deduction','release','expiry')",
         name="type_known",
     ),
     UniqueConstraint("team_id", "request_id", name="uq_credit_transactions_request"),

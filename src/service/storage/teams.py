@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, delete, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -54,7 +54,7 @@ async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
     return [by_name[n] for n in names if n in by_name]
 
 
-def _team(row: Row[Any], groups: Sequence[ModelGroup]) -> Team:
+def _team(row: Any, groups: Sequence[ModelGroup]) -> Team:
     m = row._mapping
     return Team(
         team_id=m["team_id"],
