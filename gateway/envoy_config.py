@@ -39,15 +39,14 @@ Endpoint = tuple[str, int]
 def parse_endpoint(value: str | int | Endpoint) -> Endpoint:
     """Accept 50051, "50051", "host:50051" or ("host", 50051)."""
     if isinstance(value, tuple):
-        host, port = value
-        return str(host), int(port)
+        return str(value[0]), int(value[1])
     if isinstance(value, int):
         return "127.0.0.1", value
     text = value.strip()
     if ":" not in text:
         return "127.0.0.1", int(text)
-    host, _, port = text.rpartition(":")
-    return host.strip("[]"), int(port)
+    host, _, port_text = text.rpartition(":")
+    return host.strip("[]"), int(port_text)
 
 
 def _is_ip(host: str) -> bool:

@@ -17,6 +17,7 @@ when the committed gateway/openapi.json is not what this script produces.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import re
 import sys
@@ -25,8 +26,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from google.api import annotations_pb2, http_pb2  # registers the google.api.http extension
 from google.protobuf import descriptor_pb2
+
+# Importing it registers the google.api.http extension of MethodOptions, so that the descriptor
+# set's annotations parse. (Imported by name: googleapis-common-protos ships no py.typed.)
+_annotations: Any = importlib.import_module("google.api.annotations_pb2")
+HttpRule = Any  # google.api.HttpRule
 
 PACKAGE = "saas_llm.v1"
 TITLE = "SaaS LLM Gateway REST API"
@@ -228,7 +233,9 @@ class _Builder:
             schema: JSON = {"type": "string", "enum": [v.name for v in enum.proto.value]}
             lines = [enum.comment] if enum.comment else []
             lines += [
-                f"- `{value}`: {comment}" for value, comment in enum.value_comments.items() if comment
+                f"- `{value}`: {comment}"
+                for value, comment in enum.value_comments.items()
+                if comment
             ]
             self.schemas[name] = _describe(schema, "\n".join(lines))
         return _ref(name)
@@ -291,10 +298,10 @@ class _Builder:
             if fld.name in exclude:
                 continue
             comment = message.field_comments.get(fld.name, "")
-            schema = self.field_schema(fld)
+            field_schema = self.field_schema(fld)
             if fld.proto3_optional:
                 comment = (comment + "\n\n" if comment else "") + "Optional: omitted when unset."
-            properties[fld.name] = _describe(schema, comment)
+            properties[fld.name] = _describe(field_schema, comment)
             if re.match(r"^Required\b", comment):
                 required.append(fld.name)
         schema: JSON = {"type": "object", "properties": properties}
@@ -320,7 +327,7 @@ class _Builder:
 
     # -- operations -----------------------------------------------------------------------
 
-    def operation(self, method: _Method, rule: http_pb2.HttpRule) -> tuple[str, str, JSON]:
+    def operation(self, method: _Method, rule: HttpRule) -> tuple[str, str, JSON]:
         verb, template = _verb_and_path(rule)
         path_fields = re.findall(r"\{([^}=]+)(?:=[^}]*)?\}", template)
         path = re.sub(r"\{([^}=]+)(?:=[^}]*)?\}", r"{\1}", template)
@@ -342,9 +349,7 @@ class _Builder:
             schema = self._single(fld) if fld is not None else {"type": "string"}
             comment = request.field_comments.get(name, "") if fld is not None else ""
             parameters.append(
-                _describe(
-                    {"name": name, "in": "path", "required": True, "schema": schema}, comment
-                )
+                _describe({"name": name, "in": "path", "required": True, "schema": schema}, comment)
             )
         if not rule.body:
             for fld in request.proto.field:
@@ -432,7 +437,7 @@ def _find_field(message: descriptor_pb2.DescriptorProto, name: str) -> FDP | Non
     return next((f for f in message.field if f.name == name), None)
 
 
-def _verb_and_path(rule: http_pb2.HttpRule) -> tuple[str, str]:
+def _verb_and_path(rule: HttpRule) -> tuple[str, str]:
     pattern = rule.WhichOneof("pattern")
     if pattern is None:
         raise ValueError("google.api.http rule without a pattern")
@@ -441,10 +446,10 @@ def _verb_and_path(rule: http_pb2.HttpRule) -> tuple[str, str]:
     return pattern, str(getattr(rule, pattern))
 
 
-def _rules(method: descriptor_pb2.MethodDescriptorProto) -> list[http_pb2.HttpRule]:
-    if not method.options.HasExtension(annotations_pb2.http):
+def _rules(method: descriptor_pb2.MethodDescriptorProto) -> list[HttpRule]:
+    if not method.options.HasExtension(_annotations.http):
         return []
-    rule = method.options.Extensions[annotations_pb2.http]
+    rule = method.options.Extensions[_annotations.http]
     return [rule, *rule.additional_bindings]
 
 
@@ -453,13 +458,11 @@ def _error_components(builder: _Builder) -> tuple[JSON, JSON]:
     reason_enum = builder.registry.enums.get(f".{PACKAGE}.ErrorReason")
     if reason_enum is not None:
         reasons = [
-            v.name.removeprefix("ERROR_REASON_")
-            for v in reason_enum.proto.value
-            if v.number != 0
+            v.name.removeprefix("ERROR_REASON_") for v in reason_enum.proto.value if v.number != 0
         ]
     reason: JSON = {
         "type": "string",
-        "description": "Machine-readable cause (see ErrorReason in proto/saas_llm/v1/errors.proto).",
+        "description": "Machine-readable cause (ErrorReason in proto/saas_llm/v1/errors.proto).",
     }
     if reasons:
         reason["enum"] = reasons
@@ -493,7 +496,7 @@ def _error_components(builder: _Builder) -> tuple[JSON, JSON]:
                 "code": {
                     "type": "integer",
                     "format": "int32",
-                    "description": "gRPC status code number (3 INVALID_ARGUMENT, 5 NOT_FOUND, ...).",
+                    "description": "gRPC status code (3 INVALID_ARGUMENT, 5 NOT_FOUND, ...).",
                 },
                 "message": {"type": "string", "description": "Human-readable message."},
                 "details": {"type": "array", "items": _ref("ErrorInfo")},

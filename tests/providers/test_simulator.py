@@ -157,9 +157,9 @@ async def test_stream_timing_and_content() -> None:
     texts = [c.content for c in chunks[:-1]]
     assert "".join(texts) == "a b c d e f"
     assert len(texts) == 6
-    assert 0.09 < times[0] < 0.3, "latency before the first token"
+    assert 0.09 < times[0] < 0.5, "latency before the first token"
     # 6 tokens at 20/s: the last one 5 * 50 ms after the first.
-    assert 0.2 < times[5] - times[0] < 0.5
+    assert 0.2 < times[5] - times[0] < 0.8
     final = chunks[-1]
     assert final.finish_reason == "stop"
     assert final.usage is not None

