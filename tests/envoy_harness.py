@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -36,6 +36,16 @@ if str(ROOT) not in sys.path:
 from gateway.envoy_config import render  # noqa: E402
 
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the test process dies (Linux), so that a
+    killed test run leaves no Envoy behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def envoy_binary() -> str:
@@ -170,7 +180,7 @@ async def start_envoy(
             stdout=log_file,
             stderr=log_file,
             cwd=str(workdir),
-            env={**os.environ, "ENVOY_DISABLE_TRACING": "1"},
+            preexec_fn=_die_with_parent,
         )
     envoy = Envoy(process=process, workdir=workdir, log_path=log_path)
     try:

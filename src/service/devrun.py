@@ -43,6 +43,16 @@ def _say(text: str) -> None:
     print(f"[run-all] {text}", flush=True)
 
 
+def _die_with_parent() -> None:
+    """In a child before exec: get SIGTERM if run-all itself dies (even by SIGKILL), so that no
+    orphan keeps the ports (Linux; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(Exception):
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def _envoy_binary() -> str:
     candidate = Path(sys.executable).parent / "envoy"
     if candidate.exists():
@@ -141,13 +151,13 @@ def _banner(key: str, from_file: bool, http_port: int, grpc_port: int, key_file:
         f"  gRPC   localhost:{grpc_port}\n\n"
         f"  Try:\n"
         f"    curl -s http://localhost:{http_port}/health\n"
-        f"    curl -s -H 'Authorization: Bearer {shown}' "
+        f'    curl -s -H "Authorization: Bearer {shown}" '
         f"http://localhost:{http_port}/api/model-groups\n"
-        f"    curl -s -X POST -H 'Authorization: Bearer {shown}' "
+        f'    curl -s -X POST -H "Authorization: Bearer {shown}" '
         f"-H 'Content-Type: application/json' \\\n"
         f'      -d \'{{"organization_id": "acme", "name": "Acme"}}\' '
         f"http://localhost:{http_port}/api/organizations/create\n"
-        f"    .venv/bin/grpcurl -plaintext -H 'authorization: Bearer {shown}' "
+        f'    .venv/bin/grpcurl -plaintext -H "authorization: Bearer {shown}" '
         f"localhost:{grpc_port} list\n"
         f"{rule}\n"
     )
@@ -211,7 +221,11 @@ def run_all() -> int:
         # Own process groups: a Ctrl-C in the terminal reaches only this process, which then
         # stops the children in order (each gets one SIGTERM).
         children["service"] = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"], env=env, cwd=root, start_new_session=True
+            [sys.executable, "-m", "service", "serve"],
+            env=env,
+            cwd=root,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         children["envoy"] = subprocess.Popen(
             [
@@ -225,6 +239,7 @@ def run_all() -> int:
             env=env,
             cwd=root,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         return _supervise(
             children,

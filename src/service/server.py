@@ -42,6 +42,7 @@ from service.domain.credits import CreditsService
 from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
 from service.domain.tenancy import TenancyService
+from service.domain.usage import UsageService
 from service.providers import costs
 from service.providers.base import Provider
 from service.providers.router import ProviderRouter
@@ -53,6 +54,7 @@ from service.storage.model_groups import ModelGroupRepository
 from service.storage.organizations import OrganizationRepository
 from service.storage.rows import utcnow
 from service.storage.teams import TeamRepository
+from service.storage.usage import UsageRepository
 
 log = logging.getLogger("service")
 
@@ -80,6 +82,7 @@ class App:
         teams = TeamRepository(self.db)
         self.jobs_repo = JobRepository(self.db)
         tenancy = TenancyService(orgs, groups, teams)
+        usage = UsageService(UsageRepository(self.db), teams, orgs)
         credits = CreditsService(LedgerRepository(self.db))
         runner = CallRunner(self.provider, settings.default_llm_timeout)
         self.jobs = JobsService(self.jobs_repo, teams, groups, runner)
@@ -100,12 +103,12 @@ class App:
         )
         s = self.server
         organization_service_pb2_grpc.add_OrganizationServiceServicer_to_server(
-            OrganizationServicer(tenancy), s
+            OrganizationServicer(tenancy, usage), s
         )
         model_group_service_pb2_grpc.add_ModelGroupServiceServicer_to_server(
             ModelGroupServicer(tenancy), s
         )
-        team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy), s)
+        team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy, usage), s)
         credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(credits), s)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)

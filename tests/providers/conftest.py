@@ -3,20 +3,12 @@
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
-# `tests.fakes` must be importable when pytest is started as `.venv/bin/pytest`
-# (then the repo root is not on sys.path, unlike with `python -m pytest`).
-_ROOT = str(Path(__file__).resolve().parents[2])
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from service.providers.openai_compat import OpenAICompatProvider  # noqa: E402
-from tests.fakes.upstream import FakeUpstream  # noqa: E402
+from service.providers.openai_compat import OpenAICompatProvider
+from tests.fakes.upstream import FakeUpstream
 
 
 @pytest.fixture(scope="session")

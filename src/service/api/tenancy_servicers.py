@@ -30,9 +30,9 @@ from saas_llm.v1 import (
 )
 from service.api.context import principal
 from service.api.convert import from_struct, struct, ts
-from service.domain.errors import NotImplementedYet
-from service.domain.models import ModelGroup, Organization, Team
+from service.domain.models import ModelGroup, Organization, Team, UsageRow
 from service.domain.tenancy import TenancyService, budget_usd
+from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
@@ -95,9 +95,28 @@ def group_pb(g: ModelGroup) -> mg_pb.ModelGroup:
     )
 
 
+def usage_pb(r: UsageRow) -> common_pb2.UsageSummary:
+    return common_pb2.UsageSummary(
+        total_jobs=r.total_jobs,
+        successful_jobs=r.successful_jobs,
+        failed_jobs=r.failed_jobs,
+        total_cost_usd=r.total_cost_usd,
+        total_tokens=r.total_tokens,
+        avg_cost_per_job=round(r.total_cost_usd / r.total_jobs, 6) if r.total_jobs else 0.0,
+    )
+
+
+def job_types_pb(rows: dict[str, UsageRow]) -> dict[str, common_pb2.JobTypeUsage]:
+    return {
+        k: common_pb2.JobTypeUsage(count=r.total_jobs, cost_usd=r.total_cost_usd)
+        for k, r in rows.items()
+    }
+
+
 class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignore[misc]
-    def __init__(self, tenancy: TenancyService) -> None:
+    def __init__(self, tenancy: TenancyService, usage: UsageService) -> None:
         self.tenancy = tenancy
+        self.usage = usage
 
     async def CreateOrganization(
         self, request: org_pb.CreateOrganizationRequest, context: Ctx
@@ -127,8 +146,14 @@ class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignor
     async def GetOrganizationUsage(
         self, request: org_pb.GetOrganizationUsageRequest, context: Ctx
     ) -> org_pb.GetOrganizationUsageResponse:
-        principal().require_admin()
-        raise NotImplementedYet("Organization usage is not served yet")
+        report = await self.usage.organization(principal(), request.organization_id, request.period)
+        return org_pb.GetOrganizationUsageResponse(
+            organization_id=request.organization_id,
+            period=report.period,
+            summary=usage_pb(report.summary),
+            job_types=job_types_pb(report.job_types),
+            teams={k: usage_pb(r) for k, r in report.teams.items()},
+        )
 
 
 class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[misc]
@@ -188,8 +213,9 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[mis
 
 
 class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
-    def __init__(self, tenancy: TenancyService) -> None:
+    def __init__(self, tenancy: TenancyService, usage: UsageService) -> None:
         self.tenancy = tenancy
+        self.usage = usage
 
     async def CreateTeam(
         self, request: team_pb.CreateTeamRequest, context: Ctx
@@ -231,5 +257,10 @@ class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
     async def GetTeamUsage(
         self, request: team_pb.GetTeamUsageRequest, context: Ctx
     ) -> team_pb.GetTeamUsageResponse:
-        await self.tenancy.get_team(principal(), request.team_id)
-        raise NotImplementedYet("Team usage is not served yet")
+        report = await self.usage.team(principal(), request.team_id, request.period)
+        return team_pb.GetTeamUsageResponse(
+            team_id=request.team_id,
+            period=report.period,
+            summary=usage_pb(report.summary),
+            job_types=job_types_pb(report.job_types),
+        )

@@ -86,7 +86,7 @@ class Provider(Protocol):
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> ChatResult: ...
 
     def stream(

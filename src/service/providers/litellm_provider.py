@@ -158,7 +158,7 @@ class LiteLLMProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> ChatResult:
         if timeout <= 0:
             raise timeout_error()
@@ -186,7 +186,7 @@ class LiteLLMProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Same contract as the fast path: the first chunk must come within
         `timeout`; afterwards LiteLLM's read timeout (also `timeout`) bounds

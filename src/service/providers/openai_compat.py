@@ -148,7 +148,7 @@ class OpenAICompatProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> ChatResult:
         if timeout <= 0:
             raise timeout_error()
@@ -173,7 +173,7 @@ class OpenAICompatProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> AsyncGenerator[StreamChunk, None]:
         """Yield one chunk per upstream delta that carries content or tool
         calls, then a last chunk with finish_reason and usage.

@@ -176,7 +176,7 @@ class ProviderRouter:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> ChatResult:
         return await self.route(model).complete(model, request, timeout)
 

@@ -91,7 +91,7 @@ class SimulatorProvider:
     async def _start(
         self,
         model: ModelSpec,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
         generation_s: float,
     ) -> float:
         """Sleep the configured latency (bounded by `timeout`), fail if
@@ -118,7 +118,7 @@ class SimulatorProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> ChatResult:
         plan = _plan(model, request)
         tps = float(model.config.get("tokens_per_second") or 0)
@@ -137,7 +137,7 @@ class SimulatorProvider:
         self,
         model: ModelSpec,
         request: ChatRequest,
-        timeout: float,  # noqa: ASYNC109 (protocol: attempt budget)
+        timeout: float,
     ) -> AsyncGenerator[StreamChunk, None]:
         plan = _plan(model, request)
         tps = float(model.config.get("tokens_per_second") or 0)
