@@ -571,12 +571,42 @@ def render(descriptor_set: descriptor_pb2.FileDescriptorSet) -> str:
     return json.dumps(build(descriptor_set), indent=2, sort_keys=True, ensure_ascii=False) + "\n"
 
 
+def markdown_table(document: JSON) -> str:
+    """The REST -> RPC table of gateway/README.md, from a document made by build()."""
+    rows: list[tuple[str, str, str]] = []  # (path, verb, row)
+    for path, item in document["paths"].items():
+        for verb, op in item.items():
+            query = "&".join(
+                f"{p['name']}=" for p in op.get("parameters", []) if p["in"] == "query"
+            )
+            body = ""
+            if "requestBody" in op:
+                schema = op["requestBody"]["content"]["application/json"]["schema"]
+                body = "bare JSON array" if schema.get("type") == "array" else "JSON object"
+            if "text/event-stream" in op["responses"]["200"].get("content", {}):
+                body += " → SSE"
+            service, method = op["x-grpc-method"].split("/")[1:]
+            rpc = f"{service.removeprefix(PACKAGE + '.')}.{method}"
+            rest = f"{verb.upper()} {path}" + (f"?{query}" if query else "")
+            rows.append((path, verb, f"| `{rest}` | `{rpc}` | {body} |"))
+    lines = ["| REST | RPC | Body |", "|---|---|---|"] + [row for _, _, row in sorted(rows)]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Generate the OpenAPI document.")
     parser.add_argument("descriptor", type=Path, help="descriptor set (build/descriptor.pb)")
-    parser.add_argument("output", type=Path, help="where to write the JSON document")
+    parser.add_argument("output", type=Path, nargs="?", help="where to write the JSON document")
+    parser.add_argument(
+        "--markdown", action="store_true", help="print the REST table of gateway/README.md"
+    )
     args = parser.parse_args(argv)
     descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(args.descriptor.read_bytes())
+    if args.markdown:
+        sys.stdout.write(markdown_table(build(descriptor_set)))
+        return 0
+    if args.output is None:
+        parser.error("the output path is required (or --markdown)")
     text = render(descriptor_set)
     if not args.output.exists() or args.output.read_text() != text:
         args.output.write_text(text)

@@ -21,7 +21,6 @@ import asyncio
 import contextlib
 import json
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -38,14 +37,13 @@ from gateway.envoy_config import render  # noqa: E402
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the test process dies (Linux), so that a
-    killed test run leaves no Envoy behind."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> list[str]:
+    """Command prefix that makes the child get SIGTERM when the test process dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG via util-linux `setpriv`), so that no orphan keeps its ports. Empty
+    where setpriv is missing. (Not preexec_fn: forking a process that runs gRPC threads is unsafe.)
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def envoy_binary() -> str:
@@ -166,6 +164,7 @@ async def start_envoy(
     log_path = workdir / "envoy.log"
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
+            *_die_with_parent(),
             envoy_binary(),
             "-c",
             str(config),
@@ -180,7 +179,6 @@ async def start_envoy(
             stdout=log_file,
             stderr=log_file,
             cwd=str(workdir),
-            preexec_fn=_die_with_parent,
         )
     envoy = Envoy(process=process, workdir=workdir, log_path=log_path)
     try:

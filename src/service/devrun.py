@@ -43,14 +43,13 @@ def _say(text: str) -> None:
     print(f"[run-all] {text}", flush=True)
 
 
-def _die_with_parent() -> None:
-    """In a child before exec: get SIGTERM if run-all itself dies (even by SIGKILL), so that no
-    orphan keeps the ports (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-
-        with contextlib.suppress(Exception):
-            ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+def _die_with_parent() -> list[str]:
+    """Command prefix that makes the child get SIGTERM when run-all dies, even by SIGKILL
+    (Linux PR_SET_PDEATHSIG via util-linux `setpriv`), so that no orphan keeps its ports. Empty
+    where setpriv is missing. (Not preexec_fn: forking a process that runs gRPC threads is unsafe.)
+    """
+    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
+    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
 def _envoy_binary() -> str:
@@ -221,14 +220,14 @@ def run_all() -> int:
         # Own process groups: a Ctrl-C in the terminal reaches only this process, which then
         # stops the children in order (each gets one SIGTERM).
         children["service"] = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve"],
+            [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
             env=env,
             cwd=root,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         children["envoy"] = subprocess.Popen(
             [
+                *_die_with_parent(),
                 _envoy_binary(),
                 "-c",
                 str(config),
@@ -239,7 +238,6 @@ def run_all() -> int:
             env=env,
             cwd=root,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
         )
         return _supervise(
             children,

@@ -15,6 +15,8 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from saas_llm.v1 import (
+    access_group_service_pb2,
+    access_group_service_pb2_grpc,
     credit_service_pb2,
     credit_service_pb2_grpc,
     health_service_pb2,
@@ -34,6 +36,7 @@ from service.api.health_servicer import HealthServicer
 from service.api.interceptor import GatewayInterceptor
 from service.api.job_servicer import JobServicer
 from service.api.tenancy_servicers import (
+    ModelAccessGroupServicer,
     ModelGroupServicer,
     OrganizationServicer,
     TeamServicer,
@@ -47,6 +50,7 @@ from service.providers import costs
 from service.providers.base import Provider
 from service.providers.router import ProviderRouter
 from service.settings import Settings
+from service.storage.access_groups import AccessGroupRepository
 from service.storage.db import Database
 from service.storage.jobs import JobRepository
 from service.storage.ledger import LedgerRepository
@@ -65,6 +69,7 @@ SERVICE_NAMES = (
     credit_service_pb2.DESCRIPTOR.services_by_name["CreditService"].full_name,
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     health_service_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,
+    access_group_service_pb2.DESCRIPTOR.services_by_name["ModelAccessGroupService"].full_name,
 )
 
 
@@ -81,7 +86,7 @@ class App:
         groups = ModelGroupRepository(self.db)
         teams = TeamRepository(self.db)
         self.jobs_repo = JobRepository(self.db)
-        tenancy = TenancyService(orgs, groups, teams)
+        tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
         usage = UsageService(UsageRepository(self.db), teams, orgs)
         credits = CreditsService(LedgerRepository(self.db))
         runner = CallRunner(self.provider, settings.default_llm_timeout)
@@ -107,6 +112,9 @@ class App:
         )
         model_group_service_pb2_grpc.add_ModelGroupServiceServicer_to_server(
             ModelGroupServicer(tenancy), s
+        )
+        access_group_service_pb2_grpc.add_ModelAccessGroupServiceServicer_to_server(
+            ModelAccessGroupServicer(tenancy), s
         )
         team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy, usage), s)
         credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(credits), s)

@@ -493,19 +493,11 @@ async def test_several_replicas_and_several_envoys(
 
 
 def _openapi() -> dict[str, Any]:
-    from pathlib import Path
-
-    return dict(
-        json.loads((Path(__file__).resolve().parents[2] / "gateway/openapi.json").read_text())
-    )
+    return dict(json.loads((ROOT / "gateway/openapi.json").read_text()))
 
 
 def test_openapi_document_is_current() -> None:
-    from pathlib import Path
-
-
-
-    root = Path(__file__).resolve().parents[2]
+    root = ROOT
     descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(
         (root / "build/descriptor.pb").read_bytes()
     )
@@ -530,3 +522,30 @@ async def test_every_documented_operation_is_routed(
         status, _, raw = await request(http, verb.upper(), url, **kwargs)
         if status == 404:
             assert not json.loads(raw)["message"].startswith("Could not resolve"), (verb, path)
+
+
+def test_envoy_yaml_lists_every_annotated_service() -> None:
+    """envoy.yaml's transcoder `services` must be exactly the services with REST annotations."""
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "build/descriptor.pb").read_bytes()
+    )
+    document = openapi.build(descriptor_set)
+    annotated = {
+        op["x-grpc-method"].split("/")[1]
+        for item in document["paths"].values()
+        for op in item.values()
+    }
+    text = (ROOT / "envoy.yaml").read_text()
+    block = text.split("services:\n", 1)[1].split("print_options:", 1)[0]
+    listed = set(re.findall(r"^\s*- (saas_llm\.v1\.\w+)\s*$", block, re.MULTILINE))
+    assert listed == annotated
+
+
+def test_readme_rest_table_is_current() -> None:
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(
+        (ROOT / "build/descriptor.pb").read_bytes()
+    )
+    table = openapi.markdown_table(openapi.build(descriptor_set))
+    assert table in (ROOT / "gateway/README.md").read_text(), (
+        "gateway/README.md: paste `python -m gateway.openapi build/descriptor.pb --markdown`"
+    )

@@ -196,6 +196,14 @@ class CompleteJobResponse(_message.Message):
     calls: _containers.RepeatedCompositeFieldContainer[JobCall]
     def __init__(self, job_id: _Optional[str] = ..., status: _Optional[str] = ..., completed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., costs: _Optional[_Union[JobCosts, _Mapping]] = ..., calls: _Optional[_Iterable[_Union[JobCall, _Mapping]]] = ...) -> None: ...
 
+class UpdateJobMetadataRequest(_message.Message):
+    __slots__ = ("job_id", "metadata")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    metadata: _struct_pb2.Struct
+    def __init__(self, job_id: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
 class GetJobRequest(_message.Message):
     __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]

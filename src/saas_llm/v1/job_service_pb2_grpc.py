@@ -58,6 +58,11 @@ class JobServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_job__service__pb2.CompleteJobRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_job__service__pb2.CompleteJobResponse.FromString,
                 _registered_method=True)
+        self.UpdateJobMetadata = channel.unary_unary(
+                '/saas_llm.v1.JobService/UpdateJobMetadata',
+                request_serializer=saas__llm_dot_v1_dot_job__service__pb2.UpdateJobMetadataRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_job__service__pb2.Job.FromString,
+                _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/saas_llm.v1.JobService/GetJob',
                 request_serializer=saas__llm_dot_v1_dot_job__service__pb2.GetJobRequest.SerializeToString,
@@ -128,6 +133,15 @@ class JobServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateJobMetadata(self, request, context):
+        """Merges keys into the metadata of an open job (a key set to null is
+        removed). Errors: NOT_FOUND, FAILED_PRECONDITION (job ended),
+        INVALID_ARGUMENT (over 16 KiB).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetJob(self, request, context):
         """Returns a job with its calls. Errors: NOT_FOUND.
         """
@@ -181,6 +195,11 @@ def add_JobServiceServicer_to_server(servicer, server):
                     servicer.CompleteJob,
                     request_deserializer=saas__llm_dot_v1_dot_job__service__pb2.CompleteJobRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_job__service__pb2.CompleteJobResponse.SerializeToString,
+            ),
+            'UpdateJobMetadata': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateJobMetadata,
+                    request_deserializer=saas__llm_dot_v1_dot_job__service__pb2.UpdateJobMetadataRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_job__service__pb2.Job.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
@@ -315,6 +334,33 @@ class JobService:
             '/saas_llm.v1.JobService/CompleteJob',
             saas__llm_dot_v1_dot_job__service__pb2.CompleteJobRequest.SerializeToString,
             saas__llm_dot_v1_dot_job__service__pb2.CompleteJobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateJobMetadata(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.JobService/UpdateJobMetadata',
+            saas__llm_dot_v1_dot_job__service__pb2.UpdateJobMetadataRequest.SerializeToString,
+            saas__llm_dot_v1_dot_job__service__pb2.Job.FromString,
             options,
             channel_credentials,
             insecure,

@@ -27,7 +27,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saas_llm/v1/model_group_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0fModelGroupModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xac\x02\n\nModelGroup\x12\x16\n\x0emodel_group_id\x18\x01 \x01(\t\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12,\n\x06models\x18\x06 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x17\x43reateModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\x18\n\x16ListModelGroupsRequest\"W\n\x17ListModelGroupsResponse\x12-\n\x0cmodel_groups\x18\x01 \x03(\x0b\x32\x17.saas_llm.v1.ModelGroup\x12\r\n\x05total\x18\x02 \x01(\x05\"*\n\x14GetModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\"0\n\x1aGetModelGroupModelsRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\"_\n\x1bGetModelGroupModelsResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12,\n\x06models\x18\x02 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\"?\n\x18ResolveModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\"x\n\x19ResolveModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rprimary_model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x17\n\x0fteam_has_access\x18\x04 \x01(\x08\x32\xa8\x05\n\x11ModelGroupService\x12v\n\x10\x43reateModelGroup\x12$.saas_llm.v1.CreateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/model-groups/create:\x01*\x12w\n\x0fListModelGroups\x12#.saas_llm.v1.ListModelGroupsRequest\x1a$.saas_llm.v1.ListModelGroupsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/model-groups\x12s\n\rGetModelGroup\x12!.saas_llm.v1.GetModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/model-groups/{group_name}\x12\x97\x01\n\x13GetModelGroupModels\x12\'.saas_llm.v1.GetModelGroupModelsRequest\x1a(.saas_llm.v1.GetModelGroupModelsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/model-groups/{group_name}/models\x12\x92\x01\n\x11ResolveModelGroup\x12%.saas_llm.v1.ResolveModelGroupRequest\x1a&.saas_llm.v1.ResolveModelGroupResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/model-groups/{group_name}/resolveb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saas_llm/v1/model_group_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"`\n\x0fModelGroupModel\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xac\x02\n\nModelGroup\x12\x16\n\x0emodel_group_id\x18\x01 \x01(\t\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12,\n\x06models\x18\x06 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb1\x01\n\x17\x43reateModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xb1\x01\n\x17UpdateModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12,\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"-\n\x17\x44\x65leteModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\"?\n\x18\x44\x65leteModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x18\n\x16ListModelGroupsRequest\"W\n\x17ListModelGroupsResponse\x12-\n\x0cmodel_groups\x18\x01 \x03(\x0b\x32\x17.saas_llm.v1.ModelGroup\x12\r\n\x05total\x18\x02 \x01(\x05\"*\n\x14GetModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\"0\n\x1aGetModelGroupModelsRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\"_\n\x1bGetModelGroupModelsResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12,\n\x06models\x18\x02 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\"?\n\x18ResolveModelGroupRequest\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\"x\n\x19ResolveModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rprimary_model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x17\n\x0fteam_has_access\x18\x04 \x01(\x08\x32\xb0\x07\n\x11ModelGroupService\x12v\n\x10\x43reateModelGroup\x12$.saas_llm.v1.CreateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/model-groups/create:\x01*\x12w\n\x0fListModelGroups\x12#.saas_llm.v1.ListModelGroupsRequest\x1a$.saas_llm.v1.ListModelGroupsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/model-groups\x12s\n\rGetModelGroup\x12!.saas_llm.v1.GetModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/model-groups/{group_name}\x12\x97\x01\n\x13GetModelGroupModels\x12\'.saas_llm.v1.GetModelGroupModelsRequest\x1a(.saas_llm.v1.GetModelGroupModelsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/model-groups/{group_name}/models\x12|\n\x10UpdateModelGroup\x12$.saas_llm.v1.UpdateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\")\x82\xd3\xe4\x93\x02#\x1a\x1e/api/model-groups/{group_name}:\x01*\x12\x87\x01\n\x10\x44\x65leteModelGroup\x12$.saas_llm.v1.DeleteModelGroupRequest\x1a%.saas_llm.v1.DeleteModelGroupResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/model-groups/{group_name}\x12\x92\x01\n\x11ResolveModelGroup\x12%.saas_llm.v1.ResolveModelGroupRequest\x1a&.saas_llm.v1.ResolveModelGroupResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/model-groups/{group_name}/resolveb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELGROUPSERVICE'].methods_by_name['GetModelGroup']._serialized_options = b'\202\323\344\223\002 \022\036/api/model-groups/{group_name}'
   _globals['_MODELGROUPSERVICE'].methods_by_name['GetModelGroupModels']._loaded_options = None
   _globals['_MODELGROUPSERVICE'].methods_by_name['GetModelGroupModels']._serialized_options = b'\202\323\344\223\002\'\022%/api/model-groups/{group_name}/models'
+  _globals['_MODELGROUPSERVICE'].methods_by_name['UpdateModelGroup']._loaded_options = None
+  _globals['_MODELGROUPSERVICE'].methods_by_name['UpdateModelGroup']._serialized_options = b'\202\323\344\223\002#\032\036/api/model-groups/{group_name}:\001*'
+  _globals['_MODELGROUPSERVICE'].methods_by_name['DeleteModelGroup']._loaded_options = None
+  _globals['_MODELGROUPSERVICE'].methods_by_name['DeleteModelGroup']._serialized_options = b'\202\323\344\223\002 *\036/api/model-groups/{group_name}'
   _globals['_MODELGROUPSERVICE'].methods_by_name['ResolveModelGroup']._loaded_options = None
   _globals['_MODELGROUPSERVICE'].methods_by_name['ResolveModelGroup']._serialized_options = b'\202\323\344\223\002(\022&/api/model-groups/{group_name}/resolve'
   _globals['_MODELGROUPMODEL']._serialized_start=147
@@ -50,20 +54,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELGROUP']._serialized_end=546
   _globals['_CREATEMODELGROUPREQUEST']._serialized_start=549
   _globals['_CREATEMODELGROUPREQUEST']._serialized_end=726
-  _globals['_LISTMODELGROUPSREQUEST']._serialized_start=728
-  _globals['_LISTMODELGROUPSREQUEST']._serialized_end=752
-  _globals['_LISTMODELGROUPSRESPONSE']._serialized_start=754
-  _globals['_LISTMODELGROUPSRESPONSE']._serialized_end=841
-  _globals['_GETMODELGROUPREQUEST']._serialized_start=843
-  _globals['_GETMODELGROUPREQUEST']._serialized_end=885
-  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_start=887
-  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_end=935
-  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_start=937
-  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_end=1032
-  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_start=1034
-  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_end=1097
-  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_start=1099
-  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_end=1219
-  _globals['_MODELGROUPSERVICE']._serialized_start=1222
-  _globals['_MODELGROUPSERVICE']._serialized_end=1902
+  _globals['_UPDATEMODELGROUPREQUEST']._serialized_start=729
+  _globals['_UPDATEMODELGROUPREQUEST']._serialized_end=906
+  _globals['_DELETEMODELGROUPREQUEST']._serialized_start=908
+  _globals['_DELETEMODELGROUPREQUEST']._serialized_end=953
+  _globals['_DELETEMODELGROUPRESPONSE']._serialized_start=955
+  _globals['_DELETEMODELGROUPRESPONSE']._serialized_end=1018
+  _globals['_LISTMODELGROUPSREQUEST']._serialized_start=1020
+  _globals['_LISTMODELGROUPSREQUEST']._serialized_end=1044
+  _globals['_LISTMODELGROUPSRESPONSE']._serialized_start=1046
+  _globals['_LISTMODELGROUPSRESPONSE']._serialized_end=1133
+  _globals['_GETMODELGROUPREQUEST']._serialized_start=1135
+  _globals['_GETMODELGROUPREQUEST']._serialized_end=1177
+  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_start=1179
+  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_end=1227
+  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_start=1229
+  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_end=1324
+  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_start=1326
+  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_end=1389
+  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_start=1391
+  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_end=1511
+  _globals['_MODELGROUPSERVICE']._serialized_start=1514
+  _globals['_MODELGROUPSERVICE']._serialized_end=2458
 # @@protoc_insertion_point(module_scope)

@@ -57,6 +57,34 @@ class CreateModelGroupRequest(_message.Message):
     metadata: _struct_pb2.Struct
     def __init__(self, group_name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelGroupModel, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
+class UpdateModelGroupRequest(_message.Message):
+    __slots__ = ("group_name", "display_name", "description", "models", "metadata")
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
+    DESCRIPTION_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    group_name: str
+    display_name: str
+    description: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelGroupModel]
+    metadata: _struct_pb2.Struct
+    def __init__(self, group_name: _Optional[str] = ..., display_name: _Optional[str] = ..., description: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelGroupModel, _Mapping]]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+
+class DeleteModelGroupRequest(_message.Message):
+    __slots__ = ("group_name",)
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    group_name: str
+    def __init__(self, group_name: _Optional[str] = ...) -> None: ...
+
+class DeleteModelGroupResponse(_message.Message):
+    __slots__ = ("group_name", "deleted")
+    GROUP_NAME_FIELD_NUMBER: _ClassVar[int]
+    DELETED_FIELD_NUMBER: _ClassVar[int]
+    group_name: str
+    deleted: bool
+    def __init__(self, group_name: _Optional[str] = ..., deleted: _Optional[bool] = ...) -> None: ...
+
 class ListModelGroupsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

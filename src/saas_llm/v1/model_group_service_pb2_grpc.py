@@ -58,6 +58,16 @@ class ModelGroupServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsResponse.FromString,
                 _registered_method=True)
+        self.UpdateModelGroup = channel.unary_unary(
+                '/saas_llm.v1.ModelGroupService/UpdateModelGroup',
+                request_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.UpdateModelGroupRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.ModelGroup.FromString,
+                _registered_method=True)
+        self.DeleteModelGroup = channel.unary_unary(
+                '/saas_llm.v1.ModelGroupService/DeleteModelGroup',
+                request_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupResponse.FromString,
+                _registered_method=True)
         self.ResolveModelGroup = channel.unary_unary(
                 '/saas_llm.v1.ModelGroupService/ResolveModelGroup',
                 request_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.ResolveModelGroupRequest.SerializeToString,
@@ -103,6 +113,22 @@ class ModelGroupServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateModelGroup(self, request, context):
+        """Replaces a group's models (and priorities) and display fields; the next
+        call uses the new models. Errors: NOT_FOUND, INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelGroup(self, request, context):
+        """Deletes a group. Errors: NOT_FOUND, FAILED_PRECONDITION while a team or an
+        access group still uses it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveModelGroup(self, request, context):
         """Tells which model a team should use for a group (seed 003 "Model
         Resolution API"). With the master key, team_has_access answers for any
@@ -135,6 +161,16 @@ def add_ModelGroupServiceServicer_to_server(servicer, server):
                     servicer.GetModelGroupModels,
                     request_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsResponse.SerializeToString,
+            ),
+            'UpdateModelGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateModelGroup,
+                    request_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.UpdateModelGroupRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.ModelGroup.SerializeToString,
+            ),
+            'DeleteModelGroup': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelGroup,
+                    request_deserializer=saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupResponse.SerializeToString,
             ),
             'ResolveModelGroup': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveModelGroup,
@@ -254,6 +290,60 @@ class ModelGroupService:
             '/saas_llm.v1.ModelGroupService/GetModelGroupModels',
             saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsRequest.SerializeToString,
             saas__llm_dot_v1_dot_model__group__service__pb2.GetModelGroupModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateModelGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.ModelGroupService/UpdateModelGroup',
+            saas__llm_dot_v1_dot_model__group__service__pb2.UpdateModelGroupRequest.SerializeToString,
+            saas__llm_dot_v1_dot_model__group__service__pb2.ModelGroup.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelGroup(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.ModelGroupService/DeleteModelGroup',
+            saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupRequest.SerializeToString,
+            saas__llm_dot_v1_dot_model__group__service__pb2.DeleteModelGroupResponse.FromString,
             options,
             channel_credentials,
             insecure,

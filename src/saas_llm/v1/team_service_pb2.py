@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from saas_llm.v1 import common_pb2 as saas__llm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaas_llm/v1/team_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\"\xe6\x02\n\x04Team\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63redits\x18\x05 \x01(\x0b\x32\x1a.saas_llm.v1.CreditSummary\x12\x14\n\x0cmodel_groups\x18\x06 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x12\n\nkey_prefix\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x11\x43reateTeamRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x05 \x01(\x05\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\raccess_groups\x18\x07 \x03(\t\"\xf4\x01\n\x12\x43reateTeamResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x06 \x01(\x05\x12\x19\n\x11\x63redits_remaining\x18\x07 \x01(\x05\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x13\n\x0bvirtual_key\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\"!\n\x0eGetTeamRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"A\n\x18\x41ssignModelGroupsRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x02 \x03(\t\"6\n\x13GetTeamUsageRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"\xf3\x01\n\x14GetTeamUsageResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12\x42\n\tjob_types\x18\x04 \x03(\x0b\x32/.saas_llm.v1.GetTeamUsageResponse.JobTypesEntry\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x32\xd5\x03\n\x0bTeamService\x12k\n\nCreateTeam\x12\x1e.saas_llm.v1.CreateTeamRequest\x1a\x1f.saas_llm.v1.CreateTeamResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/teams/create:\x01*\x12W\n\x07GetTeam\x12\x1b.saas_llm.v1.GetTeamRequest\x1a\x11.saas_llm.v1.Team\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/teams/{team_id}\x12\x86\x01\n\x11\x41ssignModelGroups\x12%.saas_llm.v1.AssignModelGroupsRequest\x1a\x11.saas_llm.v1.Team\"7\x82\xd3\xe4\x93\x02\x31\x1a!/api/teams/{team_id}/model-groups:\x0cmodel_groups\x12w\n\x0cGetTeamUsage\x12 .saas_llm.v1.GetTeamUsageRequest\x1a!.saas_llm.v1.GetTeamUsageResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/teams/{team_id}/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaas_llm/v1/team_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\"\xfd\x02\n\x04Team\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63redits\x18\x05 \x01(\x0b\x32\x1a.saas_llm.v1.CreditSummary\x12\x14\n\x0cmodel_groups\x18\x06 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x15\n\raccess_groups\x18\r \x03(\t\x12\x12\n\nkey_prefix\x18\t \x01(\t\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xc4\x01\n\x11\x43reateTeamRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0f\n\x07team_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x05 \x01(\x05\x12)\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x15\n\raccess_groups\x18\x07 \x03(\t\"\x8b\x02\n\x12\x43reateTeamResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x06 \x01(\x05\x12\x19\n\x11\x63redits_remaining\x18\x07 \x01(\x05\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x13\n\x0bvirtual_key\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x15\n\raccess_groups\x18\x0b \x03(\t\"5\n\x12SuspendTeamRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"$\n\x11ResumeTeamRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"\'\n\x14RotateTeamKeyRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"Q\n\x15RotateTeamKeyResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x13\n\x0bvirtual_key\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\"!\n\x0eGetTeamRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\"A\n\x18\x41ssignModelGroupsRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x02 \x03(\t\"6\n\x13GetTeamUsageRequest\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"\xf3\x01\n\x14GetTeamUsageResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12\x42\n\tjob_types\x18\x04 \x03(\x0b\x32/.saas_llm.v1.GetTeamUsageResponse.JobTypesEntry\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x32\xaf\x06\n\x0bTeamService\x12k\n\nCreateTeam\x12\x1e.saas_llm.v1.CreateTeamRequest\x1a\x1f.saas_llm.v1.CreateTeamResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/teams/create:\x01*\x12W\n\x07GetTeam\x12\x1b.saas_llm.v1.GetTeamRequest\x1a\x11.saas_llm.v1.Team\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/teams/{team_id}\x12\x86\x01\n\x11\x41ssignModelGroups\x12%.saas_llm.v1.AssignModelGroupsRequest\x1a\x11.saas_llm.v1.Team\"7\x82\xd3\xe4\x93\x02\x31\x1a!/api/teams/{team_id}/model-groups:\x0cmodel_groups\x12j\n\x0bSuspendTeam\x12\x1f.saas_llm.v1.SuspendTeamRequest\x1a\x11.saas_llm.v1.Team\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/teams/{team_id}/suspend:\x01*\x12g\n\nResumeTeam\x12\x1e.saas_llm.v1.ResumeTeamRequest\x1a\x11.saas_llm.v1.Team\"&\x82\xd3\xe4\x93\x02 \"\x1b/api/teams/{team_id}/resume:\x01*\x12\x82\x01\n\rRotateTeamKey\x12!.saas_llm.v1.RotateTeamKeyRequest\x1a\".saas_llm.v1.RotateTeamKeyResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/teams/{team_id}/rotate-key:\x01*\x12w\n\x0cGetTeamUsage\x12 .saas_llm.v1.GetTeamUsageRequest\x1a!.saas_llm.v1.GetTeamUsageResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/teams/{team_id}/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,24 +43,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEAMSERVICE'].methods_by_name['GetTeam']._serialized_options = b'\202\323\344\223\002\026\022\024/api/teams/{team_id}'
   _globals['_TEAMSERVICE'].methods_by_name['AssignModelGroups']._loaded_options = None
   _globals['_TEAMSERVICE'].methods_by_name['AssignModelGroups']._serialized_options = b'\202\323\344\223\0021\032!/api/teams/{team_id}/model-groups:\014model_groups'
+  _globals['_TEAMSERVICE'].methods_by_name['SuspendTeam']._loaded_options = None
+  _globals['_TEAMSERVICE'].methods_by_name['SuspendTeam']._serialized_options = b'\202\323\344\223\002!\"\034/api/teams/{team_id}/suspend:\001*'
+  _globals['_TEAMSERVICE'].methods_by_name['ResumeTeam']._loaded_options = None
+  _globals['_TEAMSERVICE'].methods_by_name['ResumeTeam']._serialized_options = b'\202\323\344\223\002 \"\033/api/teams/{team_id}/resume:\001*'
+  _globals['_TEAMSERVICE'].methods_by_name['RotateTeamKey']._loaded_options = None
+  _globals['_TEAMSERVICE'].methods_by_name['RotateTeamKey']._serialized_options = b'\202\323\344\223\002$\"\037/api/teams/{team_id}/rotate-key:\001*'
   _globals['_TEAMSERVICE'].methods_by_name['GetTeamUsage']._loaded_options = None
   _globals['_TEAMSERVICE'].methods_by_name['GetTeamUsage']._serialized_options = b'\202\323\344\223\002\034\022\032/api/teams/{team_id}/usage'
   _globals['_TEAM']._serialized_start=167
-  _globals['_TEAM']._serialized_end=525
-  _globals['_CREATETEAMREQUEST']._serialized_start=528
-  _globals['_CREATETEAMREQUEST']._serialized_end=724
-  _globals['_CREATETEAMRESPONSE']._serialized_start=727
-  _globals['_CREATETEAMRESPONSE']._serialized_end=971
-  _globals['_GETTEAMREQUEST']._serialized_start=973
-  _globals['_GETTEAMREQUEST']._serialized_end=1006
-  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_start=1008
-  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_end=1073
-  _globals['_GETTEAMUSAGEREQUEST']._serialized_start=1075
-  _globals['_GETTEAMUSAGEREQUEST']._serialized_end=1129
-  _globals['_GETTEAMUSAGERESPONSE']._serialized_start=1132
-  _globals['_GETTEAMUSAGERESPONSE']._serialized_end=1375
-  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=1301
-  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=1375
-  _globals['_TEAMSERVICE']._serialized_start=1378
-  _globals['_TEAMSERVICE']._serialized_end=1847
+  _globals['_TEAM']._serialized_end=548
+  _globals['_CREATETEAMREQUEST']._serialized_start=551
+  _globals['_CREATETEAMREQUEST']._serialized_end=747
+  _globals['_CREATETEAMRESPONSE']._serialized_start=750
+  _globals['_CREATETEAMRESPONSE']._serialized_end=1017
+  _globals['_SUSPENDTEAMREQUEST']._serialized_start=1019
+  _globals['_SUSPENDTEAMREQUEST']._serialized_end=1072
+  _globals['_RESUMETEAMREQUEST']._serialized_start=1074
+  _globals['_RESUMETEAMREQUEST']._serialized_end=1110
+  _globals['_ROTATETEAMKEYREQUEST']._serialized_start=1112
+  _globals['_ROTATETEAMKEYREQUEST']._serialized_end=1151
+  _globals['_ROTATETEAMKEYRESPONSE']._serialized_start=1153
+  _globals['_ROTATETEAMKEYRESPONSE']._serialized_end=1234
+  _globals['_GETTEAMREQUEST']._serialized_start=1236
+  _globals['_GETTEAMREQUEST']._serialized_end=1269
+  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_start=1271
+  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_end=1336
+  _globals['_GETTEAMUSAGEREQUEST']._serialized_start=1338
+  _globals['_GETTEAMUSAGEREQUEST']._serialized_end=1392
+  _globals['_GETTEAMUSAGERESPONSE']._serialized_start=1395
+  _globals['_GETTEAMUSAGERESPONSE']._serialized_end=1638
+  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=1564
+  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=1638
+  _globals['_TEAMSERVICE']._serialized_start=1641
+  _globals['_TEAMSERVICE']._serialized_end=2456
 # @@protoc_insertion_point(module_scope)

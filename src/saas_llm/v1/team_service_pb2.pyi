@@ -13,7 +13,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Team(_message.Message):
-    __slots__ = ("team_id", "organization_id", "team_alias", "status", "credits", "model_groups", "allowed_models", "max_budget_usd", "key_prefix", "metadata", "created_at", "updated_at")
+    __slots__ = ("team_id", "organization_id", "team_alias", "status", "credits", "model_groups", "allowed_models", "max_budget_usd", "access_groups", "key_prefix", "metadata", "created_at", "updated_at")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_ALIAS_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class Team(_message.Message):
     MODEL_GROUPS_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     MAX_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_GROUPS_FIELD_NUMBER: _ClassVar[int]
     KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
@@ -34,11 +35,12 @@ class Team(_message.Message):
     model_groups: _containers.RepeatedScalarFieldContainer[str]
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     max_budget_usd: float
+    access_groups: _containers.RepeatedScalarFieldContainer[str]
     key_prefix: str
     metadata: _struct_pb2.Struct
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, team_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., team_alias: _Optional[str] = ..., status: _Optional[str] = ..., credits: _Optional[_Union[_common_pb2.CreditSummary, _Mapping]] = ..., model_groups: _Optional[_Iterable[str]] = ..., allowed_models: _Optional[_Iterable[str]] = ..., max_budget_usd: _Optional[float] = ..., key_prefix: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    def __init__(self, team_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., team_alias: _Optional[str] = ..., status: _Optional[str] = ..., credits: _Optional[_Union[_common_pb2.CreditSummary, _Mapping]] = ..., model_groups: _Optional[_Iterable[str]] = ..., allowed_models: _Optional[_Iterable[str]] = ..., max_budget_usd: _Optional[float] = ..., access_groups: _Optional[_Iterable[str]] = ..., key_prefix: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateTeamRequest(_message.Message):
     __slots__ = ("organization_id", "team_id", "team_alias", "model_groups", "credits_allocated", "metadata", "access_groups")
@@ -59,7 +61,7 @@ class CreateTeamRequest(_message.Message):
     def __init__(self, organization_id: _Optional[str] = ..., team_id: _Optional[str] = ..., team_alias: _Optional[str] = ..., model_groups: _Optional[_Iterable[str]] = ..., credits_allocated: _Optional[int] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., access_groups: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class CreateTeamResponse(_message.Message):
-    __slots__ = ("team_id", "organization_id", "team_alias", "model_groups", "allowed_models", "credits_allocated", "credits_remaining", "max_budget_usd", "virtual_key", "message")
+    __slots__ = ("team_id", "organization_id", "team_alias", "model_groups", "allowed_models", "credits_allocated", "credits_remaining", "max_budget_usd", "virtual_key", "message", "access_groups")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]
     TEAM_ALIAS_FIELD_NUMBER: _ClassVar[int]
@@ -70,6 +72,7 @@ class CreateTeamResponse(_message.Message):
     MAX_BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
     VIRTUAL_KEY_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ACCESS_GROUPS_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     organization_id: str
     team_alias: str
@@ -80,7 +83,38 @@ class CreateTeamResponse(_message.Message):
     max_budget_usd: float
     virtual_key: str
     message: str
-    def __init__(self, team_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., team_alias: _Optional[str] = ..., model_groups: _Optional[_Iterable[str]] = ..., allowed_models: _Optional[_Iterable[str]] = ..., credits_allocated: _Optional[int] = ..., credits_remaining: _Optional[int] = ..., max_budget_usd: _Optional[float] = ..., virtual_key: _Optional[str] = ..., message: _Optional[str] = ...) -> None: ...
+    access_groups: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, team_id: _Optional[str] = ..., organization_id: _Optional[str] = ..., team_alias: _Optional[str] = ..., model_groups: _Optional[_Iterable[str]] = ..., allowed_models: _Optional[_Iterable[str]] = ..., credits_allocated: _Optional[int] = ..., credits_remaining: _Optional[int] = ..., max_budget_usd: _Optional[float] = ..., virtual_key: _Optional[str] = ..., message: _Optional[str] = ..., access_groups: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SuspendTeamRequest(_message.Message):
+    __slots__ = ("team_id", "reason")
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    reason: str
+    def __init__(self, team_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class ResumeTeamRequest(_message.Message):
+    __slots__ = ("team_id",)
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    def __init__(self, team_id: _Optional[str] = ...) -> None: ...
+
+class RotateTeamKeyRequest(_message.Message):
+    __slots__ = ("team_id",)
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    def __init__(self, team_id: _Optional[str] = ...) -> None: ...
+
+class RotateTeamKeyResponse(_message.Message):
+    __slots__ = ("team_id", "virtual_key", "key_prefix")
+    TEAM_ID_FIELD_NUMBER: _ClassVar[int]
+    VIRTUAL_KEY_FIELD_NUMBER: _ClassVar[int]
+    KEY_PREFIX_FIELD_NUMBER: _ClassVar[int]
+    team_id: str
+    virtual_key: str
+    key_prefix: str
+    def __init__(self, team_id: _Optional[str] = ..., virtual_key: _Optional[str] = ..., key_prefix: _Optional[str] = ...) -> None: ...
 
 class GetTeamRequest(_message.Message):
     __slots__ = ("team_id",)

@@ -52,6 +52,21 @@ class TeamServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_team__service__pb2.AssignModelGroupsRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
                 _registered_method=True)
+        self.SuspendTeam = channel.unary_unary(
+                '/saas_llm.v1.TeamService/SuspendTeam',
+                request_serializer=saas__llm_dot_v1_dot_team__service__pb2.SuspendTeamRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+                _registered_method=True)
+        self.ResumeTeam = channel.unary_unary(
+                '/saas_llm.v1.TeamService/ResumeTeam',
+                request_serializer=saas__llm_dot_v1_dot_team__service__pb2.ResumeTeamRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+                _registered_method=True)
+        self.RotateTeamKey = channel.unary_unary(
+                '/saas_llm.v1.TeamService/RotateTeamKey',
+                request_serializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.FromString,
+                _registered_method=True)
         self.GetTeamUsage = channel.unary_unary(
                 '/saas_llm.v1.TeamService/GetTeamUsage',
                 request_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageRequest.SerializeToString,
@@ -90,6 +105,29 @@ class TeamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SuspendTeam(self, request, context):
+        """Suspends a team: its key gets PERMISSION_DENIED "Team 'x' is suspended",
+        and its open jobs end as failed with their credits released.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ResumeTeam(self, request, context):
+        """Lifts a suspension.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RotateTeamKey(self, request, context):
+        """Replaces the team's virtual key: the new key is shown once and the old
+        one is rejected from now on.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTeamUsage(self, request, context):
         """Usage of the team in one UTC month (seed 003 "Check Team Usage").
         Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
@@ -115,6 +153,21 @@ def add_TeamServiceServicer_to_server(servicer, server):
                     servicer.AssignModelGroups,
                     request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.AssignModelGroupsRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_team__service__pb2.Team.SerializeToString,
+            ),
+            'SuspendTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.SuspendTeam,
+                    request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.SuspendTeamRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_team__service__pb2.Team.SerializeToString,
+            ),
+            'ResumeTeam': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResumeTeam,
+                    request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.ResumeTeamRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_team__service__pb2.Team.SerializeToString,
+            ),
+            'RotateTeamKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RotateTeamKey,
+                    request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.SerializeToString,
             ),
             'GetTeamUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTeamUsage,
@@ -206,6 +259,87 @@ class TeamService:
             '/saas_llm.v1.TeamService/AssignModelGroups',
             saas__llm_dot_v1_dot_team__service__pb2.AssignModelGroupsRequest.SerializeToString,
             saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SuspendTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.TeamService/SuspendTeam',
+            saas__llm_dot_v1_dot_team__service__pb2.SuspendTeamRequest.SerializeToString,
+            saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResumeTeam(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.TeamService/ResumeTeam',
+            saas__llm_dot_v1_dot_team__service__pb2.ResumeTeamRequest.SerializeToString,
+            saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RotateTeamKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.TeamService/RotateTeamKey',
+            saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.SerializeToString,
+            saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -208,6 +208,12 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
             out.completed_at.CopyFrom(ts(job.completed_at))
         return out
 
+    async def UpdateJobMetadata(self, request: pb.UpdateJobMetadataRequest, context: Ctx) -> pb.Job:
+        job, costs = await self.jobs.update_metadata(
+            principal(), request.job_id, from_struct(request.metadata)
+        )
+        return job_pb(job, costs, with_calls=True)
+
     async def GetJob(self, request: pb.GetJobRequest, context: Ctx) -> pb.Job:
         job, costs = await self.jobs.get(principal(), request.job_id)
         return job_pb(job, costs, with_calls=True)

@@ -8,6 +8,12 @@ from typing import TypeAlias
 import grpc
 
 from saas_llm.v1 import (
+    access_group_service_pb2 as ag_pb,
+)
+from saas_llm.v1 import (
+    access_group_service_pb2_grpc as ag_grpc,
+)
+from saas_llm.v1 import (
     common_pb2,
 )
 from saas_llm.v1 import (
@@ -34,6 +40,7 @@ from service.domain.models import ModelGroup, Organization, Team, UsageRow
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
+from service.storage.access_groups import AccessGroup
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -64,6 +71,7 @@ def team_pb_of(t: Team) -> team_pb.Team:
         ),
         model_groups=t.model_groups,
         allowed_models=t.allowed_models,
+        access_groups=t.access_groups,
         max_budget_usd=budget_usd(c.allocated),
         key_prefix=t.key_prefix,
         metadata=struct(t.metadata),
@@ -177,6 +185,30 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[mis
         )
         return group_pb(group)
 
+    async def UpdateModelGroup(
+        self, request: mg_pb.UpdateModelGroupRequest, context: Ctx
+    ) -> mg_pb.ModelGroup:
+        group = await self.tenancy.update_model_group(
+            principal(),
+            request.group_name,
+            request.display_name,
+            request.description,
+            [
+                ModelSpec(
+                    model_name=m.model_name, priority=m.priority, config=from_struct(m.config)
+                )
+                for m in request.models
+            ],
+            from_struct(request.metadata),
+        )
+        return group_pb(group)
+
+    async def DeleteModelGroup(
+        self, request: mg_pb.DeleteModelGroupRequest, context: Ctx
+    ) -> mg_pb.DeleteModelGroupResponse:
+        await self.tenancy.delete_model_group(principal(), request.group_name)
+        return mg_pb.DeleteModelGroupResponse(group_name=request.group_name, deleted=True)
+
     async def ListModelGroups(
         self, request: mg_pb.ListModelGroupsRequest, context: Ctx
     ) -> mg_pb.ListModelGroupsResponse:
@@ -241,6 +273,27 @@ class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
             max_budget_usd=budget_usd(team.credits.allocated),
             virtual_key=key,
             message="Team created successfully with LiteLLM integration",
+            access_groups=team.access_groups,
+        )
+
+    async def SuspendTeam(self, request: team_pb.SuspendTeamRequest, context: Ctx) -> team_pb.Team:
+        return team_pb_of(
+            await self.tenancy.set_team_status(
+                principal(), request.team_id, "suspended", request.reason
+            )
+        )
+
+    async def ResumeTeam(self, request: team_pb.ResumeTeamRequest, context: Ctx) -> team_pb.Team:
+        return team_pb_of(
+            await self.tenancy.set_team_status(principal(), request.team_id, "active")
+        )
+
+    async def RotateTeamKey(
+        self, request: team_pb.RotateTeamKeyRequest, context: Ctx
+    ) -> team_pb.RotateTeamKeyResponse:
+        key, prefix = await self.tenancy.rotate_team_key(principal(), request.team_id)
+        return team_pb.RotateTeamKeyResponse(
+            team_id=request.team_id, virtual_key=key, key_prefix=prefix
         )
 
     async def GetTeam(self, request: team_pb.GetTeamRequest, context: Ctx) -> team_pb.Team:
@@ -264,3 +317,38 @@ class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
             summary=usage_pb(report.summary),
             job_types=job_types_pb(report.job_types),
         )
+
+
+def access_group_pb(g: AccessGroup) -> ag_pb.ModelAccessGroup:
+    return ag_pb.ModelAccessGroup(
+        group_name=g.group_name,
+        description=g.description,
+        model_groups=g.model_groups,
+        created_at=ts(g.created_at),
+    )
+
+
+class ModelAccessGroupServicer(ag_grpc.ModelAccessGroupServiceServicer):  # type: ignore[misc]
+    def __init__(self, tenancy: TenancyService) -> None:
+        self.tenancy = tenancy
+
+    async def CreateModelAccessGroup(
+        self, request: ag_pb.CreateModelAccessGroupRequest, context: Ctx
+    ) -> ag_pb.ModelAccessGroup:
+        g = await self.tenancy.create_access_group(
+            principal(), request.group_name, request.description, list(request.model_groups)
+        )
+        return access_group_pb(g)
+
+    async def ListModelAccessGroups(
+        self, request: ag_pb.ListModelAccessGroupsRequest, context: Ctx
+    ) -> ag_pb.ListModelAccessGroupsResponse:
+        groups = await self.tenancy.list_access_groups(principal())
+        return ag_pb.ListModelAccessGroupsResponse(
+            access_groups=[access_group_pb(g) for g in groups], total=len(groups)
+        )
+
+    async def GetModelAccessGroup(
+        self, request: ag_pb.GetModelAccessGroupRequest, context: Ctx
+    ) -> ag_pb.ModelAccessGroup:
+        return access_group_pb(await self.tenancy.get_access_group(principal(), request.group_name))

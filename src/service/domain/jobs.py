@@ -207,6 +207,14 @@ class JobsService:
             for j in jobs
         ]
 
+    async def update_metadata(
+        self, who: Principal, job_id: str, patch: dict[str, Any]
+    ) -> tuple[Job, JobCosts]:
+        v.metadata(patch)
+        await self._owned(who, job_id, with_calls=False)
+        job = await self.jobs.update_metadata(job_id, patch, v.MAX_METADATA_BYTES)
+        return job, await self._costs(job)
+
     # Complete ----------------------------------------------------------------
 
     async def complete(

@@ -56,6 +56,7 @@ class Team:
     allowed_models: list[str]
     created_at: datetime
     updated_at: datetime
+    access_groups: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,6 +16,11 @@ from service.domain.keys import new_team_key
 from service.domain.models import ModelGroup, Organization, Team
 from service.domain.principal import Principal
 from service.providers.base import ModelSpec
+from service.storage.access_groups import (
+    AccessGroup,
+    AccessGroupRepository,
+    access_group_not_found,
+)
 from service.storage.model_groups import ModelGroupRepository
 from service.storage.organizations import OrganizationRepository
 from service.storage.teams import TeamRepository
@@ -87,10 +92,12 @@ class TenancyService:
         orgs: OrganizationRepository,
         groups: ModelGroupRepository,
         teams: TeamRepository,
+        access: AccessGroupRepository,
     ) -> None:
         self.orgs = orgs
         self.groups = groups
         self.teams = teams
+        self.access = access
 
     # Organizations ---------------------------------------------------------
 
@@ -137,9 +144,63 @@ class TenancyService:
             v.metadata(metadata),
         )
 
+    async def update_model_group(
+        self,
+        who: Principal,
+        group_name: str,
+        display_name: str,
+        description: str,
+        models: list[ModelSpec],
+        metadata: dict[str, Any],
+    ) -> ModelGroup:
+        who.require_admin()
+        v.require_id(group_name, "group_name")
+        v.text(display_name, "display_name", max_len=256)
+        v.text(description, "description", max_len=4096)
+        group = await self.groups.update(
+            group_name,
+            display_name or group_name,
+            description,
+            validate_models(models),
+            v.metadata(metadata),
+        )
+        if group is None:
+            raise model_group_not_found(group_name)
+        return group
+
+    async def delete_model_group(self, who: Principal, group_name: str) -> None:
+        who.require_admin()
+        v.require_id(group_name, "group_name")
+        if not await self.groups.delete(group_name):
+            raise model_group_not_found(group_name)
+
+    # Access groups ---------------------------------------------------------
+
+    async def create_access_group(
+        self, who: Principal, group_name: str, description: str, model_groups: list[str]
+    ) -> AccessGroup:
+        who.require_admin()
+        v.require_id(group_name, "group_name")
+        v.text(description, "description", max_len=4096)
+        return await self.access.create(
+            group_name, description, _dedup(model_groups, "model_groups")
+        )
+
+    async def list_access_groups(self, who: Principal) -> list[AccessGroup]:
+        who.require_admin()
+        return await self.access.list_all()
+
+    async def get_access_group(self, who: Principal, group_name: str) -> AccessGroup:
+        who.require_admin()
+        v.require_id(group_name, "group_name")
+        found = await self.access.get(group_name)
+        if found is None:
+            raise access_group_not_found(group_name)
+        return found
+
     async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
         if who.is_admin:
-            return await self.groups.list()
+            return await self.groups.list_all()
         assert who.team_id is not None
         return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
 
@@ -198,12 +259,8 @@ class TenancyService:
         v.require_id(organization_id, "organization_id")
         v.require_id(team_id, "team_id")
         v.text(team_alias, "team_alias", max_len=256)
-        if access_groups:
-            raise InvalidArgument(
-                "access_groups are not supported yet; assign model_groups instead",
-                field="access_groups",
-            )
         groups = _dedup(model_groups, "model_groups")
+        access = _dedup(access_groups, "access_groups")
         v.credits(credits_allocated, "credits_allocated", allow_zero=True)
         key, key_hash, prefix = new_team_key()
         team = await self.teams.create(
@@ -211,6 +268,7 @@ class TenancyService:
             team_id=team_id,
             team_alias=team_alias or team_id,
             group_names=groups,
+            access_group_names=access,
             credits_allocated=credits_allocated,
             metadata=v.metadata(metadata),
             key_hash=key_hash,
@@ -235,3 +293,24 @@ class TenancyService:
         if team is None:
             raise team_not_found(team_id)
         return team
+
+    async def set_team_status(
+        self, who: Principal, team_id: str, status: str, reason: str = ""
+    ) -> Team:
+        who.require_admin()
+        v.require_id(team_id, "team_id")
+        v.text(reason, "reason", max_len=512)
+        team = await self.teams.set_status(team_id, status, reason)
+        if team is None:
+            raise team_not_found(team_id)
+        return team
+
+    async def rotate_team_key(self, who: Principal, team_id: str) -> tuple[str, str]:
+        """(new key, display prefix). The old key stops working at once: auth
+        looks the key hash up on every request."""
+        who.require_admin()
+        v.require_id(team_id, "team_id")
+        key, key_hash, prefix = new_team_key()
+        if not await self.teams.rotate_key(team_id, key_hash, prefix):
+            raise team_not_found(team_id)
+        return key, prefix

@@ -10,10 +10,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, func, select, update
 from sqlalchemy.exc import IntegrityError
 
-from service.domain.errors import AlreadyExists, FailedPrecondition, job_not_found
+from service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    job_not_found,
+)
 from service.domain.models import CallRecord, Job
 from service.domain.validation import OPEN_STATUSES
 from service.storage import ledger
@@ -267,6 +273,42 @@ class JobRepository:
             f"Job '{job_id}' is already {job.status}",
             reason="JOB_ALREADY_COMPLETED" if job.status != "expired" else "JOB_NOT_OPEN",
         )
+
+    async def update_metadata(self, job_id: str, patch: dict[str, Any], max_bytes: int) -> Job:
+        """Merge `patch` into an open job's metadata (None values delete keys).
+        The row is locked (FOR UPDATE on PostgreSQL, BEGIN IMMEDIATE on
+        SQLite) so that concurrent patches do not lose each other's keys."""
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    select(jobs.c.status, jobs.c.metadata)
+                    .where(jobs.c.job_id == job_id)
+                    .with_for_update()
+                )
+            ).first()
+            if row is None:
+                raise job_not_found(job_id)
+            if row[0] not in OPEN_STATUSES:
+                raise FailedPrecondition(
+                    f"Job '{job_id}' is {row[0]}; its metadata can no longer change",
+                    reason="JOB_NOT_OPEN",
+                )
+            merged = dict(row[1] or {})
+            for k, v in patch.items():
+                if v is None:
+                    merged.pop(k, None)
+                else:
+                    merged[k] = v
+            if len(orjson.dumps(merged)) > max_bytes:
+                raise InvalidArgument(f"metadata would exceed {max_bytes} bytes", field="metadata")
+            await conn.execute(
+                update(jobs)
+                .where(jobs.c.job_id == job_id)
+                .values(metadata=merged, updated_at=utcnow())
+            )
+        job = await self.get(job_id)
+        assert job is not None
+        return job
 
     async def expire_stale(self, cutoff: datetime, batch: int = 100) -> int:
         """Expire open jobs not touched since `cutoff` and release their

@@ -20,7 +20,12 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.errors import AlreadyExists, InsufficientCredits, team_not_found
+from service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InsufficientCredits,
+    team_not_found,
+)
 from service.domain.models import Credits, LedgerEntry
 from service.storage.db import Database
 from service.storage.rows import credits_of, ledger_entry_of, new_id, utcnow
@@ -97,11 +102,16 @@ async def reserve(conn: AsyncConnection, team_id: str, job_id: str, job_type: st
         team_id,
         {"credits_reserved": teams.c.credits_reserved + 1},
         teams.c.credits_allocated - teams.c.credits_used - teams.c.credits_reserved >= 1,
+        teams.c.status == "active",
     )
     if credits is None:
-        row = (await conn.execute(select(*_TOTALS).where(teams.c.team_id == team_id))).first()
+        row = (
+            await conn.execute(select(*_TOTALS, teams.c.status).where(teams.c.team_id == team_id))
+        ).first()
         if row is None:
             raise team_not_found(team_id)
+        if row._mapping["status"] != "active":
+            raise FailedPrecondition(f"Team '{team_id}' is suspended", reason="TEAM_SUSPENDED")
         raise InsufficientCredits(required=1, available=max(credits_of(row).remaining, 0))
     await _write(
         conn,

@@ -6,16 +6,21 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.errors import AlreadyExists
+from service.domain.errors import AlreadyExists, FailedPrecondition
 from service.domain.models import ModelGroup
 from service.providers.base import ModelSpec
 from service.storage.db import Database
 from service.storage.rows import as_utc, new_id, utcnow
-from service.storage.schema import model_group_models, model_groups
+from service.storage.schema import (
+    access_group_model_groups,
+    model_group_models,
+    model_groups,
+    team_model_groups,
+)
 
 
 def _group(row: Any, models: list[ModelSpec]) -> ModelGroup:
@@ -122,6 +127,87 @@ class ModelGroupRepository:
             groups = await load_groups(conn, [group_name])
         return groups[0] if groups else None
 
-    async def list(self, names: Sequence[str] | None = None) -> list[ModelGroup]:
+    async def list_all(self, names: Sequence[str] | None = None) -> list[ModelGroup]:
         async with self.db.tx() as conn:
             return await load_groups(conn, names)
+
+    async def update(
+        self,
+        group_name: str,
+        display_name: str,
+        description: str,
+        models: list[ModelSpec],
+        metadata: dict[str, Any],
+    ) -> ModelGroup | None:
+        """Replace a group's fields and models in one transaction."""
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    update(model_groups)
+                    .where(model_groups.c.group_name == group_name)
+                    .values(
+                        display_name=display_name,
+                        description=description,
+                        metadata=metadata,
+                        updated_at=utcnow(),
+                    )
+                    .returning(model_groups.c.model_group_id)
+                )
+            ).first()
+            if row is None:
+                return None
+            gid = row[0]
+            await conn.execute(
+                delete(model_group_models).where(model_group_models.c.model_group_id == gid)
+            )
+            await conn.execute(
+                model_group_models.insert(),
+                [
+                    {
+                        "model_group_id": gid,
+                        "model_name": m.model_name,
+                        "priority": m.priority,
+                        "config": dict(m.config),
+                    }
+                    for m in models
+                ],
+            )
+            return (await load_groups(conn, [group_name]))[0]
+
+    async def delete(self, group_name: str) -> bool:
+        """Delete an unused group; FAILED_PRECONDITION while a team or an
+        access group refers to it."""
+        async with self.db.tx() as conn:
+            gid = (
+                await conn.execute(
+                    select(model_groups.c.model_group_id).where(
+                        model_groups.c.group_name == group_name
+                    )
+                )
+            ).scalar()
+            if gid is None:
+                return False
+            users = (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(team_model_groups)
+                    .where(team_model_groups.c.model_group_id == gid)
+                )
+            ).scalar_one() + (
+                await conn.execute(
+                    select(func.count())
+                    .select_from(access_group_model_groups)
+                    .where(access_group_model_groups.c.model_group_id == gid)
+                )
+            ).scalar_one()
+            if users:
+                raise FailedPrecondition(
+                    f"Model group '{group_name}' is assigned to {users} team(s) or access "
+                    "group(s); unassign it first",
+                    reason="MODEL_GROUP_IN_USE",
+                )
+            await conn.execute(
+                delete(model_group_models).where(model_group_models.c.model_group_id == gid)
+            )
+            await conn.execute(delete(model_groups).where(model_groups.c.model_group_id == gid))
+        return True

@@ -127,6 +127,48 @@ team_model_groups = Table(
     Column("position", Integer, nullable=False),
 )
 
+access_groups = Table(
+    "access_groups",
+    metadata,
+    Column("access_group_id", String(36), primary_key=True),
+    Column("group_name", String(128), nullable=False, unique=True),
+    Column("description", Text, nullable=False),
+    _ts("created_at"),
+)
+
+access_group_model_groups = Table(
+    "access_group_model_groups",
+    metadata,
+    Column(
+        "access_group_id",
+        String(36),
+        ForeignKey("access_groups.access_group_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "model_group_id",
+        String(36),
+        ForeignKey("model_groups.model_group_id"),
+        primary_key=True,
+    ),
+    Column("position", Integer, nullable=False),
+)
+
+team_access_groups = Table(
+    "team_access_groups",
+    metadata,
+    Column(
+        "team_id", String(128), ForeignKey("teams.team_id", ondelete="CASCADE"), primary_key=True
+    ),
+    Column(
+        "access_group_id",
+        String(36),
+        ForeignKey("access_groups.access_group_id"),
+        primary_key=True,
+    ),
+    Column("position", Integer, nullable=False),
+)
+
 credit_transactions = Table(
     "credit_transactions",
     metadata,

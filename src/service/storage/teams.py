@@ -7,19 +7,26 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, literal, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from service.domain.errors import AlreadyExists, model_group_not_found, organization_not_found
 from service.domain.models import Credits, ModelGroup, Team, TeamAuth
+from service.domain.validation import OPEN_STATUSES
+from service.storage import ledger
+from service.storage.access_groups import resolve_access_group_ids
 from service.storage.db import Database
 from service.storage.model_groups import load_groups
 from service.storage.rows import as_utc, credits_of, new_id, utcnow
 from service.storage.schema import (
+    access_group_model_groups,
+    access_groups,
     credit_transactions,
+    jobs,
     model_groups,
     organizations,
+    team_access_groups,
     team_model_groups,
     teams,
 )
@@ -34,27 +41,65 @@ def allowed_models(groups: Sequence[ModelGroup]) -> list[str]:
     return list(seen)
 
 
-async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
-    """The team's model groups in assignment order."""
-    names = [
-        r[0]
-        for r in (
+async def team_access_groups_of(conn: AsyncConnection, team_id: str) -> list[str]:
+    return list(
+        (
             await conn.execute(
-                select(model_groups.c.group_name)
+                select(access_groups.c.group_name)
                 .join(
-                    team_model_groups,
-                    team_model_groups.c.model_group_id == model_groups.c.model_group_id,
+                    team_access_groups,
+                    team_access_groups.c.access_group_id == access_groups.c.access_group_id,
                 )
-                .where(team_model_groups.c.team_id == team_id)
-                .order_by(team_model_groups.c.position)
+                .where(team_access_groups.c.team_id == team_id)
+                .order_by(team_access_groups.c.position)
             )
-        ).all()
-    ]
+        ).scalars()
+    )
+
+
+async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
+    """The team's model groups: its own assignments in order, then those of
+    its access groups (as they are now), without duplicates."""
+    direct = (
+        select(
+            model_groups.c.group_name,
+            literal(0).label("src"),
+            team_model_groups.c.position,
+            literal(0).label("pos2"),
+        )
+        .join(
+            team_model_groups, team_model_groups.c.model_group_id == model_groups.c.model_group_id
+        )
+        .where(team_model_groups.c.team_id == team_id)
+    )
+    via_access = (
+        select(
+            model_groups.c.group_name,
+            literal(1).label("src"),
+            team_access_groups.c.position,
+            access_group_model_groups.c.position,
+        )
+        .join(
+            access_group_model_groups,
+            access_group_model_groups.c.model_group_id == model_groups.c.model_group_id,
+        )
+        .join(
+            team_access_groups,
+            team_access_groups.c.access_group_id == access_group_model_groups.c.access_group_id,
+        )
+        .where(team_access_groups.c.team_id == team_id)
+    )
+    rows = (
+        await conn.execute(
+            union_all(direct, via_access).order_by(text("src"), text("position"), text("pos2"))
+        )
+    ).all()
+    names = list(dict.fromkeys(r[0] for r in rows))
     by_name = {g.group_name: g for g in await load_groups(conn, names)}
     return [by_name[n] for n in names if n in by_name]
 
 
-def _team(row: Any, groups: Sequence[ModelGroup]) -> Team:
+def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) -> Team:
     m = row._mapping
     return Team(
         team_id=m["team_id"],
@@ -68,7 +113,15 @@ def _team(row: Any, groups: Sequence[ModelGroup]) -> Team:
         allowed_models=allowed_models(groups),
         created_at=as_utc(m["created_at"]),
         updated_at=as_utc(m["updated_at"]),
+        access_groups=list(access),
     )
+
+
+async def _load_team(conn: AsyncConnection, team_id: str) -> Team | None:
+    row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).first()
+    if row is None:
+        return None
+    return _team(row, await team_groups(conn, team_id), await team_access_groups_of(conn, team_id))
 
 
 async def _resolve_group_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
@@ -111,6 +164,7 @@ class TeamRepository:
         team_id: str,
         team_alias: str,
         group_names: Sequence[str],
+        access_group_names: Sequence[str] = (),
         credits_allocated: int,
         metadata: dict[str, Any],
         key_hash: str,
@@ -129,6 +183,7 @@ class TeamRepository:
                 if org is None:
                     raise organization_not_found(organization_id)
                 group_ids = await _resolve_group_ids(conn, group_names)
+                access_ids = await resolve_access_group_ids(conn, access_group_names)
                 await conn.execute(
                     teams.insert().values(
                         team_id=team_id,
@@ -146,6 +201,14 @@ class TeamRepository:
                     )
                 )
                 await _assign(conn, team_id, group_ids)
+                if access_ids:
+                    await conn.execute(
+                        team_access_groups.insert(),
+                        [
+                            {"team_id": team_id, "access_group_id": a, "position": i}
+                            for i, a in enumerate(access_ids)
+                        ],
+                    )
                 if credits_allocated > 0:
                     await conn.execute(
                         credit_transactions.insert().values(
@@ -175,14 +238,12 @@ class TeamRepository:
             allowed_models=allowed_models(groups),
             created_at=now,
             updated_at=now,
+            access_groups=list(access_group_names),
         )
 
     async def get(self, team_id: str) -> Team | None:
         async with self.db.tx() as conn:
-            row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).first()
-            if row is None:
-                return None
-            return _team(row, await team_groups(conn, team_id))
+            return await _load_team(conn, team_id)
 
     async def groups_of(self, team_id: str) -> list[ModelGroup]:
         async with self.db.tx() as conn:
@@ -197,7 +258,14 @@ class TeamRepository:
                     .order_by(teams.c.created_at, teams.c.team_id)
                 )
             ).all()
-            return [_team(r, await team_groups(conn, r._mapping["team_id"])) for r in rows]
+            return [
+                _team(
+                    r,
+                    await team_groups(conn, r._mapping["team_id"]),
+                    await team_access_groups_of(conn, r._mapping["team_id"]),
+                )
+                for r in rows
+            ]
 
     async def auth_by_key_hash(self, key_hash: str) -> TeamAuth | None:
         async with self.db.tx() as conn:
@@ -221,5 +289,62 @@ class TeamRepository:
             if found is None:
                 return None
             await _assign(conn, team_id, await _resolve_group_ids(conn, group_names))
-            row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).one()
-            return _team(row, await team_groups(conn, team_id))
+            return await _load_team(conn, team_id)
+
+    async def rotate_key(self, team_id: str, key_hash: str, key_prefix: str) -> bool:
+        async with self.db.tx() as conn:
+            row = (
+                await conn.execute(
+                    update(teams)
+                    .where(teams.c.team_id == team_id)
+                    .values(key_hash=key_hash, key_prefix=key_prefix, updated_at=utcnow())
+                    .returning(teams.c.team_id)
+                )
+            ).first()
+        return row is not None
+
+    async def set_status(self, team_id: str, status: str, reason: str) -> Team | None:
+        """Suspend or resume. Suspending ends the team's open jobs as failed
+        and releases their credits, in the same transaction."""
+        now = utcnow()
+        async with self.db.tx() as conn:
+            found = (
+                await conn.execute(
+                    update(teams)
+                    .where(teams.c.team_id == team_id)
+                    .values(status=status, updated_at=now)
+                    .returning(teams.c.team_id)
+                )
+            ).first()
+            if found is None:
+                return None
+            if status == "suspended":
+                open_jobs = (
+                    await conn.execute(
+                        update(jobs)
+                        .where(jobs.c.team_id == team_id, jobs.c.status.in_(OPEN_STATUSES))
+                        .values(
+                            status="failed",
+                            completed_at=now,
+                            updated_at=now,
+                            error_message=f"Team suspended: {reason}"
+                            if reason
+                            else "Team suspended",
+                        )
+                        .returning(jobs.c.job_id, jobs.c.job_type)
+                    )
+                ).all()
+                for job_id, job_type in open_jobs:
+                    credits = await ledger.settle(
+                        conn,
+                        team_id,
+                        job_id,
+                        kind="release",
+                        reason=f"Job {job_type} ended: team suspended",
+                    )
+                    await conn.execute(
+                        update(jobs)
+                        .where(jobs.c.job_id == job_id)
+                        .values(credits_remaining_after=credits.remaining)
+                    )
+            return await _load_team(conn, team_id)
