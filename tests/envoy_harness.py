@@ -58,7 +58,7 @@ def envoy_binary() -> str:
 
 
 async def _http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
-    """A minimal HTTP/1.0 GET, enough for Envoy's admin interface."""
+    """A minimal HTTP/1.1 GET (Connection: close), enough for Envoy's admin interface."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
         writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
@@ -184,10 +184,7 @@ async def start_envoy(
     try:
         await _wait_ready(envoy, admin_path, startup_timeout)
     except BaseException:
-        log = envoy.log()
-        await envoy.stop()
-        if isinstance(log, str) and log:
-            sys.stderr.write(f"--- envoy log ---\n{log[-4000:]}\n")
+        await envoy.stop()  # the exception carries the end of Envoy's log
         raise
     return envoy
 
@@ -225,11 +222,14 @@ async def _wait_ready(envoy: Envoy, admin_path: Path, timeout: float) -> None:
 async def run_envoy(
     grpc_port: int | Sequence[int | str],
     *,
+    descriptor: Path | str = DESCRIPTOR,
     log_level: str = "warn",
     concurrency: int = 2,
 ) -> AsyncIterator[str]:
     """`async with run_envoy(port_or_ports) as base_url:` Envoy in front of the gRPC server(s)."""
-    envoy = await start_envoy(grpc_port, log_level=log_level, concurrency=concurrency)
+    envoy = await start_envoy(
+        grpc_port, descriptor=descriptor, log_level=log_level, concurrency=concurrency
+    )
     try:
         yield envoy.base_url
     finally:

@@ -6,7 +6,8 @@ what the transcoder produced from the JSON/REST request.
 - HealthService.Check: fixed data with zero values ("" database, 0.0 uptime).
 - OrganizationService.GetOrganization: organization_id "err-<CODE>" aborts with that gRPC code,
   a message and a google.rpc.ErrorInfo detail (grpc-status-details-bin); "plain-<CODE>" aborts
-  without details; anything else returns an organization.
+  without details; "sleep-<ms>" answers after that many milliseconds; anything else returns an
+  organization.
 - OrganizationService.CreateOrganization: echoes the request.
 - TeamService.AssignModelGroups / GetTeamUsage, CreditService.ListCreditTransactions,
   JobService.ListTeamJobs, ModelGroupService.ResolveModelGroup: echo what they received
@@ -26,6 +27,7 @@ from typing import Any
 import grpc
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
 from saas_llm.v1 import (
     common_pb2,
@@ -83,9 +85,7 @@ async def abort_with_error_info(
     info = error_details_pb2.ErrorInfo(reason=reason, domain=DOMAIN, metadata=metadata or {})
     status = status_pb2.Status(code=code.value[0], message=message)
     status.details.add().Pack(info)
-    await context.abort(
-        code, message, trailing_metadata=(("grpc-status-details-bin", status.SerializeToString()),)
-    )
+    await context.abort_with_status(rpc_status.to_status(status))
 
 
 async def _echo_request_id(context: grpc.aio.ServicerContext) -> None:
@@ -126,6 +126,8 @@ class Organizations(organization_service_pb2_grpc.OrganizationServiceServicer):
             await context.abort(code, f"plain {code.name}")
         if org_id == "crash":
             raise RuntimeError("unexpected")
+        if org_id.startswith("sleep-"):  # hold the call open, for concurrency tests
+            await asyncio.sleep(int(org_id.removeprefix("sleep-")) / 1000)
         metadata = struct_pb2.Struct()
         metadata.update({"tier": "gold", "n": 1})
         return organization_service_pb2.Organization(

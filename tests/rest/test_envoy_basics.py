@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import re
+import resource
 import socket
 import time
 from pathlib import Path
@@ -549,3 +550,26 @@ def test_readme_rest_table_is_current() -> None:
     assert table in (ROOT / "gateway/README.md").read_text(), (
         "gateway/README.md: paste `python -m gateway.openapi build/descriptor.pb --markdown`"
     )
+
+
+async def test_a_thousand_concurrent_calls(envoy: Any) -> None:
+    """Envoy's circuit breakers (raised from the default 1024) and connection limits let 1000
+    calls be in flight at once; none is refused by Envoy."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 4096 and hard > soft:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 8192), hard))
+    if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < 4096:
+        pytest.skip("needs at least 4096 open files for 1000 client connections")
+    before = await envoy.stats("cluster.grpc_service.upstream_rq_pending_overflow")
+    assert before, "the overflow counter exists"
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def one() -> int:
+            async with session.get(f"{envoy.base_url}/api/organizations/sleep-300") as resp:
+                await resp.read()
+                return resp.status
+
+        statuses = await asyncio.gather(*(one() for _ in range(1000)))
+    assert statuses == [200] * 1000
+    assert await envoy.stats("cluster.grpc_service.upstream_rq_pending_overflow") == before
