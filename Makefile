@@ -7,8 +7,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
+LINT_PATHS := src/service tests scripts gateway $(wildcard bench)
 
-.PHONY: help install gen gen-check lint fmt test test-fast run run-cluster migrate bench audit soak clean
+.PHONY: help install gen gen-check lint fmt test run migrate bench audit clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -32,15 +33,16 @@ gen-check: gen ## Fail if generated files differ from the committed ones
 	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
 
 lint: gen ## ruff, mypy --strict, buf lint
-	$(BIN)/ruff check src/service tests scripts gateway bench
-	$(BIN)/ruff format --check src/service tests scripts gateway bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null
+	$(BIN)/envoy --mode validate -c envoy.yaml --log-level warn
 
 fmt: $(STAMP) ## Format the code
-	$(BIN)/ruff check --fix src/service tests scripts gateway bench
-	$(BIN)/ruff format src/service tests scripts gateway bench
+	$(BIN)/ruff check --fix $(LINT_PATHS)
+	$(BIN)/ruff format $(LINT_PATHS)
 
 migrate: gen ## Apply database migrations to DATABASE_URL
 	$(BIN)/python -m service migrate

@@ -175,6 +175,10 @@ def run_all() -> int:
     env = dict(os.environ)
     env["MASTER_KEY"] = key
     env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
+    # Demo mode: models without provider credentials are simulated, so that
+    # the seeds' examples work with no API key (SIMULATE_WITHOUT_KEYS=false
+    # turns it off).
+    env.setdefault("SIMULATE_WITHOUT_KEYS", "true")
     grpc_port = _port(env, "GRPC_PORT", 50051)
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)

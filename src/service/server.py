@@ -81,7 +81,9 @@ class App:
         self.db = Database(
             settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
         )
-        self.provider: Provider = provider or ProviderRouter()
+        self.provider: Provider = provider or ProviderRouter(
+            simulate_without_keys=settings.simulate_without_keys
+        )
         orgs = OrganizationRepository(self.db)
         groups = ModelGroupRepository(self.db)
         teams = TeamRepository(self.db)

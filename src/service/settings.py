@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     # Provider timeout when neither the request deadline nor the model config
     # gives one.
     default_llm_timeout: float = Field(default=120.0, gt=0)
+    # Demo mode: models without credentials are answered by the built-in
+    # simulator (see providers/router.py). `make run` turns it on.
+    simulate_without_keys: bool = False
     db_pool_size: int = Field(default=10, ge=1)
     db_echo: bool = False
 

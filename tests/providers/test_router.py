@@ -63,3 +63,33 @@ async def test_aclose_closes_fast_path_sessions(upstream: FakeUpstream) -> None:
     await router.aclose()
     assert sessions
     assert all(s.closed for s in sessions)
+
+
+async def test_demo_mode_simulates_models_without_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from service.providers.base import ChatRequest, ModelSpec
+    from service.providers.router import ProviderRouter
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    demo = ProviderRouter(simulate_without_keys=True)
+    prod = ProviderRouter()
+    try:
+        gpt = ModelSpec("gpt-3.5-turbo", 0, {})
+        assert demo.route(gpt) is demo.simulator
+        assert prod.route(gpt) is prod.openai
+        assert demo.route(ModelSpec("anthropic/claude-3", 0, {})) is demo.simulator
+        # Configured endpoints and keys are always called for real.
+        assert (
+            demo.route(ModelSpec("gpt-4o", 0, {"api_base": "http://127.0.0.1:1/v1"})) is demo.openai
+        )
+        monkeypatch.setenv("OPENAI_API_KEY", "sk-real")
+        assert demo.route(gpt) is demo.openai
+        r = await demo.complete(
+            ModelSpec("mistral/x", 0, {}), ChatRequest([{"role": "user", "content": "hi"}]), 5
+        )
+        assert r.content
+    finally:
+        await demo.aclose()
+        await prod.aclose()

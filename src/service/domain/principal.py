@@ -20,7 +20,9 @@ class Principal:
     @property
     def label(self) -> str:
         """For logs: never the key."""
-        return "admin" if self.is_admin else f"team:{self.team_id}"
+        if self.is_admin:
+            return "admin"
+        return f"team:{self.team_id}" if self.team_id else "anonymous"
 
     def require_admin(self) -> None:
         if not self.is_admin:

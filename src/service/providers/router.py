@@ -16,10 +16,19 @@ Routing, by model name and config:
 This refines "api_base set -> fast path": taken literally it would send an
 Azure or Anthropic model with an `api_base` to an endpoint speaking another
 protocol.
+
+Demo mode (`simulate_without_keys`, on in `make run`): a model with neither an
+`api_base` nor an `api_key` in its config, whose provider's usual key variable
+(OPENAI_API_KEY, ANTHROPIC_API_KEY, ...) is unset, is answered by the
+simulator instead of failing, so that the seeds' examples (`gpt-3.5-turbo`)
+run on a machine without any provider account. Off by default: in production
+a missing key is an error the operator must see.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import AsyncIterator
 
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, Provider, StreamChunk
@@ -139,6 +148,30 @@ LITELLM_PREFIXES = frozenset(
 )
 
 
+log = logging.getLogger(__name__)
+
+# Providers whose credentials are not `<PREFIX>_API_KEY`.
+_KEY_ENV = {
+    "": "OPENAI_API_KEY",
+    "openai": "OPENAI_API_KEY",
+    "azure": "AZURE_API_KEY",
+    "bedrock": "AWS_ACCESS_KEY_ID",
+    "sagemaker": "AWS_ACCESS_KEY_ID",
+    "vertex_ai": "GOOGLE_APPLICATION_CREDENTIALS",
+    "ollama": "",  # local server, no key
+}
+
+
+def has_credentials(model: ModelSpec) -> bool:
+    """Whether a real call could be authenticated (config or environment)."""
+    if model.config.get("api_base") or model.config.get("api_key"):
+        return True
+    name = model.model_name
+    prefix = name[: name.find("/")] if "/" in name else ""
+    env = _KEY_ENV.get(prefix, f"{prefix.upper()}_API_KEY")
+    return env == "" or bool(os.environ.get(env))
+
+
 class ProviderRouter:
     """Implements the Provider protocol over the three backends. Each is
     created on demand unless given (LiteLLMProvider never imports LiteLLM
@@ -150,14 +183,29 @@ class ProviderRouter:
         openai: OpenAICompatProvider | None = None,
         litellm: LiteLLMProvider | None = None,
         simulator: SimulatorProvider | None = None,
+        simulate_without_keys: bool = False,
     ) -> None:
         self.openai = openai or OpenAICompatProvider()
         self.litellm = litellm or LiteLLMProvider()
         self.simulator = simulator or SimulatorProvider()
+        self.simulate_without_keys = simulate_without_keys
+        self._simulated: set[str] = set()
 
     def route(self, model: ModelSpec) -> Provider:
         """The backend for `model` (see the module docstring)."""
         name = model.model_name
+        if (
+            self.simulate_without_keys
+            and not name.startswith(SIMULATOR_PREFIX)
+            and not has_credentials(model)
+        ):
+            if name not in self._simulated:
+                self._simulated.add(name)
+                log.warning(
+                    "no credentials for this model: the simulator answers (demo mode)",
+                    extra={"model": name},
+                )
+            return self.simulator
         slash = name.find("/")
         if slash < 0:
             return self.openai
