@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -286,7 +287,10 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
                 yield msg
         finally:
             if not ok:
-                await self.jobs.complete(who, job.job_id, "failed", {}, "stream did not finish")
+                # Shielded: runs even when the client went away mid-stream.
+                await asyncio.shield(
+                    self.jobs.complete(who, job.job_id, "failed", {}, "stream did not finish")
+                )
 
 
 __all__ = ["NULL", "JobServicer"]
