@@ -1,0 +1,111 @@
+"""`make run`'s launcher end to end: migrate, service + Envoy as children,
+demo mode on, clean stop on SIGINT."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
+    req = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"},
+        method="GET" if body is None else "POST",
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.loads(r.read())  # type: ignore[no-any-return]
+
+
+def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
+    http, grpc_port, admin = _free_port(), _free_port(), _free_port()
+    key = "sk-master-" + "k" * 32
+    env = {
+        **os.environ,
+        "HTTP_PORT": str(http),
+        "GRPC_PORT": str(grpc_port),
+        "ENVOY_ADMIN_PORT": str(admin),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        "MASTER_KEY": key,
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    env.pop("OPENAI_API_KEY", None)
+    env.pop("SIMULATE_WITHOUT_KEYS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "run-all"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    base = f"http://127.0.0.1:{http}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                health = _call(f"{base}/health", key)
+                break
+            except OSError:
+                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                assert time.monotonic() < deadline, "run-all did not come up"
+                time.sleep(0.2)
+        assert health["status"] == "healthy"
+        _call(f"{base}/api/organizations/create", key, {"organization_id": "org_a", "name": "A"})
+        _call(
+            f"{base}/api/model-groups/create",
+            key,
+            {
+                "group_name": "ChatAgent",
+                "models": [
+                    {"model_name": "gpt-3.5-turbo", "priority": 0},
+                    {"model_name": "gpt-4", "priority": 1},
+                ],
+            },
+        )
+        team = _call(
+            f"{base}/api/teams/create",
+            key,
+            {
+                "organization_id": "org_a",
+                "team_id": "team_a",
+                "model_groups": ["ChatAgent"],
+                "credits_allocated": 10,
+            },
+        )
+        tk = str(team["virtual_key"])
+        job = _call(f"{base}/api/jobs/create", tk, {"team_id": "team_a", "job_type": "demo"})
+        # Demo mode: gpt-3.5-turbo without OPENAI_API_KEY is simulated.
+        answer = _call(
+            f"{base}/api/jobs/{job['job_id']}/llm-call",
+            tk,
+            {"messages": [{"role": "user", "content": "Say hello!"}]},
+        )
+        assert answer["response"]["content"]  # type: ignore[index]
+        done = _call(f"{base}/api/jobs/{job['job_id']}/complete", tk, {"status": "completed"})
+        assert done["costs"]["credits_remaining"] == 9  # type: ignore[index]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, out
