@@ -50,6 +50,12 @@ migrate: gen ## Apply database migrations to DATABASE_URL
 run: gen ## Start the service and Envoy (REST on :8080, gRPC on :50051) on SQLite
 	$(BIN)/python -m service run-all
 
+run-cluster: gen ## 2 service replicas behind one Envoy on PostgreSQL (REST :8080, gRPC :50051/:50052)
+	$(BIN)/python -m service run-cluster
+
+soak: gen ## The long reliability/security variants (pytest -m soak; not part of make test)
+	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS) tests/reliability tests/security
+
 test: gen ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 

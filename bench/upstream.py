@@ -120,8 +120,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.busy = False  # a delayed stream is being written
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None

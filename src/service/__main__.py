@@ -1,4 +1,4 @@
-"""Entry point: `python -m service {serve,migrate,run-all}`."""
+"""Entry point: `python -m service {serve,migrate,run-all,run-cluster,audit}`."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m service")
     parser.add_argument(
         "command",
-        choices=("serve", "migrate", "run-all"),
+        choices=("serve", "migrate", "run-all", "run-cluster", "audit"),
         help="serve: the gRPC service; migrate: apply database migrations; "
-        "run-all: migrate, then the service and Envoy (what `make run` does)",
+        "run-all: migrate, then the service and Envoy (what `make run` does); "
+        "run-cluster: PostgreSQL, 2 replicas behind one Envoy; audit: check the ledger",
     )
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "audit":
+        from service.audit import main as audit_main
+
+        return audit_main(rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     settings = get_settings()
     logs.setup(settings.log_level)
     if args.command == "migrate":
@@ -30,6 +37,10 @@ def main(argv: list[str] | None = None) -> int:
         from service.devrun import run_all
 
         return int(run_all())
+    if args.command == "run-cluster":
+        from service.cluster import run_cluster
+
+        return int(run_cluster())
     from service.server import serve
 
     try:

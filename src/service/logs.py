@@ -37,6 +37,18 @@ def setup(level: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     # Third-party chatter (and LiteLLM's request dumps, which may hold
-    # prompts) stays out of our logs.
-    for noisy in ("LiteLLM", "litellm", "httpx", "aiohttp.access", "alembic"):
+    # prompts) stays out of our logs. At DEBUG, aiosqlite logs every SQL
+    # statement with its parameters (metadata, stored answers) and the OpenAI
+    # SDK and HTTP libraries log request bodies and headers.
+    for noisy in (
+        "LiteLLM",
+        "litellm",
+        "httpx",
+        "httpcore",
+        "hpack",
+        "openai",
+        "aiosqlite",
+        "aiohttp.access",
+        "alembic",
+    ):
         logging.getLogger(noisy).setLevel(logging.WARNING)

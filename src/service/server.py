@@ -73,6 +73,10 @@ SERVICE_NAMES = (
 )
 
 
+# Seconds the shielded clean-up of RPCs cut at the end of the grace period gets to finish.
+SETTLE_TASKS_S = 5.0
+
+
 class App:
     """One service process. `await start()`, then `await stop()`."""
 
@@ -86,7 +90,7 @@ class App:
         )
         orgs = OrganizationRepository(self.db)
         groups = ModelGroupRepository(self.db)
-        teams = TeamRepository(self.db)
+        teams = TeamRepository(self.db, cache_ttl=settings.cache_ttl)
         self.jobs_repo = JobRepository(self.db)
         tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
         usage = UsageService(UsageRepository(self.db), teams, orgs)
@@ -167,9 +171,16 @@ class App:
                 log.exception("job sweeper failed; retrying")
             await asyncio.sleep(self.settings.sweeper_interval)
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None, *, settle_tasks: float = 0.0) -> None:
         """Refuse new work (health NOT_SERVING), let in-flight RPCs finish
-        within the grace period, then release everything."""
+        within the grace period, then release everything.
+
+        RPCs still running when the grace period ends are cancelled; the work
+        they shield from cancellation (recording the call, settling a
+        create-and-call job) goes on in tasks of its own that need the
+        database. With `settle_tasks` (seconds; the process's own event loop
+        only, as in `serve`), every other task of the loop gets that long to
+        finish before the database is closed."""
         self.health.shutting_down = True
         await self.grpc_health.enter_graceful_shutdown()
         if self._sweeper is not None:
@@ -177,6 +188,13 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
         await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        if settle_tasks > 0:
+            me = asyncio.current_task()
+            pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]
+            if pending:
+                _done, late = await asyncio.wait(pending, timeout=settle_tasks)
+                if late:
+                    log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
         await self.provider.aclose()
         await self.db.dispose()
 
@@ -190,5 +208,5 @@ async def serve(settings: Settings) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down", extra={"grace_s": settings.shutdown_grace})
-    await app.stop()
+    await app.stop(settle_tasks=SETTLE_TASKS_S)
     log.info("stopped")

@@ -37,6 +37,10 @@ class Settings(BaseSettings):
     # simulator (see providers/router.py). `make run` turns it on.
     simulate_without_keys: bool = False
     db_pool_size: int = Field(default=10, ge=1)
+    # Seconds a replica may use a key's team and status, and a team's model groups, read
+    # earlier (every call needs them). Changes made through the same replica apply at once;
+    # 0 disables the cache.
+    cache_ttl: float = Field(default=1.0, ge=0, le=60)
     db_echo: bool = False
 
     @property

@@ -152,7 +152,23 @@ async def test_retryable_statuses(
     assert "upstream says no" in info.value.message
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [401, 403])
+async def test_auth_errors_fall_back_without_provider_text(
+    upstream: FakeUpstream, provider: OpenAICompatProvider, status: int
+) -> None:
+    # The operator's key is wrong, not the tenant's request: the next model may
+    # work, and the provider's text (which may quote a masked key) is not
+    # passed on.
+    upstream.set_behavior("gpt-fake", status=status, error_message="Incorrect API key sk-abc***")
+    with pytest.raises(ProviderError) as info:
+        await provider.complete(spec(upstream), request(), 5.0)
+    assert info.value.retryable
+    assert info.value.status == status
+    assert "sk-abc" not in info.value.message
+    assert "authentication failed" in info.value.message
+
+
+@pytest.mark.parametrize("status", [400, 404, 422])
 async def test_client_errors_not_retryable(
     upstream: FakeUpstream, provider: OpenAICompatProvider, status: int
 ) -> None:

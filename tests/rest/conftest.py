@@ -3,6 +3,10 @@
 `grpc_target` is the port (or ports) Envoy fronts. Here it is the stub server of stubs.py; to run
 the REST tests against the real service, override `grpc_target` with a fixture that starts it and
 returns its port. `envoy` / `base_url` / `http` do not depend on what serves gRPC.
+
+The real service behind the same Envoy configuration (tests/rest/real_service.py): `rest_sqlite`
+and `rest_postgres` (one service + Envoy each per session), `rest_any` (a test on both databases),
+`api` / `api_any` (master-key `RestClient`s of those).
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
 from envoy_harness import Envoy, envoy_binary, start_envoy  # noqa: E402
+
+from tests.rest.real_service import RestClient, RestService, serve_real  # noqa: E402
 
 
 def _load_stubs() -> ModuleType:
@@ -92,3 +98,39 @@ def base_url(envoy: Envoy) -> str:
 async def http() -> AsyncIterator[aiohttp.ClientSession]:
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as session:
         yield session
+
+
+# --------------------------------------------------------------------------- the real service
+# The same Envoy configuration in front of the real service (tests/rest/real_service.py): one
+# SQLite pair for the session, one PostgreSQL pair for the tests that touch storage
+# (`rest_any` runs them on both). Tests isolate themselves by unique ids.
+
+
+@pytest.fixture(scope="session")
+async def rest_sqlite(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RestService]:
+    async with serve_real("sqlite", tmp_path_factory.mktemp("rest-sqlite")) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="session")
+async def rest_postgres(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[RestService]:
+    async with serve_real("postgres", tmp_path_factory.mktemp("rest-postgres")) as svc:
+        yield svc
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def rest_any(request: pytest.FixtureRequest) -> RestService:
+    """The real service on SQLite, then on PostgreSQL."""
+    return request.getfixturevalue(f"rest_{request.param}")  # type: ignore[no-any-return]
+
+
+@pytest.fixture
+def api(http: aiohttp.ClientSession, rest_sqlite: RestService) -> RestClient:
+    """Admin (master key) client of the shared SQLite service."""
+    return RestClient(http, rest_sqlite.base_url, rest_sqlite.master_key)
+
+
+@pytest.fixture
+def api_any(http: aiohttp.ClientSession, rest_any: RestService) -> RestClient:
+    """Admin client of the service on each database."""
+    return RestClient(http, rest_any.base_url, rest_any.master_key)

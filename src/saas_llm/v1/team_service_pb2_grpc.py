@@ -98,8 +98,10 @@ class TeamServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AssignModelGroups(self, request, context):
-        """Replaces the team's model groups; the body is a bare JSON array of group
-        names. Errors: NOT_FOUND (team or group), INVALID_ARGUMENT.
+        """Replaces the model groups assigned directly to the team; the body is a
+        bare JSON array of group names. Groups the team gets through its access
+        groups stay (the answer's model_groups lists both, direct ones first).
+        Errors: NOT_FOUND (team or group), INVALID_ARGUMENT.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

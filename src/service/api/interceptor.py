@@ -13,7 +13,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -97,6 +97,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             except asyncio.CancelledError:
                 code = "CANCELLED"
                 raise
+            except NotImplementedError:
+                # A generated base method nobody overrides (grpc.health.v1 List).
+                code = "UNIMPLEMENTED"
+                await _abort(
+                    context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid
+                )
             except Exception as exc:
                 if _is_abort(exc):
                     code = "ABORTED_BY_HANDLER"
@@ -120,14 +126,25 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             code = "OK"
             try:
                 rid = await self._begin(method, context)
-                async for item in behavior(request, context):
-                    yield item
+                stream = behavior(request, context)
+                if hasattr(stream, "__aiter__"):
+                    async for item in stream:
+                        yield item
+                else:
+                    # A handler that writes with context.write() and returns nothing
+                    # (grpc.health.v1 Watch): let it run to its end.
+                    await cast(Awaitable[Any], stream)
             except DomainError as exc:
                 code = exc.code.name
                 await _abort(context, *errors.from_domain(exc), rid)
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"
                 raise
+            except NotImplementedError:
+                code = "UNIMPLEMENTED"
+                await _abort(
+                    context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid
+                )
             except Exception as exc:
                 if _is_abort(exc):
                     raise

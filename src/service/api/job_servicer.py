@@ -203,7 +203,7 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
             job_id=job.job_id,
             status=job.status,
             costs=costs_pb(costs),
-            calls=[call_pb(c) for c in job.calls],
+            calls=[call_pb(c) for c in job.billed_calls],
         )
         if job.completed_at is not None:
             out.completed_at.CopyFrom(ts(job.completed_at))

@@ -102,11 +102,15 @@ class NotImplementedYet(DomainError):
 
 
 def team_not_found(team_id: str) -> NotFound:
-    return NotFound(f"Team '{team_id}' not found", reason="TEAM_NOT_FOUND")
+    return NotFound(
+        f"Team '{team_id}' not found", reason="TEAM_NOT_FOUND", metadata={"team_id": team_id}
+    )
 
 
 def job_not_found(job_id: str) -> NotFound:
-    return NotFound(f"Job '{job_id}' not found", reason="JOB_NOT_FOUND")
+    return NotFound(
+        f"Job '{job_id}' not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
+    )
 
 
 def organization_not_found(organization_id: str) -> NotFound:
@@ -114,11 +118,16 @@ def organization_not_found(organization_id: str) -> NotFound:
 
 
 def model_group_not_found(group_name: str) -> NotFound:
-    return NotFound(f"Model group '{group_name}' not found", reason="MODEL_GROUP_NOT_FOUND")
+    return NotFound(
+        f"Model group '{group_name}' not found",
+        reason="MODEL_GROUP_NOT_FOUND",
+        metadata={"group_name": group_name},
+    )
 
 
 def model_group_access_denied(team_id: str, group_name: str) -> PermissionDenied:
     return PermissionDenied(
         f"Team '{team_id}' does not have access to model group '{group_name}'",
         reason="MODEL_GROUP_ACCESS_DENIED",
+        metadata={"team_id": team_id, "group_name": group_name},
     )

@@ -25,15 +25,25 @@ from service.domain.errors import (
     model_group_not_found,
 )
 from service.domain.llm import Attempts, CallRunner, Outcome
-from service.domain.models import CallRecord, Job, JobCosts, ModelGroup
+from service.domain.models import CallRecord, Job, JobCosts, JobRef, ModelGroup
 from service.domain.principal import Principal
-from service.providers.base import ChatRequest, ChatResult, ModelSpec, StreamChunk, TokenUsage
+from service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    ModelSpec,
+    ProviderError,
+    StreamChunk,
+    TokenUsage,
+)
 from service.providers.costs import cost_of
 from service.storage.jobs import JobRepository, NewCall
 from service.storage.ledger import body_hash
 from service.storage.model_groups import ModelGroupRepository
 from service.storage.teams import TeamRepository
 
+# Chunks read ahead of the client at most (then the provider's connection is not read).
+STREAM_BACKLOG = 256
+_NOTHING = object()
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 FINAL_STATUSES = ("completed", "failed")
 
@@ -174,7 +184,7 @@ class JobsService:
         if remaining is None:
             remaining = await self.jobs.team_remaining(job.team_id)
         return JobCosts.of(
-            job.calls, credit_applied=job.credit_applied, credits_remaining=remaining
+            job.billed_calls, credit_applied=job.credit_applied, credits_remaining=remaining
         )
 
     async def list_for_team(
@@ -197,7 +207,7 @@ class JobsService:
             (
                 j,
                 JobCosts.of(
-                    j.calls,
+                    j.billed_calls,
                     credit_applied=j.credit_applied,
                     credits_remaining=j.credits_remaining_after
                     if j.credits_remaining_after is not None
@@ -229,17 +239,26 @@ class JobsService:
             raise InvalidArgument('status must be "completed" or "failed"', field="status")
         v.text(error_message, "error_message", max_len=4096)
         metadata = v.metadata(metadata)
-        await self._owned(who, job_id, with_calls=False)
+        await self._target(who, job_id)
         job, _replayed = await self.jobs.complete(job_id, status, metadata, error_message or None)
         return job, await self._costs(job)
+
+    async def _target(self, who: Principal, job_id: str) -> JobRef:
+        """The job's owner and status (one primary-key read), for calls and completes."""
+        v.require_id(job_id, "job_id")
+        job = await self.jobs.call_target(job_id)
+        # Another team's job is indistinguishable from a missing one.
+        if job is None or not who.owns(job.team_id):
+            raise job_not_found(job_id)
+        return job
 
     # LLM calls -----------------------------------------------------------------
 
     async def _prepare(
         self, who: Principal, job_id: str, call: CallInput
-    ) -> tuple[Job, ModelGroup]:
+    ) -> tuple[JobRef, ModelGroup]:
         validate_call(call)
-        job = await self._owned(who, job_id, with_calls=False)
+        job = await self._target(who, job_id)
         if job.status not in v.OPEN_STATUSES:
             raise FailedPrecondition(
                 f"Job '{job_id}' is {job.status}; create a new job for more calls",
@@ -265,7 +284,7 @@ class JobsService:
 
     async def _record(
         self,
-        job: Job,
+        job: JobRef,
         group: ModelGroup,
         call: CallInput,
         *,
@@ -316,7 +335,7 @@ class JobsService:
 
     async def _record_failure(
         self,
-        job: Job,
+        job: JobRef,
         group: ModelGroup,
         call: CallInput,
         started: float,
@@ -339,7 +358,7 @@ class JobsService:
 
     async def _finish(
         self,
-        job: Job,
+        job: JobRef,
         group: ModelGroup,
         call: CallInput,
         outcome: Outcome,
@@ -391,7 +410,7 @@ class JobsService:
         return self._stream(job, group, call, deadline)
 
     async def _stream(
-        self, job: Job, group: ModelGroup, call: CallInput, deadline: float | None
+        self, job: JobRef, group: ModelGroup, call: CallInput, deadline: float | None
     ) -> AsyncIterator[StreamEvent]:
         started = time.perf_counter()
         opened = await self.runner.open_stream(group, call.request, deadline)
@@ -406,27 +425,63 @@ class JobsService:
         usage: TokenUsage | None = None
         status = "cancelled"
         error: str | None = None
+        # The provider is read by its own task while the previous event is being sent. Chunks
+        # that arrive faster than the client takes them are sent merged in the next event: no
+        # chunk ever waits for a later one (an event leaves as soon as the previous one is
+        # written), and a burst costs one event instead of one per chunk.
+        backlog: asyncio.Queue[StreamChunk | Exception | None] = asyncio.Queue(STREAM_BACKLOG)
+        pump = asyncio.create_task(_pump(rest, backlog))
         chunk: StreamChunk | None = first
         try:
             while chunk is not None:
-                if chunk.content or chunk.tool_calls:
-                    parts.append(chunk.content)
-                    yield StreamDelta(chunk.content, chunk.tool_calls)
                 if chunk.usage is not None:
                     usage = chunk.usage
                 if chunk.finish_reason:
                     finish_reason = chunk.finish_reason
-                try:
-                    chunk = await anext(rest)
-                except StopAsyncIteration:
-                    chunk = None
+                text = chunk.content
+                tool_calls = chunk.tool_calls
+                following: object = _NOTHING
+                if not tool_calls:
+                    merged: list[str] | None = None
+                    while not backlog.empty():
+                        nxt = backlog.get_nowait()
+                        if not isinstance(nxt, StreamChunk) or nxt.tool_calls:
+                            following = nxt
+                            break
+                        if nxt.content:
+                            if merged is None:
+                                merged = [text]
+                            merged.append(nxt.content)
+                        if nxt.usage is not None:
+                            usage = nxt.usage
+                        if nxt.finish_reason:
+                            finish_reason = nxt.finish_reason
+                    if merged is not None:
+                        text = "".join(merged)
+                if text or tool_calls:
+                    parts.append(text)
+                    yield StreamDelta(text, tool_calls)
+                if following is _NOTHING:
+                    following = await backlog.get()
+                if isinstance(following, Exception):
+                    raise following
+                assert following is None or isinstance(following, StreamChunk)
+                chunk = following
             status = "success"
         except Exception as exc:
-            from service.providers.base import ProviderError
-
             status = "failed"
             error = exc.message if isinstance(exc, ProviderError) else "stream interrupted"
         finally:
+            if not pump.done():
+                pump.cancel()
+                await asyncio.wait([pump])
+            while not backlog.empty():
+                # Read from the provider but not sent (the client went away): still seen.
+                left = backlog.get_nowait()
+                if isinstance(left, StreamChunk):
+                    parts.append(left.content)
+                    if left.usage is not None:
+                        usage = left.usage
             closer = getattr(rest, "aclose", None)
             if closer is not None:
                 # Best effort: the upstream is gone either way.
@@ -542,6 +597,19 @@ class JobsService:
             tool_calls=list(r.get("tool_calls") or []),
         )
         return full, costs, CallAnswer(call=c, result=result), None
+
+
+async def _pump(
+    stream: AsyncIterator[StreamChunk], out: asyncio.Queue[StreamChunk | Exception | None]
+) -> None:
+    """Read a provider stream into `out`, ending with None or the exception."""
+    try:
+        async for chunk in stream:
+            await out.put(chunk)
+    except Exception as exc:
+        await out.put(exc)
+    else:
+        await out.put(None)
 
 
 def _public_attempts(attempts: Attempts) -> list[dict[str, Any]]:

@@ -100,6 +100,15 @@ class CallRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class JobRef:
+    """What an LLM call needs to know about its job."""
+
+    job_id: str
+    team_id: str
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     job_id: str
     team_id: str
@@ -116,6 +125,16 @@ class Job:
     completed_at: datetime | None
     calls: list[CallRecord] = field(default_factory=list)
     replay_response: dict[str, Any] | None = None
+
+    @property
+    def billed_calls(self) -> list[CallRecord]:
+        """The calls the job's summary and its credit decision cover: for an
+        ended job, those recorded before it ended. A call still running when
+        the client completed the job is recorded afterwards (its tokens count
+        in usage) but cannot change a final summary or charge."""
+        if self.completed_at is None:
+            return self.calls
+        return [c for c in self.calls if c.created_at <= self.completed_at]
 
 
 @dataclass(frozen=True, slots=True)

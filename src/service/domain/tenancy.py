@@ -27,6 +27,9 @@ from service.storage.teams import TeamRepository
 
 BUDGET_USD_PER_CREDIT = 0.10
 ENV_REF = "os.environ/"
+# Model config keys that hold credentials (LiteLLM forwards them to the provider): accepted only
+# as "os.environ/NAME" references, so that no secret is stored or returned by a read.
+SECRET_CONFIG = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
 _NUMERIC_CONFIG = (
     "timeout",
     "input_cost_per_token",
@@ -67,14 +70,15 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
             )
         seen.add(m.priority)
         v.metadata(dict(m.config), "models.config")
-        key = m.config.get("api_key")
-        if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
-            # Secrets are never stored: the config names the env var holding it.
-            raise InvalidArgument(
-                "models.config.api_key must reference an environment variable, "
-                'like "os.environ/OPENAI_API_KEY"',
-                field="models.config.api_key",
-            )
+        for secret in SECRET_CONFIG:
+            key = m.config.get(secret)
+            if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
+                # Secrets are never stored: the config names the env var holding it.
+                raise InvalidArgument(
+                    f"models.config.{secret} must reference an environment variable, "
+                    'like "os.environ/OPENAI_API_KEY"',
+                    field=f"models.config.{secret}",
+                )
         for k in _NUMERIC_CONFIG:
             val = m.config.get(k)
             if val is not None and (

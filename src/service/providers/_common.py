@@ -57,6 +57,15 @@ def clean_message(message: str, secret: str | None) -> str:
 
 def http_error(status: int, upstream_message: str | None, secret: str | None) -> ProviderError:
     """A ProviderError for an HTTP error answer, with a short human message."""
+    if status in (401, 403, 407):
+        # The operator's provider credentials, not the tenant's request, are
+        # wrong: say so without echoing the provider's text (it may quote a
+        # masked key), and let the next model of the group try.
+        return ProviderError(
+            f"Provider authentication failed (HTTP {status}); check the model's api_key",
+            retryable=True,
+            status=status,
+        )
     if status == 429:
         base = "Rate limit exceeded"
     elif status == 408:

@@ -3,6 +3,7 @@ transaction (`Database.tx()`), never held across an LLM call."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -10,11 +11,24 @@ from typing import Any
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from service.domain.errors import Unavailable
+from service.storage import fastpath
+
+# deadlock_detected, serialization_failure
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    orig = exc.orig
+    for obj in (orig, getattr(orig, "__cause__", None)):
+        code = getattr(obj, "sqlstate", None) or getattr(obj, "pgcode", None)
+        if isinstance(code, str):
+            return code
+    return None
 
 
 class Database:
@@ -35,11 +49,31 @@ class Database:
                 # prepares them once per connection.
                 connect_args={"server_settings": {"application_name": "saas-llm-gateway"}},
             )
+        # SQLite: every write transaction of this process holds this lock, those of tx() and
+        # those of the hot path's own connection (storage/fastpath.py) alike, so that they stay
+        # serial as on one connection.
+        self.sqlite_lock = asyncio.Lock()
+        # The LLM call's two statements on the raw driver (None: use SQLAlchemy).
+        self.fast = fastpath.create(url, sqlite_lock=self.sqlite_lock, pool_size=pool_size)
+        # Bumped after every committed change of teams' keys, statuses or model groups, so that
+        # in-process caches of those (storage/teams.py) never serve an older value.
+        self.config_version = 0
+
+    def config_changed(self) -> None:
+        self.config_version += 1
 
     @asynccontextmanager
     async def tx(self) -> AsyncIterator[AsyncConnection]:
         """One database transaction (BEGIN IMMEDIATE on SQLite, so that two
         writers never deadlock on a lock upgrade)."""
+        locked = False
+        if self.is_sqlite:
+            try:
+                async with asyncio.timeout(fastpath.LOCK_WAIT_S):
+                    await self.sqlite_lock.acquire()
+            except TimeoutError as exc:
+                raise Unavailable("Database busy, retry later") from exc
+            locked = True
         try:
             async with self.engine.begin() as conn:
                 yield conn
@@ -48,12 +82,23 @@ class Database:
             # long: the client may retry. Constraint violations are
             # IntegrityError and propagate.
             raise Unavailable("Database unavailable, retry later") from exc
+        except DBAPIError as exc:
+            # PostgreSQL aborted the transaction to break a deadlock or a
+            # serialization conflict: nothing was written, a retry succeeds.
+            if _sqlstate(exc) in _RETRYABLE_SQLSTATES:
+                raise Unavailable("Database conflict, retry later") from exc
+            raise
+        finally:
+            if locked:
+                self.sqlite_lock.release()
 
     async def ping(self) -> None:
         async with self.engine.connect() as conn:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self.fast is not None:
+            await self.fast.close()
         await self.engine.dispose()
 
 

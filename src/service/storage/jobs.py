@@ -20,7 +20,7 @@ from service.domain.errors import (
     InvalidArgument,
     job_not_found,
 )
-from service.domain.models import CallRecord, Job
+from service.domain.models import CallRecord, Job, JobRef
 from service.domain.validation import OPEN_STATUSES
 from service.storage import ledger
 from service.storage.db import Database
@@ -115,7 +115,9 @@ class JobRepository:
                 # transaction, reservation included, rolls back.
                 await ledger.reserve(conn, team_id, job_id, job_type)
                 await conn.execute(jobs.insert().values(**values))
-        except IntegrityError:
+        except (IntegrityError, FailedPrecondition):
+            # A concurrent retry with the same request_id won the race: its insert made ours
+            # fail, or its reservation took the last credit. Either way, answer its job.
             if request_id:
                 existing = await self._by_request(team_id, request_id, request_hash)
                 if existing is not None:
@@ -160,37 +162,55 @@ class JobRepository:
                 ]
         return _job(row, calls)
 
+    async def call_target(self, job_id: str) -> JobRef | None:
+        """What an LLM call needs to know about its job (owner, status): one primary-key read,
+        on the raw driver when the database allows it (fastpath.py)."""
+        if self.db.fast is not None:
+            state = await self.db.fast.job_state(job_id)
+        else:
+            async with self.db.tx() as conn:
+                row = (
+                    await conn.execute(
+                        select(jobs.c.team_id, jobs.c.status).where(jobs.c.job_id == job_id)
+                    )
+                ).first()
+            state = None if row is None else (row[0], row[1])
+        return None if state is None else JobRef(job_id=job_id, team_id=state[0], status=state[1])
+
     async def record_call(self, call: NewCall) -> CallRecord:
         """Store a call and move the job from pending to in_progress."""
         now = utcnow()
         call_id = new_id()
-        async with self.db.tx() as conn:
-            await conn.execute(
-                llm_calls.insert().values(
-                    call_id=call_id,
-                    job_id=call.job_id,
-                    team_id=call.team_id,
-                    model_group=call.model_group,
-                    model=call.model,
-                    purpose=call.purpose,
-                    status=call.status,
-                    streamed=call.streamed,
-                    prompt_tokens=call.prompt_tokens,
-                    completion_tokens=call.completion_tokens,
-                    usage_estimated=call.usage_estimated,
-                    cost_usd=call.cost_usd,
-                    latency_ms=call.latency_ms,
-                    ttft_ms=call.ttft_ms,
-                    error=call.error,
-                    attempts=call.attempts,
-                    created_at=now,
+        values = {
+            "call_id": call_id,
+            "job_id": call.job_id,
+            "team_id": call.team_id,
+            "model_group": call.model_group,
+            "model": call.model,
+            "purpose": call.purpose,
+            "status": call.status,
+            "streamed": call.streamed,
+            "prompt_tokens": call.prompt_tokens,
+            "completion_tokens": call.completion_tokens,
+            "usage_estimated": call.usage_estimated,
+            "cost_usd": call.cost_usd,
+            "latency_ms": call.latency_ms,
+            "ttft_ms": call.ttft_ms,
+            "error": call.error,
+            "attempts": call.attempts,
+            "created_at": now,
+        }
+        if self.db.fast is not None:
+            # The same two statements in one transaction, on the raw driver (fastpath.py).
+            await self.db.fast.record_call(values)
+        else:
+            async with self.db.tx() as conn:
+                await conn.execute(llm_calls.insert().values(**values))
+                await conn.execute(
+                    update(jobs)
+                    .where(jobs.c.job_id == call.job_id, jobs.c.status.in_(OPEN_STATUSES))
+                    .values(status="in_progress", updated_at=now)
                 )
-            )
-            await conn.execute(
-                update(jobs)
-                .where(jobs.c.job_id == call.job_id, jobs.c.status.in_(OPEN_STATUSES))
-                .values(status="in_progress", updated_at=now)
-            )
         return CallRecord(
             call_id=call_id,
             job_id=call.job_id,

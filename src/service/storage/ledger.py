@@ -31,6 +31,10 @@ from service.storage.db import Database
 from service.storage.rows import credits_of, ledger_entry_of, new_id, utcnow
 from service.storage.schema import credit_transactions, teams
 
+# Totals are int32 on the wire (proto3 JSON prints int64 as strings), so a
+# team's running total stays below 2**31.
+MAX_TOTAL_CREDITS = 2_000_000_000
+
 _TOTALS = (teams.c.credits_allocated, teams.c.credits_used, teams.c.credits_reserved)
 
 
@@ -171,10 +175,24 @@ class LedgerRepository:
         try:
             async with self.db.tx() as conn:
                 credits = await _update(
-                    conn, team_id, {"credits_allocated": teams.c.credits_allocated + amount}
+                    conn,
+                    team_id,
+                    {"credits_allocated": teams.c.credits_allocated + amount},
+                    teams.c.credits_allocated <= MAX_TOTAL_CREDITS - amount,
                 )
                 if credits is None:
-                    raise team_not_found(team_id)
+                    total = (
+                        await conn.execute(
+                            select(teams.c.credits_allocated).where(teams.c.team_id == team_id)
+                        )
+                    ).scalar()
+                    if total is None:
+                        raise team_not_found(team_id)
+                    raise FailedPrecondition(
+                        f"Adding {amount} credits would take the team's total to "
+                        f"{total + amount}; the limit is {MAX_TOTAL_CREDITS}",
+                        reason="CREDIT_TOTAL_LIMIT",
+                    )
                 entry = await _write(
                     conn,
                     team_id=team_id,

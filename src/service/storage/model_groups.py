@@ -140,6 +140,20 @@ class ModelGroupRepository:
         metadata: dict[str, Any],
     ) -> ModelGroup | None:
         """Replace a group's fields and models in one transaction."""
+        try:
+            return await self._update(group_name, display_name, description, models, metadata)
+        finally:
+            # Teams' cached groups (storage/teams.py) must not serve the old models.
+            self.db.config_changed()
+
+    async def _update(
+        self,
+        group_name: str,
+        display_name: str,
+        description: str,
+        models: list[ModelSpec],
+        metadata: dict[str, Any],
+    ) -> ModelGroup | None:
         async with self.db.tx() as conn:
             row = (
                 await conn.execute(

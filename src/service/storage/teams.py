@@ -4,8 +4,10 @@ transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import delete, literal, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError
@@ -153,9 +155,62 @@ async def _assign(conn: AsyncConnection, team_id: str, group_ids: Sequence[str])
         )
 
 
-class TeamRepository:
-    def __init__(self, db: Database) -> None:
+# Seconds a process keeps what it read of a key (its team and the team's status) and of a team's
+# model groups. Changes made through this process are seen at once (Database.config_version);
+# changes made through another replica within this time.
+CACHE_TTL_S = 1.0
+_CACHE_MAX = 10_000
+
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class ReadCache(Generic[K, V]):
+    """A short-lived cache of database reads. An entry is used until it expires or until
+    Database.config_version changes (a write through this process); concurrent misses of one key
+    share one read, so that an expiry under load costs one query, not one per request. None (not
+    found) is never cached."""
+
+    def __init__(self, db: Database, ttl: float) -> None:
         self.db = db
+        self.ttl = ttl
+        self._entries: dict[K, tuple[float, int, V]] = {}
+        self._loading: dict[tuple[K, int], asyncio.Future[V | None]] = {}
+
+    async def get(self, key: K, load: Callable[[], Awaitable[V | None]]) -> V | None:
+        version = self.db.config_version
+        hit = self._entries.get(key)
+        if hit is not None and hit[1] == version and hit[0] > time.monotonic():
+            return hit[2]
+        if self.ttl <= 0:
+            return await load()
+        flight = (key, version)
+        pending = self._loading.get(flight)
+        if pending is None:
+            pending = asyncio.ensure_future(self._load(key, version, load))
+            self._loading[flight] = pending
+        # Shielded: one waiter going away must not cancel the read the others wait for.
+        return await asyncio.shield(pending)
+
+    async def _load(
+        self, key: K, version: int, load: Callable[[], Awaitable[V | None]]
+    ) -> V | None:
+        try:
+            value = await load()
+            if value is not None:
+                if len(self._entries) >= _CACHE_MAX:
+                    self._entries.clear()
+                self._entries[key] = (time.monotonic() + self.ttl, version, value)
+            return value
+        finally:
+            self._loading.pop((key, version), None)
+
+
+class TeamRepository:
+    def __init__(self, db: Database, cache_ttl: float = CACHE_TTL_S) -> None:
+        self.db = db
+        self._auth_cache: ReadCache[str, TeamAuth] = ReadCache(db, cache_ttl)
+        self._groups_cache: ReadCache[str, list[ModelGroup]] = ReadCache(db, cache_ttl)
 
     async def create(
         self,
@@ -246,8 +301,13 @@ class TeamRepository:
             return await _load_team(conn, team_id)
 
     async def groups_of(self, team_id: str) -> list[ModelGroup]:
-        async with self.db.tx() as conn:
-            return await team_groups(conn, team_id)
+        """The team's model groups (cached, see CACHE_TTL_S: every LLM call asks)."""
+
+        async def load() -> list[ModelGroup]:
+            async with self.db.tx() as conn:
+                return await team_groups(conn, team_id)
+
+        return list(await self._groups_cache.get(team_id, load) or ())
 
     async def list_by_organization(self, organization_id: str) -> list[Team]:
         async with self.db.tx() as conn:
@@ -268,15 +328,26 @@ class TeamRepository:
             ]
 
     async def auth_by_key_hash(self, key_hash: str) -> TeamAuth | None:
-        async with self.db.tx() as conn:
-            row = (
-                await conn.execute(
-                    select(teams.c.team_id, teams.c.status).where(teams.c.key_hash == key_hash)
-                )
-            ).first()
-        return None if row is None else TeamAuth(team_id=row[0], status=row[1])
+        """The key's team and its status (cached, see CACHE_TTL_S: every request asks)."""
+
+        async def load() -> TeamAuth | None:
+            async with self.db.tx() as conn:
+                row = (
+                    await conn.execute(
+                        select(teams.c.team_id, teams.c.status).where(teams.c.key_hash == key_hash)
+                    )
+                ).first()
+            return None if row is None else TeamAuth(team_id=row[0], status=row[1])
+
+        return await self._auth_cache.get(key_hash, load)
 
     async def set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
+        try:
+            return await self._set_model_groups(team_id, group_names)
+        finally:
+            self.db.config_changed()
+
+    async def _set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
         async with self.db.tx() as conn:
             found = (
                 await conn.execute(
@@ -301,13 +372,29 @@ class TeamRepository:
                     .returning(teams.c.team_id)
                 )
             ).first()
+        self.db.config_changed()
         return row is not None
 
     async def set_status(self, team_id: str, status: str, reason: str) -> Team | None:
         """Suspend or resume. Suspending ends the team's open jobs as failed
         and releases their credits, in the same transaction."""
+        try:
+            return await self._set_status(team_id, status, reason)
+        finally:
+            self.db.config_changed()
+
+    async def _set_status(self, team_id: str, status: str, reason: str) -> Team | None:
         now = utcnow()
         async with self.db.tx() as conn:
+            if status == "suspended":
+                # Lock the open jobs before the team row: complete() and the sweeper lock a
+                # job, then its team; taking the team first here deadlocked with them.
+                await conn.execute(
+                    select(jobs.c.job_id)
+                    .where(jobs.c.team_id == team_id, jobs.c.status.in_(OPEN_STATUSES))
+                    .order_by(jobs.c.job_id)
+                    .with_for_update()
+                )
             found = (
                 await conn.execute(
                     update(teams)

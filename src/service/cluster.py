@@ -1,0 +1,245 @@
+"""`make run-cluster` (`python -m service run-cluster`): the scale-out shape on one machine.
+
+1. DATABASE_URL must be PostgreSQL (default postgresql+asyncpg://postgres@127.0.0.1:5432/gateway);
+   the database is created when missing, then migrated (`python -m service migrate`).
+2. REPLICAS (default 2) `python -m service serve` processes start on GRPC_PORTS (comma-separated;
+   default GRPC_PORT, GRPC_PORT+1, ... from 50051), all on that one database.
+3. One Envoy (REST on HTTP_PORT 8080, admin on ENVOY_ADMIN_PORT 9901) balances over all of them:
+   envoy.yaml rendered by gateway/envoy_config.render with one endpoint per replica into
+   build/envoy.cluster.yaml.
+4. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
+   child (each one SIGTERM, so the replicas drain); if any child exits, the rest are stopped and
+   run_cluster returns that child's exit code.
+
+docker-compose.yml describes the same cluster with containers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from types import FrameType
+
+from service.devrun import (
+    STARTUP_TIMEOUT,
+    _banner,
+    _die_with_parent,
+    _envoy_binary,
+    _envoy_ready,
+    _exit_code,
+    _grpc_serving,
+    _master_key,
+    _port,
+    _root,
+    _stop,
+    _tcp_open,
+)
+
+DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
+
+
+def _say(text: str) -> None:
+    print(f"[run-cluster] {text}", flush=True)
+
+
+def grpc_ports(env: Mapping[str, str]) -> list[int]:
+    """GRPC_PORTS ("50051,50052"), else REPLICAS ports counting up from GRPC_PORT."""
+    listed = [p.strip() for p in env.get("GRPC_PORTS", "").split(",") if p.strip()]
+    if listed:
+        ports = [int(p) for p in listed]
+    else:
+        replicas = int(env.get("REPLICAS", "").strip() or 2)
+        if replicas < 1:
+            raise ValueError("REPLICAS must be at least 1")
+        first = _port(env, "GRPC_PORT", 50051)
+        ports = [first + i for i in range(replicas)]
+    if len(set(ports)) != len(ports):
+        raise ValueError(f"GRPC_PORTS has duplicates: {ports}")
+    return ports
+
+
+async def ensure_database(url: str) -> bool:
+    """Create the PostgreSQL database of `url` when it does not exist; True if created."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    name = u.database
+    if not name:
+        raise ValueError(f"{url}: no database name")
+    conn = await asyncpg.connect(
+        host=u.host or "127.0.0.1",
+        port=u.port or 5432,
+        user=u.username or "postgres",
+        password=u.password,
+        database="postgres",
+    )
+    try:
+        exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+        if exists:
+            return False
+        quoted = '"' + name.replace('"', '""') + '"'
+        try:
+            await conn.execute(f"CREATE DATABASE {quoted}")
+        except asyncpg.DuplicateDatabaseError:  # created concurrently
+            return False
+        return True
+    finally:
+        await conn.close()
+
+
+def run_cluster() -> int:
+    root = _root()
+    data_dir = root / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    descriptor = root / "build" / "descriptor.pb"
+    if not descriptor.exists():
+        _say(f"{descriptor} is missing: run `make gen` (or `make run-cluster`, which does it)")
+        return 2
+
+    key, from_file = _master_key(data_dir)
+    env = dict(os.environ)
+    env["MASTER_KEY"] = key
+    env.setdefault("DATABASE_URL", DEFAULT_CLUSTER_DATABASE_URL)
+    url = env["DATABASE_URL"]
+    if not url.startswith("postgresql"):
+        _say(f"DATABASE_URL must be PostgreSQL for a cluster (got {url.split(':', 1)[0]})")
+        return 2
+    try:
+        ports = grpc_ports(env)
+    except ValueError as exc:
+        _say(str(exc))
+        return 2
+    http_port = _port(env, "HTTP_PORT", 8080)
+    admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    env["HTTP_PORT"] = str(http_port)
+    src = str(root / "src")
+    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+
+    for port, what in [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]:
+        if _tcp_open(port):
+            _say(f"port {port} ({what}) is already in use: stop what uses it or set {what}")
+            return 1
+
+    try:
+        if asyncio.run(ensure_database(url)):
+            _say("created the database")
+    except Exception as exc:
+        _say(f"cannot reach PostgreSQL for {url}: {type(exc).__name__}: {exc}")
+        return 1
+    _say("migrating the database")
+    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=root)
+    if migrated.returncode != 0:
+        _say(f"migration failed with exit code {migrated.returncode}")
+        return _exit_code(migrated.returncode)
+
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from gateway.envoy_config import render
+
+    config = root / "build" / "envoy.cluster.yaml"
+    config.write_text(
+        render(
+            http_port=http_port,
+            admin_port=admin_port,
+            descriptor_path=descriptor,
+            grpc_hosts=[("127.0.0.1", p) for p in ports],
+        )
+    )
+
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for i, port in enumerate(ports):
+            children[f"service-{i + 1}"] = subprocess.Popen(
+                [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
+                env={**env, "GRPC_PORT": str(port)},
+                cwd=root,
+                start_new_session=True,
+            )
+        children["envoy"] = subprocess.Popen(
+            [
+                *_die_with_parent(),
+                _envoy_binary(),
+                "-c",
+                str(config),
+                "--log-level",
+                "warn",
+                "--disable-hot-restart",
+            ],
+            env=env,
+            cwd=root,
+            start_new_session=True,
+        )
+        return _supervise(
+            children,
+            stopping,
+            ports,
+            http_port,
+            admin_port,
+            key,
+            from_file,
+            data_dir / "master_key",
+        )
+    finally:
+        _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _supervise(
+    children: dict[str, subprocess.Popen[bytes]],
+    stopping: list[int],
+    ports: list[int],
+    http_port: int,
+    admin_port: int,
+    key: str,
+    from_file: bool,
+    key_file: Path,
+) -> int:
+    ready = dict.fromkeys(children, False)
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    announced = False
+    while True:
+        if stopping:
+            _say(f"got {signal.Signals(stopping[0]).name}: stopping")
+            _stop(children)
+            codes = [_exit_code(p.returncode or 0) for p in children.values()]
+            bad = [c for c in codes if c not in (0, 128 + signal.SIGTERM)]
+            return bad[0] if bad else 0
+        for name, proc in children.items():
+            code = proc.poll()
+            if code is not None:
+                _say(f"{name} exited with code {code}: stopping the rest")
+                _stop(children)
+                return _exit_code(code)
+        if not announced:
+            for i, port in enumerate(ports):
+                name = f"service-{i + 1}"
+                if not ready[name]:
+                    ready[name] = _grpc_serving(port)
+            if not ready["envoy"]:
+                ready["envoy"] = _envoy_ready(admin_port, http_port)
+            if all(ready.values()):
+                announced = True
+                print(_banner(key, from_file, http_port, ports[0], key_file), flush=True)
+                replicas = ", ".join(f"127.0.0.1:{p}" for p in ports)
+                _say(f"{len(ports)} replicas behind Envoy :{http_port}: {replicas}")
+            elif time.monotonic() > deadline:
+                waiting = ", ".join(name for name, ok in ready.items() if not ok)
+                _say(f"not ready after {STARTUP_TIMEOUT:.0f}s: {waiting}")
+                _stop(children)
+                return 1
+        time.sleep(0.1 if not announced else 0.25)

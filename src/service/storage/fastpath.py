@@ -1,0 +1,336 @@
+"""The two statements of every LLM call, on the raw database driver.
+
+Each call reads its job (is it open, whose is it) and then writes its record (the `llm_calls` row
+and the job's move to `in_progress`, in one transaction). Through SQLAlchemy's asyncio layer even a
+one-row transaction costs ~0.8 ms of CPU on aiosqlite (a thread hop for every cursor operation plus
+the greenlet bridge), more than the rest of the call; `make bench` measures it. So these two go to
+the driver directly, with the same SQL semantics; everything else stays on SQLAlchemy.
+
+- SQLite: a second sqlite3 connection to the same file, used on the event loop thread (a primary
+  key lookup or the two-statement write transaction takes 10-30 µs, less than one thread hop).
+  Writes hold `Database.sqlite_lock`, which `Database.tx()` holds too, so that inside the process
+  every write transaction is still serial, as with the single pooled connection before. The
+  connection's busy_timeout is 0 on the loop thread: when another process holds the database lock
+  (a second replica, `make audit`), the statement is run again in a worker thread that waits for
+  the lock like SQLAlchemy's connection does (busy_timeout 10 s), so the event loop never blocks.
+- PostgreSQL: an asyncpg pool of its own (DB_POOL_SIZE connections at most). asyncpg prepares each
+  statement once per connection and reuses it; the call record is a single statement (a
+  data-modifying CTE), so each of the two is one round trip.
+
+`FastPath.create(url, ...)` returns None for URLs it cannot serve (in-memory SQLite, other
+drivers); the repositories then use SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, Protocol, TypeVar
+
+import orjson
+from sqlalchemy.engine import make_url
+
+from service.domain.errors import Unavailable
+from service.domain.validation import OPEN_STATUSES
+
+T = TypeVar("T")
+
+# Seconds a statement may wait for another process's lock (the SQLAlchemy connection's value).
+SQLITE_BUSY_TIMEOUT_MS = 10_000
+LOCK_WAIT_S = 60.0
+# The hot path's connection never checkpoints the WAL itself (that would copy pages and fsync on
+# the event loop thread): after this many commits (~1000 WAL pages, SQLite's default
+# wal_autocheckpoint) a worker thread checkpoints on a connection of its own.
+CHECKPOINT_EVERY = 200
+
+log = logging.getLogger(__name__)
+
+_CALL_COLUMNS = (
+    "call_id",
+    "job_id",
+    "team_id",
+    "model_group",
+    "model",
+    "purpose",
+    "status",
+    "streamed",
+    "prompt_tokens",
+    "completion_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "error",
+    "attempts",
+    "created_at",
+)
+_ATTEMPTS = _CALL_COLUMNS.index("attempts")
+_CREATED_AT = _CALL_COLUMNS.index("created_at")
+
+
+def _unavailable(exc: BaseException) -> Unavailable:
+    err = Unavailable("Database unavailable, retry later")
+    err.__cause__ = exc
+    return err
+
+
+class FastPath(Protocol):
+    async def job_state(self, job_id: str) -> tuple[str, str] | None:
+        """(team_id, status) of a job, or None."""
+        ...
+
+    async def record_call(self, values: dict[str, Any]) -> None:
+        """Insert an llm_calls row (keys: _CALL_COLUMNS) and move its job from pending to
+        in_progress, in one transaction."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def create(url: str, *, sqlite_lock: asyncio.Lock, pool_size: int) -> FastPath | None:
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if parsed.get_driver_name() != "aiosqlite" or not database or database == ":memory:":
+            return None
+        if parsed.query or database.startswith("file:"):
+            return None
+        return SqliteFastPath(database, sqlite_lock)
+    if backend == "postgresql" and parsed.get_driver_name() == "asyncpg":
+        dsn = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+        return PostgresFastPath(dsn, pool_size)
+    return None
+
+
+# SQLite ----------------------------------------------------------------------------------
+
+
+def _sqlite_ts(value: datetime) -> str:
+    """SQLAlchemy's SQLite DATETIME storage format (naive UTC text)."""
+    return (
+        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
+        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
+    )
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc)
+    return "locked" in text or "busy" in text
+
+
+_SQLITE_JOB = "SELECT team_id, status FROM jobs WHERE job_id = ?"
+_SQLITE_INSERT_CALL = (
+    "INSERT INTO llm_calls (call_id, job_id, team_id, model_group, model, purpose, status, "
+    "streamed, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, ttft_ms, "
+    "error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_SQLITE_TOUCH_JOB = (
+    "UPDATE jobs SET status = 'in_progress', updated_at = ? "
+    "WHERE job_id = ? AND status IN ('pending', 'in_progress')"
+)
+
+
+# The SQL above spells these out; keep them in step.
+assert OPEN_STATUSES == ("pending", "in_progress")
+assert _SQLITE_INSERT_CALL.count("?") == len(_CALL_COLUMNS)
+
+
+class SqliteFastPath:
+    def __init__(self, path: str, write_lock: asyncio.Lock) -> None:
+        self._path = path
+        self._write_lock = write_lock
+        self._conn: sqlite3.Connection | None = None
+        # Held while a worker thread uses the connection; the loop thread then waits for it.
+        self._thread_lock = asyncio.Lock()
+        self._commits = 0
+        self._checkpointer: sqlite3.Connection | None = None
+        self._checkpointing: asyncio.Future[None] | None = None
+
+    def _connection(self) -> sqlite3.Connection:
+        conn = self._conn
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=0")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA wal_autocheckpoint=0")
+            self._conn = conn
+        return conn
+
+    async def _in_thread(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """fn(conn) in a worker thread that waits for other processes' locks."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            conn.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+            try:
+                return fn(conn)
+            finally:
+                conn.execute("PRAGMA busy_timeout=0")
+
+        async with self._thread_lock:
+            try:
+                return await asyncio.to_thread(run, self._connection())
+            except sqlite3.OperationalError as exc:
+                raise _unavailable(exc) from exc
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if not self._thread_lock.locked():
+            try:
+                return fn(self._connection())
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc):
+                    raise _unavailable(exc) from exc
+        return await self._in_thread(fn)
+
+    async def job_state(self, job_id: str) -> tuple[str, str] | None:
+        def read(conn: sqlite3.Connection) -> tuple[str, str] | None:
+            row = conn.execute(_SQLITE_JOB, (job_id,)).fetchone()
+            return None if row is None else (row[0], row[1])
+
+        return await self._run(read)
+
+    async def record_call(self, values: dict[str, Any]) -> None:
+        created = _sqlite_ts(values["created_at"])
+        params = [values[c] for c in _CALL_COLUMNS]
+        params[_ATTEMPTS] = orjson.dumps(values["attempts"]).decode()
+        params[_CREATED_AT] = created
+        touch = (created, values["job_id"])
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(_SQLITE_INSERT_CALL, params)
+                conn.execute(_SQLITE_TOUCH_JOB, touch)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+        try:
+            async with asyncio.timeout(LOCK_WAIT_S):
+                await self._write_lock.acquire()
+        except TimeoutError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            await self._run(write)
+        finally:
+            self._write_lock.release()
+        self._commits += 1
+        if self._commits >= CHECKPOINT_EVERY and self._checkpointing is None:
+            self._commits = 0
+            self._checkpointing = asyncio.ensure_future(self._checkpoint())
+
+    async def _checkpoint(self) -> None:
+        # Under the write lock, so that no commit of this process lands during the checkpoint:
+        # then it copies every frame, and the next commit starts the WAL over instead of
+        # growing it (a checkpoint racing with steady commits never catches up).
+        try:
+            async with asyncio.timeout(LOCK_WAIT_S):
+                await self._write_lock.acquire()
+        except TimeoutError:
+            self._checkpointing = None
+            return
+        try:
+            await asyncio.to_thread(self._checkpoint_now)
+        except sqlite3.Error:
+            log.warning("WAL checkpoint failed; retrying later", exc_info=True)
+        finally:
+            self._write_lock.release()
+            self._checkpointing = None
+
+    def _checkpoint_now(self) -> None:
+        conn = self._checkpointer
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout=1000")
+            self._checkpointer = conn
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    async def close(self) -> None:
+        if self._checkpointing is not None:
+            with contextlib.suppress(Exception):
+                await self._checkpointing
+        async with self._thread_lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
+
+
+# PostgreSQL ------------------------------------------------------------------------------
+
+_PG_JOB = "SELECT team_id, status FROM jobs WHERE job_id = $1"
+# One statement, one round trip: the insert runs as a CTE of the job update ($17 = created_at).
+_PG_RECORD_CALL = (
+    "WITH call AS (INSERT INTO llm_calls (call_id, job_id, team_id, model_group, model, purpose, "
+    "status, streamed, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, "
+    "ttft_ms, error, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
+    "$12, $13, $14, $15, $16, $17)) "
+    "UPDATE jobs SET status = 'in_progress', updated_at = $17 "
+    "WHERE job_id = $2 AND status IN ('pending', 'in_progress')"
+)
+
+
+async def _no_reset(_conn: Any) -> None:
+    """Our statements leave no session state behind: skip asyncpg's reset round trip."""
+
+
+class PostgresFastPath:
+    def __init__(self, dsn: str, max_size: int) -> None:
+        self._dsn = dsn
+        self._max_size = max(1, max_size)
+        self._pool: Any = None
+        self._creating = asyncio.Lock()
+
+    async def _get_pool(self) -> Any:
+        pool = self._pool
+        if pool is None:
+            async with self._creating:
+                if self._pool is None:
+                    import asyncpg
+
+                    self._pool = await asyncpg.create_pool(
+                        self._dsn,
+                        min_size=1,
+                        max_size=self._max_size,
+                        reset=_no_reset,
+                        server_settings={"application_name": "saas-llm-gateway"},
+                    )
+                pool = self._pool
+        return pool
+
+    async def _query(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        import asyncpg
+
+        try:
+            pool = await self._get_pool()
+            async with pool.acquire() as conn:
+                return await getattr(conn, method)(sql, *args)
+        except (
+            asyncpg.PostgresConnectionError,
+            asyncpg.CannotConnectNowError,
+            asyncpg.InterfaceError,
+            OSError,
+        ) as exc:
+            raise _unavailable(exc) from exc
+
+    async def job_state(self, job_id: str) -> tuple[str, str] | None:
+        row = await self._query("fetchrow", _PG_JOB, (job_id,))
+        return None if row is None else (row[0], row[1])
+
+    async def record_call(self, values: dict[str, Any]) -> None:
+        params = [values[c] for c in _CALL_COLUMNS]
+        params[_ATTEMPTS] = orjson.dumps(values["attempts"]).decode()
+        await self._query("execute", _PG_RECORD_CALL, params)
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()

@@ -1,0 +1,439 @@
+"""A Hypothesis state machine of the credit rules against the real storage (SQLite and
+PostgreSQL): create (with and without idempotency keys), calls that succeed or fail, complete as
+completed/failed, add credits, expiry by the sweeper, team suspension, and concurrent duplicates
+of each. After every step the team row equals the model; after every run the auditor passes."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import (
+    Bundle,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
+)
+from sqlalchemy import update
+
+from service.audit import audit
+from service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
+    InsufficientCredits,
+)
+from service.storage.db import Database
+from service.storage.jobs import JobRepository, NewCall
+from service.storage.ledger import LedgerRepository
+from service.storage.organizations import OrganizationRepository
+from service.storage.rows import utcnow
+from service.storage.schema import jobs
+from service.storage.teams import TeamRepository
+from tests.conftest import fresh_database
+
+T = TypeVar("T")
+OPEN = ("pending", "in_progress")
+
+
+@dataclass
+class JobModel:
+    status: str = "pending"
+    failed_call: bool = False
+    charged: bool = False
+    job_type: str = "work"
+
+
+class Env:
+    """One event loop and one database for a whole Hypothesis run."""
+
+    def __init__(self, kind: str, tmp: Path) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.url = self.run(fresh_database(kind, tmp))
+        self.db = Database(self.url, pool_size=8)
+        self.jobs = JobRepository(self.db)
+        self.ledger = LedgerRepository(self.db)
+        self.teams = TeamRepository(self.db)
+        self.orgs = OrganizationRepository(self.db)
+        self.org = "org_" + uuid.uuid4().hex[:8]
+        self.run(self.orgs.create(self.org, "Org", {}))
+        self.steps = 0
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.run(self.db.dispose())
+        self.loop.close()
+
+
+ENV: Env | None = None
+
+
+def env() -> Env:
+    assert ENV is not None
+    return ENV
+
+
+async def gather(*coros: Coroutine[Any, Any, Any]) -> list[Any]:
+    return list(await asyncio.gather(*coros, return_exceptions=True))
+
+
+class CreditMachine(RuleBasedStateMachine):
+    jobs_b = Bundle("jobs")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.team = ""
+        self.allocated = self.used = self.reserved = 0
+        self.suspended = False
+        self.jobs: dict[str, JobModel] = {}
+        self.create_keys: dict[str, str] = {}  # request_id -> job_id
+        self.add_keys: dict[str, int] = {}  # request_id -> amount
+
+    # --- helpers -----------------------------------------------------------------------------
+
+    @property
+    def available(self) -> int:
+        return self.allocated - self.used - self.reserved
+
+    def _create(self, request_id: str | None, job_type: str = "work") -> Coroutine[Any, Any, Any]:
+        from service.storage.ledger import body_hash
+
+        rhash = body_hash({"t": job_type}) if request_id else None
+        return env().jobs.create(
+            team_id=self.team,
+            user_id="",
+            job_type=job_type,
+            metadata={},
+            request_id=request_id,
+            request_hash=rhash,
+        )
+
+    def _settle(self, job_id: str, status: str) -> None:
+        j = self.jobs[job_id]
+        charge = status == "completed" and not j.failed_call
+        j.status, j.charged = status, charge
+        self.reserved -= 1
+        if charge:
+            self.used += 1
+
+    # --- rules -------------------------------------------------------------------------------
+
+    @initialize(credits=st.integers(0, 6))
+    def make_team(self, credits: int) -> None:
+        self.team = "team_" + uuid.uuid4().hex[:10]
+        env().run(
+            env().teams.create(
+                organization_id=env().org,
+                team_id=self.team,
+                team_alias="",
+                group_names=[],
+                credits_allocated=credits,
+                metadata={},
+                key_hash=uuid.uuid4().hex + uuid.uuid4().hex,
+                key_prefix="sk-x",
+            )
+        )
+        self.allocated = credits
+
+    @rule(target=jobs_b, request_id=st.none() | st.sampled_from(["r1", "r2", "r3"]))
+    def create(self, request_id: str | None) -> str:
+        try:
+            job, replayed = env().run(self._create(request_id))
+        except InsufficientCredits:
+            assert not self.suspended and self.available < 1
+            assert request_id not in self.create_keys
+            return "none"
+        except FailedPrecondition as exc:
+            assert self.suspended and exc.reason == "TEAM_SUSPENDED", exc
+            return "none"
+        if request_id in self.create_keys:
+            assert replayed and job.job_id == self.create_keys[request_id]
+            return job.job_id
+        assert not replayed and not self.suspended and self.available >= 1
+        self.jobs[job.job_id] = JobModel()
+        self.reserved += 1
+        if request_id:
+            self.create_keys[request_id] = job.job_id
+        return job.job_id
+
+    @precondition(lambda self: bool(self.create_keys))
+    @rule(data=st.data())
+    def reuse_key_with_other_body(self, data: st.DataObject) -> None:
+        rid = data.draw(st.sampled_from(sorted(self.create_keys)))
+        try:
+            env().run(self._create(rid, job_type="other"))
+        except AlreadyExists as exc:
+            assert exc.reason == "IDEMPOTENCY_KEY_REUSED"
+        else:
+            raise AssertionError("a request_id reused with another body must be refused")
+
+    @rule(n=st.integers(2, 6))
+    def concurrent_creates(self, n: int) -> None:
+        results = env().run(gather(*(self._create(None) for _ in range(n))))
+        made = [r for r in results if not isinstance(r, BaseException)]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if self.suspended:
+            assert not made and all(isinstance(e, FailedPrecondition) for e in errors), errors
+            return
+        assert all(isinstance(e, InsufficientCredits) for e in errors), errors
+        assert len(made) == min(n, self.available), (n, self.available, results)
+        for job, _ in made:
+            self.jobs[job.job_id] = JobModel()
+            self.reserved += 1
+
+    @rule(n=st.integers(2, 5), rid=st.sampled_from(["d1", "d2", "d3"]))
+    def concurrent_duplicate_creates(self, n: int, rid: str) -> None:
+        """The same idempotent create sent n times at once: one job at most, and every answer
+        that is not an error is that job."""
+        results = env().run(gather(*(self._create(rid) for _ in range(n))))
+        made = {r[0].job_id for r in results if not isinstance(r, BaseException)}
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(made) <= 1, results
+        if rid in self.create_keys:
+            assert made == {self.create_keys[rid]} and not errors, results
+            return
+        if self.suspended or self.available < 1:
+            assert not made, results
+            return
+        assert len(made) == 1 and not errors, results
+        job_id = made.pop()
+        self.jobs[job_id] = JobModel()
+        self.reserved += 1
+        self.create_keys[rid] = job_id
+
+    @rule(job_id=jobs_b, ok=st.booleans())
+    def call(self, job_id: str, ok: bool) -> None:
+        j = self.jobs.get(job_id)
+        if j is None or j.status not in OPEN:
+            return  # the domain refuses calls on ended jobs before storage
+        env().run(
+            env().jobs.record_call(
+                NewCall(
+                    job_id=job_id,
+                    team_id=self.team,
+                    model_group="g",
+                    model="simulator/ok",
+                    purpose="",
+                    status="success" if ok else "failed",
+                    streamed=False,
+                    prompt_tokens=3,
+                    completion_tokens=5 if ok else 0,
+                    usage_estimated=False,
+                    cost_usd=None,
+                    latency_ms=1,
+                    ttft_ms=None,
+                    error=None if ok else "boom",
+                    attempts=[],
+                )
+            )
+        )
+        j.status = "in_progress"
+        j.failed_call = j.failed_call or not ok
+
+    @rule(job_id=jobs_b, status=st.sampled_from(["completed", "failed"]))
+    def complete(self, job_id: str, status: str) -> None:
+        j = self.jobs.get(job_id)
+        if j is None:
+            return
+        try:
+            job, replayed = env().run(env().jobs.complete(job_id, status, {}, None))
+        except FailedPrecondition:
+            assert j.status not in OPEN and j.status != status, (j, status)
+            return
+        if j.status in OPEN:
+            assert not replayed
+            self._settle(job_id, status)
+        else:
+            assert replayed and j.status == status
+        assert job.status == j.status and job.credit_applied == j.charged, (job, j)
+
+    @rule(
+        job_id=jobs_b,
+        statuses=st.lists(st.sampled_from(["completed", "failed"]), min_size=2, max_size=4),
+    )
+    def concurrent_completes(self, job_id: str, statuses: list[str]) -> None:
+        j = self.jobs.get(job_id)
+        if j is None:
+            return
+        was_open = j.status in OPEN
+        results = env().run(gather(*(env().jobs.complete(job_id, s, {}, None) for s in statuses)))
+        fresh = [r for r in results if not isinstance(r, BaseException) and not r[1]]
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert all(isinstance(e, FailedPrecondition) for e in errors), errors
+        if not was_open:
+            assert not fresh
+            return
+        assert len(fresh) == 1, results  # exactly one complete settles the credit
+        winner = fresh[0][0].status
+        self._settle(job_id, winner)
+        for s, r in zip(statuses, results, strict=True):
+            # The others replay (same status) or are refused (another status).
+            assert isinstance(r, BaseException) == (s != winner), (statuses, results)
+
+    @rule(amount=st.integers(1, 4), request_id=st.none() | st.sampled_from(["a1", "a2"]))
+    def add_credits(self, amount: int, request_id: str | None) -> None:
+        try:
+            entry, _ = env().run(env().ledger.add(self.team, amount, "top-up", {}, request_id))
+        except AlreadyExists:
+            assert request_id in self.add_keys and self.add_keys[request_id] != amount
+            return
+        if request_id in self.add_keys:
+            assert self.add_keys[request_id] == amount and entry.credits_amount == amount
+            return
+        self.allocated += amount
+        if request_id:
+            self.add_keys[request_id] = amount
+
+    @rule(n=st.integers(2, 5), rid=st.sampled_from(["c1", "c2"]))
+    def concurrent_duplicate_adds(self, n: int, rid: str) -> None:
+        amount = 2
+        results = env().run(
+            gather(*(env().ledger.add(self.team, amount, "dup", {}, rid) for _ in range(n)))
+        )
+        if rid in self.add_keys and self.add_keys[rid] != amount:
+            assert all(isinstance(r, AlreadyExists) for r in results), results
+            return
+        assert not any(isinstance(r, BaseException) for r in results), results
+        ids = {r[0].transaction_id for r in results}
+        assert len(ids) == 1, results  # one ledger row, n identical answers
+        if rid not in self.add_keys:
+            self.allocated += amount
+            self.add_keys[rid] = amount
+
+    @rule(job_id=jobs_b, race_complete=st.none() | st.sampled_from(["completed", "failed"]))
+    def expire(self, job_id: str, race_complete: str | None) -> None:
+        """The job goes idle past the timeout; the sweeper (maybe racing a complete) runs."""
+        j = self.jobs.get(job_id)
+        if j is None:
+            return
+        past = utcnow() - timedelta(hours=2)
+
+        async def backdate() -> None:
+            async with env().db.tx() as conn:
+                await conn.execute(
+                    update(jobs).where(jobs.c.job_id == job_id).values(updated_at=past)
+                )
+
+        env().run(backdate())
+        cutoff = utcnow() - timedelta(hours=1)
+        ops: list[Coroutine[Any, Any, Any]] = [env().jobs.expire_stale(cutoff)]
+        if race_complete:
+            ops.append(env().jobs.complete(job_id, race_complete, {}, None))
+        results = env().run(gather(*ops))
+        expired = results[0]
+        assert not isinstance(expired, BaseException), expired
+        if j.status not in OPEN:
+            assert expired == 0
+            if race_complete:
+                r = results[1]
+                assert isinstance(r, FailedPrecondition) == (j.status != race_complete), r
+            return
+        if race_complete:
+            r = results[1]
+            if expired == 1:
+                assert isinstance(r, FailedPrecondition), r
+            else:
+                assert not isinstance(r, BaseException) and not r[1], r
+                self._settle(job_id, race_complete)
+                return
+        assert expired == 1, results
+        j.status = "expired"
+        self.reserved -= 1
+
+    @rule(race=st.booleans(), data=st.data())
+    def suspend_and_resume(self, race: bool, data: st.DataObject) -> None:
+        """Suspending ends the open jobs as failed (credits released); creates are refused
+        until the team is resumed. Optionally races a complete of an open job."""
+        open_jobs = [k for k, j in self.jobs.items() if j.status in OPEN]
+        target = data.draw(st.sampled_from(open_jobs)) if race and open_jobs else None
+        ops: list[Coroutine[Any, Any, Any]] = [env().teams.set_status(self.team, "suspended", "x")]
+        if target:
+            ops.append(env().jobs.complete(target, "completed", {}, None))
+        results = env().run(gather(*ops))
+        # Never a deadlock (an aborted transaction) between the two: both lock the job first.
+        assert not isinstance(results[0], BaseException), results
+        if target:
+            r = results[1]
+            if isinstance(r, BaseException):
+                # The suspension came first and ended the job as failed.
+                assert isinstance(r, FailedPrecondition) and r.reason == "JOB_ALREADY_COMPLETED", r
+            else:
+                self._settle(target, "completed")
+        for k in open_jobs:
+            if self.jobs[k].status in OPEN:
+                self._settle(k, "failed")
+        self.suspended = True
+        if data.draw(st.booleans()):
+            env().run(env().teams.set_status(self.team, "active", ""))
+            self.suspended = False
+
+    @precondition(lambda self: self.suspended)
+    @rule()
+    def resume(self) -> None:
+        env().run(env().teams.set_status(self.team, "active", ""))
+        self.suspended = False
+
+    # --- invariants --------------------------------------------------------------------------
+
+    @invariant()
+    def team_row_matches_model(self) -> None:
+        if not self.team:
+            return
+        credits = env().run(env().ledger.balance(self.team))
+        assert credits is not None
+        assert (credits.allocated, credits.used, credits.reserved) == (
+            self.allocated,
+            self.used,
+            self.reserved,
+        ), (credits, self.allocated, self.used, self.reserved)
+        assert credits.remaining >= 0
+        env().steps += 1
+
+    def teardown(self) -> None:
+        if not self.team:
+            return
+        report = env().run(audit(env().db))
+        assert report.ok, report.violations
+
+
+def _run(kind: str, tmp: Path, examples: int, steps: int) -> None:
+    global ENV
+    ENV = Env(kind, tmp)
+    try:
+        run_state_machine_as_test(
+            CreditMachine,
+            settings=settings(
+                max_examples=examples,
+                stateful_step_count=steps,
+                deadline=None,
+                suppress_health_check=list(HealthCheck),
+                database=None,
+                derandomize=False,
+            ),
+        )
+        print(f"stateful credits [{kind}]: {examples} runs, {ENV.steps} checked steps")
+    finally:
+        ENV.close()
+        ENV = None
+
+
+def test_credit_rules_state_machine(db_kind: str, tmp_path: Path) -> None:
+    _run(db_kind, tmp_path, examples=25, steps=30)
+
+
+@pytest.mark.soak
+@pytest.mark.timeout(1800)
+def test_soak_credit_rules_state_machine(db_kind: str, tmp_path: Path) -> None:
+    _run(db_kind, tmp_path, examples=400, steps=60)
