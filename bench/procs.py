@@ -139,6 +139,14 @@ def cpu_seconds(pid: int, *, with_children: bool = True) -> float:
     return sum(_own_cpu(p) for p in pids)
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds all CPUs of the machine have spent busy since boot (/proc/stat)."""
+    with open("/proc/stat", "rb") as f:
+        fields = f.readline().split()[1:]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq + steal) / _TICKS
+
+
 def _status_kb(pid: int, key: bytes) -> int:
     try:
         with open(f"/proc/{pid}/status", "rb") as f:

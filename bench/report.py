@@ -6,6 +6,7 @@ it has those markers)."""
 from __future__ import annotations
 
 import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import orjson
 
 ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+DASH = "\u2013"  # en dash: no value
 
 # Targets of issue 8 / DESIGN.md "Performance".
 THROUGHPUT_RATIO = 10.0
@@ -21,6 +23,8 @@ FIRST_CHUNK_MS = 1.0
 PER_CHUNK_US = 50.0
 START_S = 2.0
 RSS_MB = 150.0
+# A run during which other processes used more than this many cores is flagged.
+OTHERS_BUSY = 0.25
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -56,12 +60,16 @@ def derive(rows: list[dict[str, Any]]) -> None:
 def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
-    def add(name: str, value: float | None, limit: float, unit: str, *, higher: bool, how: str):
-        met = None if not _ok(value) else (value >= limit if higher else value <= limit)
+    def add(
+        name: str, value: float | None, limit: float, unit: str, *, higher: bool, how: str
+    ) -> None:
+        if value is None or math.isnan(value):
+            value = None
+        met = None if value is None else (value >= limit if higher else value <= limit)
         out.append(
             {
                 "target": name,
-                "value": None if not _ok(value) else round(value, 3),
+                "value": None if value is None else round(value, 3),
                 "limit": limit,
                 "unit": unit,
                 "met": met,
@@ -72,14 +80,24 @@ def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, 
     ours = _find(rows, system="gateway", scenario="llm-call", via="Envoy REST", concurrency=32)
     ours_grpc = _find(rows, system="gateway", scenario="llm-call", via="gRPC", concurrency=32)
     lite = _find(rows, system="litellm", scenario="llm-call", concurrency=32)
+    pairs = [p for p in meta.get("pairs") or [] if p.get("ratio")]
+    if pairs:
+        add(
+            "llm-call throughput vs LiteLLM proxy (Envoy REST, c=32, paired rounds)",
+            statistics.median(p["ratio"] for p in pairs),
+            THROUGHPUT_RATIO,
+            "x",
+            higher=True,
+            how="median over rounds of gateway RPS / LiteLLM proxy RPS measured back to back",
+        )
     ratio = ours["rps"] / lite["rps"] if ours and lite and lite["rps"] else None
     add(
-        "llm-call throughput vs LiteLLM proxy (Envoy REST, c=32)",
+        "llm-call throughput vs LiteLLM proxy (Envoy REST, c=32, main runs)",
         ratio,
         THROUGHPUT_RATIO,
         "x",
         higher=True,
-        how="gateway RPS / LiteLLM proxy RPS"
+        how="gateway RPS / LiteLLM proxy RPS of the scenario table"
         + ("" if lite else f" (LiteLLM unavailable: {meta.get('litellm_unavailable')})"),
     )
     if ours_grpc and lite and lite["rps"]:
@@ -91,7 +109,17 @@ def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, 
             higher=True,
             how="gateway RPS / LiteLLM proxy RPS",
         )
-    if ours and lite and ours.get("cpu_ms_per_req_total"):
+    cpu_pairs = [p for p in pairs if p.get("cpu_ratio")]
+    if cpu_pairs:
+        add(
+            "CPU per llm-call vs LiteLLM proxy (c=32, paired rounds)",
+            statistics.median(p["cpu_ratio"] for p in cpu_pairs),
+            THROUGHPUT_RATIO,
+            "x",
+            higher=True,
+            how="LiteLLM proxy CPU ms/req / (service + Envoy) CPU ms/req, median over rounds",
+        )
+    elif ours and lite and ours.get("cpu_ms_per_req_total"):
         add(
             "CPU per llm-call vs LiteLLM proxy (c=32)",
             lite["cpu_ms_per_req_total"] / ours["cpu_ms_per_req_total"],
@@ -162,7 +190,7 @@ def build(meta: dict[str, Any], rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _f(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return DASH
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     return str(value)
@@ -170,7 +198,7 @@ def _f(value: Any, digits: int = 2) -> str:
 
 def _signed(value: Any, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "–"
+        return DASH
     return f"{value:+.{digits}f}"
 
 
@@ -187,7 +215,7 @@ def _system(row: dict[str, Any]) -> str:
 def _cpu(row: dict[str, Any]) -> str:
     cpu = row.get("cpu_ms_per_req") or {}
     if not cpu:
-        return "–"
+        return DASH
     if len(cpu) == 1:
         return _f(next(iter(cpu.values())), 3)
     parts = " + ".join(_f(cpu[k], 3) for k in ("service", "envoy") if k in cpu)
@@ -197,7 +225,7 @@ def _cpu(row: dict[str, Any]) -> str:
 def _rss(row: dict[str, Any]) -> str:
     rss = row.get("peak_rss_mb") or {}
     if not rss:
-        return "–"
+        return DASH
     return " / ".join(_f(v, 0) for v in rss.values())
 
 
@@ -209,31 +237,55 @@ def table(doc: dict[str, Any]) -> str:
         "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in doc["results"]:
-        first = chunk = "–"
+        first = chunk = DASH
         if r["stream"]:
-            first = f"{_f(r['first_chunk_p50_ms'], 3)} ({_signed(r.get('added_first_chunk_p50_ms'), 3)})"
-            chunk = f"{_f(r['chunk_interval_p50_us'], 1)} ({_signed(r.get('added_per_chunk_us'), 1)})"
+            added_first = _signed(r.get("added_first_chunk_p50_ms"), 3)
+            added_chunk = _signed(r.get("added_per_chunk_us"), 1)
+            first = f"{_f(r['first_chunk_p50_ms'], 3)} ({added_first})"
+            chunk = f"{_f(r['chunk_interval_p50_us'], 1)} ({added_chunk})"
+        busy = " ‡" if r.get("other_cpu_cores", 0) > OTHERS_BUSY else ""
         lines.append(
             f"| {_system(r)} | {r['scenario']} | {r['via']} | {r['concurrency']} "
-            f"| {_f(r['rps'], 0)} | {_f(r['p50_ms'], 3)} | {_f(r['p99_ms'], 3)} "
+            f"| {_f(r['rps'], 0)}{busy} | {_f(r['p50_ms'], 3)} | {_f(r['p99_ms'], 3)} "
             f"| {_signed(r.get('added_p50_ms'), 3)} | {_signed(r.get('added_p99_ms'), 3)} "
             f"| {_cpu(r)} | {first} | {chunk} | {_rss(r)} | {r['errors']} |"
         )
-    lines += ["", "| Target | Measured | Limit | Met |", "|---|--:|--:|:-:|"]
-    for t in doc["targets"]:
-        unit = t["unit"]
-        cmp = "≥" if unit == "x" else "≤"
-        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
-        lines.append(
-            f"| {t['target']} | {_f(t['value'], 2)} {unit} | {cmp} {_f(t['limit'], 0)} {unit} "
-            f"| {met} |"
-        )
+    if any(r.get("other_cpu_cores", 0) > OTHERS_BUSY for r in doc["results"]):
+        lines += [
+            "",
+            f"‡ other processes on the machine used more than {OTHERS_BUSY} of a core during "
+            "that run (`other_cpu_cores` in the JSON): its numbers are pessimistic.",
+        ]
+    lines += ["", targets_table(doc)]
     starts = meta.get("starts", {})
     lines += [
         "",
         "Start (spawn to ready): "
-        + ", ".join(f"{k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in starts.items()),
+        + ", ".join(
+            f"{k.removesuffix('_s').replace('_', ' ')} {v:.2f} s" for k, v in starts.items()
+        ),
     ]
+    pairs = meta.get("pairs") or []
+    if pairs:
+        lines.append(
+            "Paired rounds, back to back (gateway llm-call via Envoy REST vs LiteLLM proxy, c=32): "
+            + "; ".join(
+                f"{_f(p['gateway_rps'], 0)} vs {_f(p['litellm_rps'], 0)} RPS = {_f(p['ratio'])}x, "
+                f"CPU {_f(p['gateway_cpu_ms_per_req'], 3)} vs {_f(p['litellm_cpu_ms_per_req'], 3)}"
+                " ms/req"
+                for p in pairs
+            )
+        )
+    for module, extra in (meta.get("extras") or {}).items():
+        if "error" in extra:
+            lines.append(f"`{module}`: failed: {extra['error']}")
+        else:
+            met = extra.get("met")
+            verdict = "" if met is None else (" (met)" if met else " (**missed**)")
+            lines.append(
+                f"`{module}`: {extra.get('scenario', module)}: p50 {extra.get('p50_ms')} ms, "
+                f"p99 {extra.get('p99_ms')} ms, target < {extra.get('target_ms')} ms{verdict}"
+            )
     if meta.get("litellm_unavailable"):
         lines.append(f"LiteLLM proxy baseline unavailable: {meta['litellm_unavailable']}")
     for note in meta.get("notes", []):
@@ -249,6 +301,52 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def targets_table(doc: dict[str, Any]) -> str:
+    lines = ["| Target | Measured | Limit | Met |", "|---|--:|--:|:-:|"]
+    for t in doc["targets"]:
+        unit = t["unit"]
+        cmp = "≥" if unit == "x" else "≤"
+        met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
+        lines.append(
+            f"| {t['target']} | {_f(t['value'], 2)} {unit} | {cmp} {_f(t['limit'], 0)} {unit} "
+            f"| {met} |"
+        )
+    return "\n".join(lines)
+
+
+def summary(doc: dict[str, Any]) -> str:
+    """The short version for the top-level README: key rows and the targets."""
+    keep = [
+        r
+        for r in doc["results"]
+        if r["scenario"] in ("llm-call", "llm-call-stream")
+        and (r["via"] in ("Envoy REST", "proxy", "HTTP"))
+        and r["system"] in ("direct", "litellm", "gateway")
+    ]
+    lines = [
+        "| System | Scenario | c | RPS | p50 ms | +p50 ms | CPU ms/req | 1st chunk + ms "
+        "| per chunk + µs |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in keep:
+        lines.append(
+            f"| {_system(r)} | {r['scenario']} | {r['concurrency']} | {_f(r['rps'], 0)} "
+            f"| {_f(r['p50_ms'], 3)} | {_signed(r.get('added_p50_ms'), 3)} "
+            f"| {_f(r.get('cpu_ms_per_req_total') if r.get('cpu_ms_per_req') else None, 3)} "
+            f"| {_signed(r.get('added_first_chunk_p50_ms'), 3)} "
+            f"| {_signed(r.get('added_per_chunk_us'), 1)} |"
+        )
+    meta = doc["meta"]
+    host = meta.get("host", {})
+    return (
+        "\n".join(lines)
+        + "\n\n"
+        + targets_table(doc)
+        + f"\n\nRun {meta.get('started_at')} on {host.get('cpus')} CPUs (load generator included); "
+        "every scenario and the definitions: [bench/README.md](bench/README.md)."
+    )
+
+
 def chart(doc: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -260,19 +358,22 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
     rows = doc["results"]
 
     def label(r: dict[str, Any]) -> str:
-        s = _system(r).replace("gateway ", "").replace("(", "").replace(")", "")
         if r["system"] == "direct":
-            s = "direct"
+            who = "direct"
         elif r["system"] == "litellm":
-            s = "LiteLLM"
-        return f"{s}: {r['scenario']} {r['via']}"
+            who = "LiteLLM"
+        else:
+            who = "PG" if str(r.get("database", "")).startswith("postgres") else "SQLite"
+        via = {"Envoy REST": "REST", "proxy": "", "HTTP": ""}.get(r["via"], r["via"])
+        scenario = str(r["scenario"]).replace("create+call+complete", "flow")
+        return f"{who} {scenario} {via}".strip()
 
     def color(r: dict[str, Any]) -> str:
         return {"direct": "#999999", "litellm": "#d62728"}.get(r["system"], "#1f77b4")
 
     c32 = [r for r in rows if r["concurrency"] == 32 and not r["stream"]]
     c1 = [r for r in rows if r["concurrency"] == 1 and r["system"] != "direct"]
-    fig, axes = plt.subplots(1, 3, figsize=(18, 6.5))
+    fig, axes = plt.subplots(1, 3, figsize=(17, 6.5))
     ax = axes[0]
     ax.barh([label(r) for r in c32], [r["rps"] for r in c32], color=[color(r) for r in c32])
     ax.set_xscale("log")
@@ -290,26 +391,32 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
     )
     ax.set_title("CPU ms per request, concurrency 32 (gateway: service + Envoy)")
     for i, r in enumerate(cpu_rows):
-        ax.text(r["cpu_ms_per_req_total"], i, f" {r['cpu_ms_per_req_total']:.2f}", va="center",
-                fontsize=8)
+        ax.text(
+            r["cpu_ms_per_req_total"],
+            i,
+            f" {r['cpu_ms_per_req_total']:.2f}",
+            va="center",
+            fontsize=8,
+        )
     ax.invert_yaxis()
 
     ax = axes[2]
     added = [r for r in c1 if _ok(r.get("added_p50_ms"))]
     ax.barh(
-        [label(r) + (" (stream)" if r["stream"] else "") for r in added],
+        [label(r) for r in added],
         [r["added_p50_ms"] for r in added],
         color=[color(r) for r in added],
     )
     ax.axvline(ADDED_P50_MS, color="black", linestyle="--", linewidth=1)
     ax.set_xscale("log")
-    ax.set_title("Added p50 latency over the direct call, concurrency 1 (ms, log)")
+    ax.set_title("Added p50 latency, concurrency 1 (ms, log)")
     for i, r in enumerate(added):
         ax.text(r["added_p50_ms"], i, f" {r['added_p50_ms']:.2f}", va="center", fontsize=8)
     ax.invert_yaxis()
     for ax in axes:
         ax.tick_params(axis="y", labelsize=8)
-    fig.suptitle(f"make bench, {doc['meta'].get('started_at')} ({doc['meta']['host']['cpus']} CPUs)")
+    meta = doc["meta"]
+    fig.suptitle(f"make bench, {meta.get('started_at')} ({meta['host']['cpus']} CPUs)")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
@@ -343,8 +450,11 @@ def write(doc: dict[str, Any], results: Path, *, png: bool = True) -> dict[str, 
             files.append(png_path)
         else:
             doc["meta"]["notes"].append("matplotlib missing: no chart")
-    for readme, rel in ((ROOT / "bench" / "README.md", "results/"), (ROOT / "README.md", "bench/results/")):
-        block = f"![bench chart]({rel}latest.png)\n\n{text}"
+    blocks = (
+        (ROOT / "bench" / "README.md", f"![bench chart](results/latest.png)\n\n{text}"),
+        (ROOT / "README.md", f"![bench chart](bench/results/latest.png)\n\n{summary(doc)}"),
+    )
+    for readme, block in blocks:
         if _splice(readme, block):
             files.append(readme)
     return {"table": text, "files": files}

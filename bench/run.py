@@ -117,6 +117,7 @@ async def measure(
         say(f"  {system} {scenario} via {via} c={concurrency}: warmup failed {warm.error_samples}")
     cpu0 = {t.label: procs.cpu_seconds(t.pid, with_children=t.with_children) for t in targets}
     up0 = procs.cpu_seconds(upstream_pid, with_children=False)
+    machine0, ours0 = procs.machine_busy_seconds(), procs.cpu_seconds(os.getpid())
     gen0 = time.process_time()
     profiler = _start_profiler(targets, f"{system}-{scenario}-{via}-c{concurrency}")
     try:
@@ -125,6 +126,7 @@ async def measure(
         )
     finally:
         gen1 = time.process_time()
+        machine1, ours1 = procs.machine_busy_seconds(), procs.cpu_seconds(os.getpid())
         _stop_profiler(profiler)
     up1 = procs.cpu_seconds(upstream_pid, with_children=False)
     cpu1 = {t.label: procs.cpu_seconds(t.pid, with_children=t.with_children) for t in targets}
@@ -134,6 +136,9 @@ async def measure(
     row["cpu_ms_per_req_total"] = round(sum(cpu1[k] - cpu0[k] for k in cpu0) * 1000 / n, 3)
     row["upstream_cpu_ms_per_req"] = round((up1 - up0) * 1000 / n, 3)
     row["loadgen_cpu_ms_per_req"] = round((gen1 - gen0) * 1000 / n, 3)
+    # CPU the rest of the machine used meanwhile (other users' processes), in cores.
+    other = (machine1 - machine0) - (ours1 - ours0)
+    row["other_cpu_cores"] = round(max(0.0, other) / result.wall_s, 2) if result.wall_s else 0.0
     row["peak_rss_mb"] = {
         t.label: round(procs.peak_rss_mb(t.pid, with_children=t.with_children), 1) for t in targets
     }
@@ -145,6 +150,11 @@ async def measure(
         f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms"
         + (f"  cpu {cpu:.3f} ms/req" if cpu is not None else "")
         + (f"  errors {result.errors} {result.error_samples[:1]}" if result.errors else "")
+        + (
+            f"  [others used {row['other_cpu_cores']} cores]"
+            if row["other_cpu_cores"] > 0.1
+            else ""
+        )
     )
     return row
 
@@ -161,8 +171,19 @@ def _start_profiler(targets: list[Measured], name: str) -> subprocess.Popen[byte
     out = PROFILE_DIR / (name.replace(" ", "_").replace("/", "_") + ".txt")
     spy = Path(sys.executable).parent / "py-spy"
     proc = subprocess.Popen(
-        [str(spy), "record", "--pid", str(service.pid), "--rate", "500", "--format", "raw",
-         "--nonblocking", "-o", str(out)],
+        [
+            str(spy),
+            "record",
+            "--pid",
+            str(service.pid),
+            "--rate",
+            "500",
+            "--format",
+            "raw",
+            "--nonblocking",
+            "-o",
+            str(out),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -202,9 +223,7 @@ def _row(
     if stream:
         row["first_chunk_p50_ms"] = _ms(loadgen.percentile(r.first_chunk_s, 50))
         row["first_chunk_p99_ms"] = _ms(loadgen.percentile(r.first_chunk_s, 99))
-        row["chunk_interval_p50_us"] = round(
-            loadgen.percentile(r.chunk_intervals_s, 50) * 1e6, 1
-        )
+        row["chunk_interval_p50_us"] = round(loadgen.percentile(r.chunk_intervals_s, 50) * 1e6, 1)
         row["chunks_per_stream"] = round(sum(r.chunks) / len(r.chunks), 1) if r.chunks else 0
     return row
 
@@ -256,7 +275,15 @@ async def _grpc_serving(port: int, child: procs.Child, timeout: float) -> None:
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     deadline = time.monotonic() + timeout
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+    # The port first (a gRPC channel whose first connect fails backs off for ~1 s, which would
+    # count as start time), then the health check, with short reconnect backoffs anyway.
+    await procs.wait_tcp(port, timeout, child)
+    options = [
+        ("grpc.initial_reconnect_backoff_ms", 10),
+        ("grpc.min_reconnect_backoff_ms", 10),
+        ("grpc.max_reconnect_backoff_ms", 50),
+    ]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if not child.alive():
@@ -435,6 +462,135 @@ def _check_call(obj: Any) -> None:
         raise loadgen.HttpError(f"empty answer: {obj}")
 
 
+class GatewayOps:
+    """The requests of the gateway scenarios, as load generator ops."""
+
+    def __init__(self, gw: Gateway, session: aiohttp.ClientSession, stub: Any) -> None:
+        from google.protobuf import struct_pb2
+
+        from saas_llm.v1 import common_pb2
+
+        self.gw = gw
+        self.s = session
+        self.stub = stub
+        self.headers = {"Authorization": f"Bearer {gw.team_key}"}
+        self.metadata = (("authorization", f"Bearer {gw.team_key}"),)
+        self.messages_pb = [
+            common_pb2.ChatMessage(
+                role=m["role"], content=struct_pb2.Value(string_value=str(m["content"]))
+            )
+            for m in MESSAGES
+        ]
+        self.call_body = orjson.dumps({"messages": MESSAGES, "purpose": "bench"})
+        self.create_body = orjson.dumps({"team_id": gw.team_id, "job_type": "bench"})
+        self.complete_body = orjson.dumps({"status": "completed"})
+        self.cac_body = orjson.dumps(
+            {"team_id": gw.team_id, "job_type": "bench", "messages": MESSAGES, "purpose": "bench"}
+        )
+
+    async def _post(self, url: str, body: bytes) -> Any:
+        return await loadgen.post_json(self.s, url, body, self.headers)
+
+    def _requests(self, jobs: list[str]) -> Any:
+        from saas_llm.v1 import job_service_pb2 as job_pb
+
+        return itertools.cycle(
+            [
+                job_pb.LlmCallRequest(job_id=j, messages=self.messages_pb, purpose="bench")
+                for j in jobs
+            ]
+        )
+
+    async def rest_call(self, concurrency: int) -> Op:
+        # One open job per worker: real clients spread their calls over many jobs.
+        urls = itertools.cycle(
+            [f"{self.gw.rest}/api/jobs/{j}/llm-call" for j in await open_jobs(self.gw, concurrency)]
+        )
+
+        async def op() -> StreamTiming | None:
+            _check_call(await self._post(next(urls), self.call_body))
+            return None
+
+        return op
+
+    async def grpc_call(self, concurrency: int) -> Op:
+        reqs = self._requests(await open_jobs(self.gw, concurrency))
+
+        async def op() -> StreamTiming | None:
+            answer = await self.stub.LlmCall(next(reqs), metadata=self.metadata, timeout=60)
+            if not answer.response.content:
+                raise loadgen.HttpError("empty answer")
+            return None
+
+        return op
+
+    async def flow(self, concurrency: int) -> Op:
+        async def op() -> StreamTiming | None:
+            job = await self._post(self.gw.rest + "/api/jobs/create", self.create_body)
+            base = f"{self.gw.rest}/api/jobs/{job['job_id']}"
+            _check_call(await self._post(base + "/llm-call", self.call_body))
+            done = await self._post(base + "/complete", self.complete_body)
+            if done["status"] != "completed":
+                raise loadgen.HttpError(f"complete: {done}")
+            return None
+
+        return op
+
+    async def create_and_call(self, concurrency: int) -> Op:
+        async def op() -> StreamTiming | None:
+            _check_call(await self._post(self.gw.rest + "/api/jobs/create-and-call", self.cac_body))
+            return None
+
+        return op
+
+    async def rest_stream(self, concurrency: int) -> Op:
+        urls = itertools.cycle(
+            [
+                f"{self.gw.rest}/api/jobs/{j}/llm-call-stream"
+                for j in await open_jobs(self.gw, concurrency)
+            ]
+        )
+
+        async def op() -> StreamTiming | None:
+            return await loadgen.post_sse(
+                self.s, next(urls), self.call_body, self.headers, openai_style=False
+            )
+
+        return op
+
+    async def grpc_stream(self, concurrency: int) -> Op:
+        reqs = self._requests(await open_jobs(self.gw, concurrency))
+
+        async def op() -> StreamTiming | None:
+            t0 = time.perf_counter()
+            first = last = 0.0
+            chunks = 0
+            async for msg in self.stub.LlmCallStream(
+                next(reqs), metadata=self.metadata, timeout=60
+            ):
+                if msg.content:
+                    last = time.perf_counter() - t0
+                    if not chunks:
+                        first = last
+                    chunks += loadgen.upstream_chunks(msg.content)
+                elif msg.HasField("error"):
+                    raise loadgen.HttpError(f"stream error: {msg.error.message}")
+            return StreamTiming(first, last, chunks)
+
+        return op
+
+
+# (name for --only, scenario, via, stream, GatewayOps method)
+GATEWAY_SCENARIOS = (
+    ("llm-call", "llm-call", "Envoy REST", False, "rest_call"),
+    ("llm-call-grpc", "llm-call", "gRPC", False, "grpc_call"),
+    ("flow", "create+call+complete", "Envoy REST", False, "flow"),
+    ("create-and-call", "create-and-call", "Envoy REST", False, "create_and_call"),
+    ("stream", "llm-call-stream", "Envoy REST", True, "rest_stream"),
+    ("stream-grpc", "llm-call-stream", "gRPC", True, "grpc_stream"),
+)
+
+
 async def gateway_scenarios(
     gw: Gateway,
     sizes: Sizes,
@@ -445,208 +601,34 @@ async def gateway_scenarios(
 ) -> list[dict[str, Any]]:
     """Every scenario of our gateway, at concurrency 1 and 32."""
     import grpc
-    from google.protobuf import struct_pb2
 
-    from saas_llm.v1 import common_pb2
-    from saas_llm.v1 import job_service_pb2 as job_pb
     from saas_llm.v1 import job_service_pb2_grpc as job_grpc
 
     rows: list[dict[str, Any]] = []
-    targets = [Measured("service", gw.service.pid), Measured("envoy", gw.envoy.pid)]
+    rest_targets = [Measured("service", gw.service.pid), Measured("envoy", gw.envoy.pid)]
     grpc_targets = [Measured("service", gw.service.pid)]
-    headers = {"Authorization": f"Bearer {gw.team_key}"}
-    metadata = (("authorization", f"Bearer {gw.team_key}"),)
-    messages_pb = [
-        common_pb2.ChatMessage(
-            role=m["role"], content=struct_pb2.Value(string_value=str(m["content"]))
-        )
-        for m in MESSAGES
-    ]
-    call_body = orjson.dumps({"messages": MESSAGES, "purpose": "bench"})
     system = "gateway" + (f"/{label}" if label else "")
-    extra = {"database": gw.database}
-
-    def wanted(name: str) -> bool:
-        return only is None or name in only
-
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
     stub = job_grpc.JobServiceStub(channel)
     try:
         for c in (1, 32):
-            async with loadgen.http_session(c) as s:
-                if wanted("llm-call"):
-                    # One open job per worker: calls of one job are not serialized anywhere,
-                    # but real clients spread them over many jobs.
-                    cycle_urls = itertools.cycle(
-                        [f"{gw.rest}/api/jobs/{j}/llm-call" for j in await open_jobs(gw, c)]
-                    )
-
-                    async def rest_call() -> StreamTiming | None:
-                        _check_call(await loadgen.post_json(s, next(cycle_urls), call_body, headers))
-                        return None
-
+            async with loadgen.http_session(c) as session:
+                ops = GatewayOps(gw, session, stub)
+                for name, scenario, via, stream, method in GATEWAY_SCENARIOS:
+                    if only is not None and name not in only:
+                        continue
                     rows.append(
                         await measure(
                             system=system,
-                            scenario="llm-call",
-                            via="Envoy REST",
-                            stream=False,
+                            scenario=scenario,
+                            via=via,
+                            stream=stream,
                             concurrency=c,
-                            budget=sizes.pick(stream=False, concurrency=c),
-                            make_op=rest_call,
-                            targets=targets,
+                            budget=sizes.pick(stream=stream, concurrency=c),
+                            make_op=await getattr(ops, method)(c),
+                            targets=grpc_targets if via == "gRPC" else rest_targets,
                             upstream_pid=upstream_pid,
-                            extra=extra,
-                        )
-                    )
-                if wanted("llm-call-grpc"):
-                    reqs = itertools.cycle(
-                        [
-                            job_pb.LlmCallRequest(job_id=j, messages=messages_pb, purpose="bench")
-                            for j in await open_jobs(gw, c)
-                        ]
-                    )
-
-                    async def grpc_call() -> StreamTiming | None:
-                        answer = await stub.LlmCall(next(reqs), metadata=metadata, timeout=60)
-                        if not answer.response.content:
-                            raise loadgen.HttpError("empty answer")
-                        return None
-
-                    rows.append(
-                        await measure(
-                            system=system,
-                            scenario="llm-call",
-                            via="gRPC",
-                            stream=False,
-                            concurrency=c,
-                            budget=sizes.pick(stream=False, concurrency=c),
-                            make_op=grpc_call,
-                            targets=grpc_targets,
-                            upstream_pid=upstream_pid,
-                            extra=extra,
-                        )
-                    )
-                if wanted("flow"):
-                    create_body = orjson.dumps({"team_id": gw.team_id, "job_type": "bench"})
-                    complete_body = orjson.dumps({"status": "completed"})
-
-                    async def flow() -> StreamTiming | None:
-                        job = await loadgen.post_json(
-                            s, gw.rest + "/api/jobs/create", create_body, headers
-                        )
-                        base = f"{gw.rest}/api/jobs/{job['job_id']}"
-                        _check_call(await loadgen.post_json(s, base + "/llm-call", call_body, headers))
-                        done = await loadgen.post_json(s, base + "/complete", complete_body, headers)
-                        if done["status"] != "completed":
-                            raise loadgen.HttpError(f"complete: {done}")
-                        return None
-
-                    rows.append(
-                        await measure(
-                            system=system,
-                            scenario="create+call+complete",
-                            via="Envoy REST",
-                            stream=False,
-                            concurrency=c,
-                            budget=sizes.pick(stream=False, concurrency=c),
-                            make_op=flow,
-                            targets=targets,
-                            upstream_pid=upstream_pid,
-                            extra=extra,
-                        )
-                    )
-                if wanted("create-and-call"):
-                    cac_body = orjson.dumps(
-                        {
-                            "team_id": gw.team_id,
-                            "job_type": "bench",
-                            "messages": MESSAGES,
-                            "purpose": "bench",
-                        }
-                    )
-
-                    async def create_and_call() -> StreamTiming | None:
-                        obj = await loadgen.post_json(
-                            s, gw.rest + "/api/jobs/create-and-call", cac_body, headers
-                        )
-                        _check_call(obj)
-                        return None
-
-                    rows.append(
-                        await measure(
-                            system=system,
-                            scenario="create-and-call",
-                            via="Envoy REST",
-                            stream=False,
-                            concurrency=c,
-                            budget=sizes.pick(stream=False, concurrency=c),
-                            make_op=create_and_call,
-                            targets=targets,
-                            upstream_pid=upstream_pid,
-                            extra=extra,
-                        )
-                    )
-                if wanted("stream"):
-                    surls = itertools.cycle(
-                        [f"{gw.rest}/api/jobs/{j}/llm-call-stream" for j in await open_jobs(gw, c)]
-                    )
-
-                    async def rest_stream() -> StreamTiming | None:
-                        return await loadgen.post_sse(
-                            s, next(surls), call_body, headers, openai_style=False
-                        )
-
-                    rows.append(
-                        await measure(
-                            system=system,
-                            scenario="llm-call-stream",
-                            via="Envoy REST",
-                            stream=True,
-                            concurrency=c,
-                            budget=sizes.pick(stream=True, concurrency=c),
-                            make_op=rest_stream,
-                            targets=targets,
-                            upstream_pid=upstream_pid,
-                            extra=extra,
-                        )
-                    )
-                if wanted("stream-grpc"):
-                    sreqs = itertools.cycle(
-                        [
-                            job_pb.LlmCallRequest(job_id=j, messages=messages_pb, purpose="bench")
-                            for j in await open_jobs(gw, c)
-                        ]
-                    )
-
-                    async def grpc_stream() -> StreamTiming | None:
-                        t0 = time.perf_counter()
-                        first = last = 0.0
-                        chunks = 0
-                        async for msg in stub.LlmCallStream(
-                            next(sreqs), metadata=metadata, timeout=60
-                        ):
-                            if msg.content:
-                                last = time.perf_counter() - t0
-                                if not chunks:
-                                    first = last
-                                chunks += loadgen.upstream_chunks(msg.content)
-                            elif msg.HasField("error"):
-                                raise loadgen.HttpError(f"stream error: {msg.error.message}")
-                        return StreamTiming(first, last, chunks)
-
-                    rows.append(
-                        await measure(
-                            system=system,
-                            scenario="llm-call-stream",
-                            via="gRPC",
-                            stream=True,
-                            concurrency=c,
-                            budget=sizes.pick(stream=True, concurrency=c),
-                            make_op=grpc_stream,
-                            targets=grpc_targets,
-                            upstream_pid=upstream_pid,
-                            extra=extra,
+                            extra={"database": gw.database},
                         )
                     )
     finally:
@@ -756,6 +738,71 @@ async def _drop_postgres_db(name: str) -> None:
         await conn.close()
 
 
+async def paired_rounds(
+    gw: Gateway,
+    proxy_url: str,
+    proxy_targets: list[Measured],
+    upstream_pid: int,
+    *,
+    rounds: int,
+) -> list[dict[str, Any]]:
+    """The throughput target's two numbers measured back to back, `rounds` times: whatever else
+    runs on the machine then weighs on both sides alike. The target uses the median ratio."""
+    ours_budget = Budget(6000, 3.0, 200, 1.0)
+    theirs_budget = Budget(1000, 3.0, 50, 1.0)
+    body = orjson.dumps({"model": litellm_proxy.MODEL, "messages": MESSAGES})
+    proxy_headers = {"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"}
+    gw_targets = [Measured("service", gw.service.pid), Measured("envoy", gw.envoy.pid)]
+    out = []
+    async with loadgen.http_session(32) as session:
+        gateway_op = await GatewayOps(gw, session, None).rest_call(32)
+
+        async def proxy_op() -> StreamTiming | None:
+            await loadgen.post_json(session, proxy_url, body, proxy_headers)
+            return None
+
+        for i in range(rounds):
+            ours = await measure(
+                system="gateway",
+                scenario="llm-call (paired)",
+                via="Envoy REST",
+                budget=ours_budget,
+                make_op=gateway_op,
+                targets=gw_targets,
+                stream=False,
+                concurrency=32,
+                upstream_pid=upstream_pid,
+            )
+            theirs = await measure(
+                system="litellm",
+                scenario="llm-call (paired)",
+                via="proxy",
+                budget=theirs_budget,
+                make_op=proxy_op,
+                targets=proxy_targets,
+                stream=False,
+                concurrency=32,
+                upstream_pid=upstream_pid,
+            )
+            out.append(
+                {
+                    "round": i + 1,
+                    "gateway_rps": ours["rps"],
+                    "litellm_rps": theirs["rps"],
+                    "ratio": round(ours["rps"] / theirs["rps"], 2) if theirs["rps"] else None,
+                    "gateway_cpu_ms_per_req": ours["cpu_ms_per_req_total"],
+                    "litellm_cpu_ms_per_req": theirs["cpu_ms_per_req_total"],
+                    "cpu_ratio": round(
+                        theirs["cpu_ms_per_req_total"] / ours["cpu_ms_per_req_total"], 2
+                    )
+                    if ours["cpu_ms_per_req_total"]
+                    else None,
+                    "errors": ours["errors"] + theirs["errors"],
+                }
+            )
+    return out
+
+
 # Main --------------------------------------------------------------------------------------
 
 
@@ -770,11 +817,19 @@ async def amain(args: argparse.Namespace) -> int:
             "python": platform.python_version(),
             "platform": platform.platform(),
         },
+        "load_average_at_start": round(os.getloadavg()[0], 2),
         "stream_chunks": STREAM_CHUNKS,
         "quick": bool(args.quick),
         "litellm_version": litellm_proxy.LITELLM_VERSION,
         "notes": [],
     }
+    if meta["load_average_at_start"] > 0.5:
+        note = (
+            f"the load average was {meta['load_average_at_start']} before the bench started: "
+            "other processes share the CPUs, so every number is pessimistic"
+        )
+        meta["notes"].append(note)
+        say(f"warning: {note}")
     rows: list[dict[str, Any]] = []
     starts: dict[str, Any] = {}
     children: list[procs.Child] = []
@@ -810,15 +865,46 @@ async def amain(args: argparse.Namespace) -> int:
         )
 
         say("gateway on SQLite: service + Envoy")
-        gw = await start_gateway(
-            f"sqlite+aiosqlite:///{workdir / 'bench.db'}", workdir, "sqlite"
-        )
+        gw = await start_gateway(f"sqlite+aiosqlite:///{workdir / 'bench.db'}", workdir, "sqlite")
         children += [gw.service, gw.envoy]
         starts["service_sqlite_s"] = round(gw.start_s, 3)
         starts["envoy_s"] = round(gw.envoy_start_s, 3)
-        say(f"service serving {gw.start_s:.2f}s after spawn; Envoy ready in {gw.envoy_start_s:.2f}s")
+        say(f"service serving {gw.start_s:.2f}s after spawn, Envoy ready {gw.envoy_start_s:.2f}s")
         await setup_tenant(gw, up_base)
         rows += await gateway_scenarios(gw, sizes, upstream.pid, only=only)
+
+        # The proxy runs while the SQLite gateway is still up (idle), so that the headline pair
+        # can be measured back to back, round after round.
+        if litellm_exe is not None:
+            say(f"baseline: LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (1 worker, no database)")
+            port = procs.free_port()
+            proxy = litellm_proxy.start(litellm_exe, workdir, up_base, port)
+            children.append(proxy)
+            try:
+                await _litellm_ready(proxy, port)
+            except Exception as exc:
+                litellm_reason = f"the proxy did not start: {exc}"[:800]
+                say(f"LiteLLM proxy unavailable: {litellm_reason}")
+            else:
+                starts["litellm_proxy_s"] = round(time.perf_counter() - proxy.started_at, 3)
+                litellm_reason = None
+                proxy_url = f"http://127.0.0.1:{port}/chat/completions"
+                proxy_targets = [Measured("litellm", proxy.pid, with_children=True)]
+                rows += await openai_scenarios(
+                    system="litellm",
+                    via="proxy",
+                    url=proxy_url,
+                    headers={"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
+                    sizes=sizes,
+                    targets=proxy_targets,
+                    upstream_pid=upstream.pid,
+                    slow=True,
+                )
+                say("headline pair, back to back: gateway llm-call (REST) vs LiteLLM, c=32")
+                meta["pairs"] = await paired_rounds(
+                    gw, proxy_url, proxy_targets, upstream.pid, rounds=1 if args.quick else 3
+                )
+            proxy.stop()
         gw.stop()
 
         if not args.no_postgres and _postgres_reachable():
@@ -844,30 +930,6 @@ async def amain(args: argparse.Namespace) -> int:
         elif not args.no_postgres:
             meta["notes"].append("PostgreSQL not reachable on 127.0.0.1:5432: skipped")
 
-        if litellm_exe is not None:
-            say(f"baseline: LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (1 worker, no database)")
-            port = procs.free_port()
-            proxy = litellm_proxy.start(litellm_exe, workdir, up_base, port)
-            children.append(proxy)
-            try:
-                await _litellm_ready(proxy, port)
-            except Exception as exc:
-                litellm_reason = f"the proxy did not start: {exc}"[:800]
-                say(f"LiteLLM proxy unavailable: {litellm_reason}")
-            else:
-                starts["litellm_proxy_s"] = round(time.perf_counter() - proxy.started_at, 3)
-                litellm_reason = None
-                rows += await openai_scenarios(
-                    system="litellm",
-                    via="proxy",
-                    url=f"http://127.0.0.1:{port}/chat/completions",
-                    headers={"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"},
-                    sizes=sizes,
-                    targets=[Measured("litellm", proxy.pid, with_children=True)],
-                    upstream_pid=upstream.pid,
-                    slow=True,
-                )
-            proxy.stop()
     finally:
         for child in reversed(children):
             child.stop()
@@ -875,6 +937,8 @@ async def amain(args: argparse.Namespace) -> int:
             with contextlib.suppress(Exception):
                 await _drop_postgres_db(pg_db)
 
+    if not args.no_extras:
+        meta["extras"] = await _extras()
     meta["litellm_unavailable"] = litellm_reason
     meta["starts"] = starts
     meta["runtime_s"] = round(time.perf_counter() - began, 1)
@@ -892,6 +956,33 @@ async def amain(args: argparse.Namespace) -> int:
     else:
         say(f"logs kept in {workdir}")
     return 0
+
+
+# Other measurements that run as their own program and print one JSON object.
+EXTRAS = ("bench.usage_scale",)
+
+
+async def _extras() -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for module in EXTRAS:
+        say(f"extra: python -m {module}")
+        try:
+            proc = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", module],
+                env={**os.environ, "PYTHONPATH": os.pathsep.join((str(ROOT / "src"), str(ROOT)))},
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            if proc.returncode != 0:
+                raise RuntimeError(proc.stderr.strip()[-500:] or f"exit code {proc.returncode}")
+            out[module] = orjson.loads(proc.stdout)
+        except Exception as exc:  # reported, never fatal
+            out[module] = {"error": f"{type(exc).__name__}: {exc}"[:600]}
+            say(f"  {module} failed: {out[module]['error']}")
+    return out
 
 
 async def _litellm_ready(proxy: procs.Child, port: int) -> None:
@@ -916,6 +1007,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-postgres", action="store_true", help="skip the PostgreSQL runs")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
     parser.add_argument(
+        "--no-extras", action="store_true", help="skip the extra programs (bench.usage_scale)"
+    )
+    parser.add_argument(
         "--only",
         help="comma-separated gateway scenarios: llm-call,llm-call-grpc,flow,create-and-call,"
         "stream,stream-grpc",
@@ -932,4 +1026,4 @@ def main(argv: list[str] | None = None) -> int:
         import uvloop
     except ImportError:
         return asyncio.run(amain(args))
-    return uvloop.run(amain(args))
+    return int(uvloop.run(amain(args)))

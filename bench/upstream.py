@@ -107,7 +107,9 @@ class Canned:
         self.stream_parts = _stream_parts(chunks)
         self.stream_end = b"0\r\n\r\n"
         self.chunk_delay_s = chunk_delay_s
-        self.other = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        self.other = (
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+        )
 
 
 class UpstreamProtocol(asyncio.Protocol):
@@ -118,6 +120,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.buf = bytearray()
         self.transport: asyncio.Transport | None = None
         self.busy = False  # a delayed stream is being written
+        self.writer: asyncio.Future[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is no subclass
@@ -191,7 +194,7 @@ class UpstreamProtocol(asyncio.Protocol):
             if _STREAM_RE.search(body):
                 if c.chunk_delay_s > 0:
                     self.busy = True
-                    asyncio.ensure_future(self._slow_stream(close))
+                    self.writer = asyncio.ensure_future(self._slow_stream(close))
                     return
                 t.write(c.stream_head)
                 for part in c.stream_parts:

@@ -23,8 +23,8 @@ from tests.conftest import Client, bearer
 from tests.flows import make_group, make_team, user_msg
 from tests.reliability.harness import ServiceProc, audit_cli
 
-# Unary calls take ~1.5 s; streams 30 tokens at 20 tokens/s (~1.5 s), first token at once.
-SLOW = {"latency_ms": 1500}
+# Unary calls take ~2.5 s; streams 30 tokens at 20 tokens/s (~1.5 s), first token at once.
+SLOW = {"latency_ms": 2500}
 STREAMING = {"tokens_per_second": 20, "completion_tokens": 30}
 
 
@@ -127,7 +127,13 @@ async def test_sigterm_drains_in_flight_calls_and_streams(db_url: str, tmp_path:
             for i, j in enumerate(open_jobs[2:])
         ]
         await asyncio.wait_for(asyncio.gather(*(f.wait() for f in firsts)), 10)
-        await asyncio.sleep(0.2)  # the unary calls are in their 1.5 s upstream wait
+        # Every create-and-call has reached the server (its job exists), and the unary calls
+        # are in their 2.5 s upstream wait.
+        deadline = time.monotonic() + 10
+        while len((await _job_rows(db_url))[0]) < 4 + 3 + 2:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.3)
         assert not any(t.done() for t in unary + streams)
         sigterm_at = time.monotonic()
         svc.signal(signal.SIGTERM)

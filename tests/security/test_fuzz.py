@@ -166,7 +166,7 @@ def _check(case: schemathesis.Case, t: Target) -> None:
 
 
 @SCHEMA.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(database=None, max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_openapi_fuzz_no_5xx(case: schemathesis.Case, fuzz_target: Target) -> None:
     _check(case, fuzz_target)
 
@@ -174,7 +174,7 @@ def test_openapi_fuzz_no_5xx(case: schemathesis.Case, fuzz_target: Target) -> No
 @pytest.mark.soak
 @pytest.mark.timeout(3600)
 @SCHEMA.parametrize()
-@settings(max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(database=None, max_examples=1000, deadline=None, suppress_health_check=list(HealthCheck))
 def test_soak_openapi_fuzz_no_5xx(case: schemathesis.Case, fuzz_target: Target) -> None:
     _check(case, fuzz_target)
 
@@ -247,7 +247,7 @@ hostile_text = st.text(
 
 
 @given(st.one_of(hostile_text, st.text(alphabet=ID_CHARS, min_size=0, max_size=140)))
-@settings(max_examples=400)
+@settings(database=None, max_examples=400)
 def test_require_id_accepts_exactly_the_documented_charset(value: str) -> None:
     if ID_RE.fullmatch(value):
         assert v.require_id(value, "team_id") == value
@@ -258,7 +258,7 @@ def test_require_id_accepts_exactly_the_documented_charset(value: str) -> None:
 
 
 @given(hostile_text, st.integers(1, 300), st.booleans())
-@settings(max_examples=300)
+@settings(database=None, max_examples=300)
 def test_text_bounds_length_and_nul(value: str, max_len: int, required: bool) -> None:
     ok = len(value) <= max_len and "\x00" not in value and (not required or value.strip())
     if ok:
@@ -281,7 +281,7 @@ json_values = st.recursive(
     st.dictionaries(hostile_text, json_values, max_size=6),
     st.sampled_from([0, 1, 100, 16000, 16300, 16384, 20000]),
 )
-@settings(max_examples=80, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 def test_metadata_bounded_by_its_json_size(value: dict, pad: int) -> None:
     if pad:
         value = {**value, "pad": "x" * pad}
@@ -294,7 +294,7 @@ def test_metadata_bounded_by_its_json_size(value: dict, pad: int) -> None:
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(-(2**31), 2**31 - 1))
-@settings(max_examples=300)
+@settings(database=None, max_examples=300)
 def test_page_limits(limit: int, offset: int) -> None:
     if 0 <= limit <= v.MAX_PAGE and 0 <= offset <= v.MAX_OFFSET:
         got_limit, got_offset = v.page(limit, offset, default_limit=50)
@@ -305,6 +305,7 @@ def test_page_limits(limit: int, offset: int) -> None:
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.booleans())
+@settings(database=None)
 def test_credit_amounts(value: int, allow_zero: bool) -> None:
     low = 0 if allow_zero else 1
     if low <= value <= v.MAX_CREDITS:
@@ -315,6 +316,7 @@ def test_credit_amounts(value: int, allow_zero: bool) -> None:
 
 
 @given(hostile_text | st.from_regex(r"\d{4}-\d{2}", fullmatch=True))
+@settings(database=None)
 def test_period(value: str) -> None:
     m = re.fullmatch(r"(\d{4})-(\d{2})", value)
     if m and 1 <= int(m.group(2)) <= 12 and int(m.group(1)) >= 1970:
@@ -339,7 +341,7 @@ def test_period(value: str) -> None:
     max_tokens=st.none() | st.integers(-(2**31), 2**31 - 1),
     group=hostile_text,
 )
-@settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow])
+@settings(database=None, max_examples=150, suppress_health_check=[HealthCheck.too_slow])
 def test_llm_call_validation_never_crashes(
     messages: list,
     temperature: float | None,

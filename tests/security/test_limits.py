@@ -266,10 +266,5 @@ def test_validation_constants_match_the_documented_numbers() -> None:
     assert v.MAX_PAGE == 1000
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="GAP (proto/): the 1 MiB limit of a whole request (gRPC max message, Envoy body "
-    "limit) is documented in gateway/README.md but not in the proto files",
-)
 def test_request_size_documented_in_the_proto() -> None:
     assert "1 MiB" in _proto_text()
