@@ -85,6 +85,8 @@ async def _fill(app: App, team_id: str, period_start: datetime) -> None:
                     "request_id": None,
                     "request_hash": None,
                     "replay_response": None,
+                    "total_tokens": 150,
+                    "total_cost_usd": 0.0002,
                     "created_at": created,
                     "updated_at": created,
                     "completed_at": created,

@@ -131,9 +131,14 @@ _SQLITE_INSERT_CALL = (
     "streamed, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, ttft_ms, "
     "error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# Adds the call to the job's totals (whatever its status: a call that ends after
+# its job still cost money) and moves an open job to in_progress.
 _SQLITE_TOUCH_JOB = (
-    "UPDATE jobs SET status = 'in_progress', updated_at = ? "
-    "WHERE job_id = ? AND status IN ('pending', 'in_progress')"
+    "UPDATE jobs SET total_tokens = total_tokens + ?, "
+    "total_cost_usd = total_cost_usd + coalesce(?, 0), "
+    "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN ? ELSE updated_at END, "
+    "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "
+    "WHERE job_id = ?"
 )
 
 
@@ -201,7 +206,8 @@ class SqliteFastPath:
         params = [values[c] for c in _CALL_COLUMNS]
         params[_ATTEMPTS] = orjson.dumps(values["attempts"]).decode()
         params[_CREATED_AT] = created
-        touch = (created, values["job_id"])
+        tokens = values["prompt_tokens"] + values["completion_tokens"]
+        touch = (tokens, values["cost_usd"], created, values["job_id"])
 
         def write(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -275,8 +281,11 @@ _PG_RECORD_CALL = (
     "status, streamed, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, "
     "ttft_ms, error, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
     "$12, $13, $14, $15, $16, $17)) "
-    "UPDATE jobs SET status = 'in_progress', updated_at = $17 "
-    "WHERE job_id = $2 AND status IN ('pending', 'in_progress')"
+    "UPDATE jobs SET total_tokens = total_tokens + $9 + $10, "
+    "total_cost_usd = total_cost_usd + coalesce($12, 0), "
+    "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN $17 ELSE updated_at END, "
+    "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "
+    "WHERE job_id = $2"
 )
 
 

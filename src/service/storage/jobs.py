@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, case, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.errors import (
@@ -206,10 +206,18 @@ class JobRepository:
         else:
             async with self.db.tx() as conn:
                 await conn.execute(llm_calls.insert().values(**values))
+                is_open = jobs.c.status.in_(OPEN_STATUSES)
                 await conn.execute(
                     update(jobs)
-                    .where(jobs.c.job_id == call.job_id, jobs.c.status.in_(OPEN_STATUSES))
-                    .values(status="in_progress", updated_at=now)
+                    .where(jobs.c.job_id == call.job_id)
+                    .values(
+                        total_tokens=jobs.c.total_tokens
+                        + call.prompt_tokens
+                        + call.completion_tokens,
+                        total_cost_usd=jobs.c.total_cost_usd + (call.cost_usd or 0.0),
+                        updated_at=case((is_open, now), else_=jobs.c.updated_at),
+                        status=case((is_open, "in_progress"), else_=jobs.c.status),
+                    )
                 )
         return CallRecord(
             call_id=call_id,

@@ -223,8 +223,23 @@ jobs = Table(
     CheckConstraint(
         "status IN ('pending','in_progress','completed','failed','expired')", name="status_known"
     ),
+    # Totals of the job's calls, kept by the call record's own UPDATE of the
+    # job (no extra round trip), so that usage reports read jobs alone.
+    Column("total_tokens", Integer, nullable=False, server_default="0"),
+    Column("total_cost_usd", Float, nullable=False, server_default="0"),
     UniqueConstraint("team_id", "request_id", name="uq_jobs_request"),
-    Index("ix_jobs_team_id_created_at", "team_id", "created_at"),
+    # Serves the team's job list (team_id, created_at) and covers the usage
+    # report: an index-only range scan per team and month.
+    Index(
+        "ix_jobs_usage",
+        "team_id",
+        "created_at",
+        "job_type",
+        "status",
+        "credit_applied",
+        "total_tokens",
+        "total_cost_usd",
+    ),
     Index("ix_jobs_status_updated_at", "status", "updated_at"),
 )
 
