@@ -29,8 +29,6 @@ from types import FrameType
 from service.devrun import (
     STARTUP_TIMEOUT,
     _banner,
-    _die_with_parent,
-    _envoy_binary,
     _envoy_ready,
     _exit_code,
     _grpc_serving,
@@ -39,6 +37,7 @@ from service.devrun import (
     _root,
     _stop,
     _tcp_open,
+    spawn_children,
 )
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
@@ -162,27 +161,7 @@ def run_cluster() -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        for i, port in enumerate(ports):
-            children[f"service-{i + 1}"] = subprocess.Popen(
-                [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
-                env={**env, "GRPC_PORT": str(port)},
-                cwd=root,
-                start_new_session=True,
-            )
-        children["envoy"] = subprocess.Popen(
-            [
-                *_die_with_parent(),
-                _envoy_binary(),
-                "-c",
-                str(config),
-                "--log-level",
-                "warn",
-                "--disable-hot-restart",
-            ],
-            env=env,
-            cwd=root,
-            start_new_session=True,
-        )
+        spawn_children(children, env, root, config, ports)
         return _supervise(
             children,
             stopping,

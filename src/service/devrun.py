@@ -52,6 +52,41 @@ def _die_with_parent() -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
 
 
+def spawn_children(
+    children: dict[str, subprocess.Popen[bytes]],
+    env: Mapping[str, str],
+    root: Path,
+    config: Path,
+    grpc_ports: list[int],
+) -> None:
+    """Start one `python -m service serve` per port ("service", or "service-N" for several)
+    and Envoy with `config`, adding each to `children` as soon as it runs (so that the caller
+    can stop what started if a later spawn fails). Own process groups: a Ctrl-C in the terminal
+    reaches only the launcher, which then stops the children in order."""
+    for i, port in enumerate(grpc_ports):
+        name = "service" if len(grpc_ports) == 1 else f"service-{i + 1}"
+        children[name] = subprocess.Popen(
+            [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
+            env={**env, "GRPC_PORT": str(port)},
+            cwd=root,
+            start_new_session=True,
+        )
+    children["envoy"] = subprocess.Popen(
+        [
+            *_die_with_parent(),
+            _envoy_binary(),
+            "-c",
+            str(config),
+            "--log-level",
+            "warn",
+            "--disable-hot-restart",
+        ],
+        env=dict(env),
+        cwd=root,
+        start_new_session=True,
+    )
+
+
 def _envoy_binary() -> str:
     candidate = Path(sys.executable).parent / "envoy"
     if candidate.exists():
@@ -221,28 +256,7 @@ def run_all() -> int:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        # Own process groups: a Ctrl-C in the terminal reaches only this process, which then
-        # stops the children in order (each gets one SIGTERM).
-        children["service"] = subprocess.Popen(
-            [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
-            env=env,
-            cwd=root,
-            start_new_session=True,
-        )
-        children["envoy"] = subprocess.Popen(
-            [
-                *_die_with_parent(),
-                _envoy_binary(),
-                "-c",
-                str(config),
-                "--log-level",
-                "warn",
-                "--disable-hot-restart",
-            ],
-            env=env,
-            cwd=root,
-            start_new_session=True,
-        )
+        spawn_children(children, env, root, config, [grpc_port])
         return _supervise(
             children,
             stopping,

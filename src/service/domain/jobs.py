@@ -23,6 +23,7 @@ from service.domain.errors import (
     job_not_found,
     model_group_access_denied,
     model_group_not_found,
+    team_not_found,
 )
 from service.domain.llm import Attempts, CallRunner, Outcome
 from service.domain.models import CallRecord, Job, JobCosts, JobRef, ModelGroup
@@ -197,8 +198,6 @@ class JobsService:
                 "status must be one of " + ", ".join(v.JOB_STATUSES), field="status"
             )
         if await self.teams.get(team_id) is None:
-            from service.domain.errors import team_not_found
-
             raise team_not_found(team_id)
         limit, offset = v.page(limit, offset, default_limit=100)
         total, jobs = await self.jobs.list_for_team(team_id, status or None, limit, offset)
