@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import event, text
 from sqlalchemy.engine import make_url
@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from service.domain.errors import Unavailable
-from service.storage import fastpath
+from service.storage import fastpath, sqlite_sync
 
 # deadlock_detected, serialization_failure
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
@@ -55,6 +55,9 @@ class Database:
         self.sqlite_lock = asyncio.Lock()
         # The LLM call's two statements on the raw driver (None: use SQLAlchemy).
         self.fast = fastpath.create(url, sqlite_lock=self.sqlite_lock, pool_size=pool_size)
+        # SQLite file databases: transactions run on a synchronous SQLAlchemy connection on the
+        # event loop thread (storage/sqlite_sync.py); None: through the async engine.
+        self._sync = sqlite_sync.create(url) if self.fast is not None and self.is_sqlite else None
         # Bumped after every committed change of teams' keys, statuses or model groups, so that
         # in-process caches of those (storage/teams.py) never serve an older value.
         self.config_version = 0
@@ -74,6 +77,17 @@ class Database:
             except TimeoutError as exc:
                 raise Unavailable("Database busy, retry later") from exc
             locked = True
+            if self._sync is not None:
+                try:
+                    async with self._sync.tx() as bridge:
+                        # Same interface as AsyncConnection for what the
+                        # repositories use (execute, stream).
+                        yield cast(AsyncConnection, bridge)
+                    return
+                except (OperationalError, OSError) as exc:
+                    raise Unavailable("Database unavailable, retry later") from exc
+                finally:
+                    self.sqlite_lock.release()
         try:
             async with self.engine.begin() as conn:
                 yield conn
@@ -97,6 +111,8 @@ class Database:
             await conn.execute(text("SELECT 1"))
 
     async def dispose(self) -> None:
+        if self._sync is not None:
+            self._sync.close()
         if self.fast is not None:
             await self.fast.close()
         await self.engine.dispose()
