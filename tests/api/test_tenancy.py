@@ -337,3 +337,31 @@ async def test_every_rpc_has_an_auth_rule() -> None:
     for svc in SERVICE_NAMES:
         for m in pool.FindServiceByName(svc).methods:
             assert f"/{svc}/{m.name}" in RULES, m.full_name
+
+
+async def test_credential_headers_must_reference_env(sqlite_client: Client) -> None:
+    c = sqlite_client
+    for headers in (
+        {"Authorization": "Bearer literal"},
+        {"x-api-key": "abc"},
+        {"X-Auth-Token": "t"},
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await c.groups.CreateModelGroup(
+                mg_pb.CreateModelGroupRequest(
+                    group_name=uid("g"),
+                    models=[
+                        mg_pb.ModelGroupModel(
+                            model_name="anthropic/x",
+                            priority=0,
+                            config=struct({"extra_headers": headers}),
+                        )
+                    ],
+                ),
+                metadata=admin(),
+            )
+        assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    ok = await make_group(
+        c, [("anthropic/x", {"extra_headers": {"x-api-key": "os.environ/K", "x-team": "a"}})]
+    )
+    assert ok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from service.domain import validation as v
@@ -29,6 +30,8 @@ BUDGET_USD_PER_CREDIT = 0.10
 ENV_REF = "os.environ/"
 # Model config keys that hold credentials (LiteLLM forwards them to the provider): accepted only
 # as "os.environ/NAME" references, so that no secret is stored or returned by a read.
+# Header names that carry credentials (Authorization, X-Api-Key, ...).
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 SECRET_CONFIG = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
 _NUMERIC_CONFIG = (
     "timeout",
@@ -79,6 +82,22 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
                     'like "os.environ/OPENAI_API_KEY"',
                     field=f"models.config.{secret}",
                 )
+        headers = m.config.get("extra_headers")
+        if headers is not None:
+            if not isinstance(headers, dict):
+                raise InvalidArgument(
+                    "models.config.extra_headers must be an object",
+                    field="models.config.extra_headers",
+                )
+            for name, value in headers.items():
+                if _SECRET_HEADER.search(name) and not (
+                    isinstance(value, str) and value.startswith(ENV_REF)
+                ):
+                    raise InvalidArgument(
+                        f"models.config.extra_headers.{name} looks like a credential: it must "
+                        'reference an environment variable, like "os.environ/PROXY_TOKEN"',
+                        field="models.config.extra_headers",
+                    )
         for k in _NUMERIC_CONFIG:
             val = m.config.get(k)
             if val is not None and (

@@ -89,6 +89,9 @@ async def load_litellm() -> Any:
 
 
 def _resolve(value: Any) -> Any:
+    if isinstance(value, dict):
+        # extra_headers: {"x-api-key": "os.environ/NAME"}
+        return {k: _resolve(v) for k, v in value.items()}
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
         name = value[len(ENV_PREFIX) :]
         resolved = os.environ.get(name)
