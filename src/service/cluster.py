@@ -21,23 +21,18 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Mapping
-from pathlib import Path
 from types import FrameType
 
 from service.devrun import (
-    STARTUP_TIMEOUT,
-    _banner,
-    _envoy_ready,
     _exit_code,
-    _grpc_serving,
     _master_key,
     _port,
     _root,
     _stop,
     _tcp_open,
     spawn_children,
+    supervise,
 )
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
@@ -162,7 +157,7 @@ def run_cluster() -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         spawn_children(children, env, root, config, ports)
-        return _supervise(
+        return supervise(
             children,
             stopping,
             ports,
@@ -176,49 +171,3 @@ def run_cluster() -> int:
         _stop(children)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-
-
-def _supervise(
-    children: dict[str, subprocess.Popen[bytes]],
-    stopping: list[int],
-    ports: list[int],
-    http_port: int,
-    admin_port: int,
-    key: str,
-    from_file: bool,
-    key_file: Path,
-) -> int:
-    ready = dict.fromkeys(children, False)
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    announced = False
-    while True:
-        if stopping:
-            _say(f"got {signal.Signals(stopping[0]).name}: stopping")
-            _stop(children)
-            codes = [_exit_code(p.returncode or 0) for p in children.values()]
-            bad = [c for c in codes if c not in (0, 128 + signal.SIGTERM)]
-            return bad[0] if bad else 0
-        for name, proc in children.items():
-            code = proc.poll()
-            if code is not None:
-                _say(f"{name} exited with code {code}: stopping the rest")
-                _stop(children)
-                return _exit_code(code)
-        if not announced:
-            for i, port in enumerate(ports):
-                name = f"service-{i + 1}"
-                if not ready[name]:
-                    ready[name] = _grpc_serving(port)
-            if not ready["envoy"]:
-                ready["envoy"] = _envoy_ready(admin_port, http_port)
-            if all(ready.values()):
-                announced = True
-                print(_banner(key, from_file, http_port, ports[0], key_file), flush=True)
-                replicas = ", ".join(f"127.0.0.1:{p}" for p in ports)
-                _say(f"{len(ports)} replicas behind Envoy :{http_port}: {replicas}")
-            elif time.monotonic() > deadline:
-                waiting = ", ".join(name for name, ok in ready.items() if not ok)
-                _say(f"not ready after {STARTUP_TIMEOUT:.0f}s: {waiting}")
-                _stop(children)
-                return 1
-        time.sleep(0.1 if not announced else 0.25)

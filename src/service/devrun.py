@@ -257,14 +257,14 @@ def run_all() -> int:
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
         spawn_children(children, env, root, config, [grpc_port])
-        return _supervise(
+        return supervise(
             children,
             stopping,
+            [grpc_port],
+            http_port,
+            admin_port,
             key,
             from_file,
-            http_port,
-            grpc_port,
-            admin_port,
             data_dir / "master_key",
         )
     finally:
@@ -273,17 +273,25 @@ def run_all() -> int:
             signal.signal(sig, handler)
 
 
-def _supervise(
+def supervise(
     children: dict[str, subprocess.Popen[bytes]],
     stopping: list[int],
+    grpc_ports: list[int],
+    http_port: int,
+    admin_port: int,
     key: str,
     from_file: bool,
-    http_port: int,
-    grpc_port: int,
-    admin_port: int,
     key_file: Path,
 ) -> int:
-    ready = {"service": False, "envoy": False}
+    """Wait until every service (named as spawn_children names them) and Envoy are ready, print
+    the banner, then watch: a signal stops everything (exit 0 unless a child failed), a child
+    that exits stops the rest and its exit code is returned."""
+    services = (
+        ["service"]
+        if len(grpc_ports) == 1
+        else [f"service-{i + 1}" for i in range(len(grpc_ports))]
+    )
+    ready = dict.fromkeys(children, False)
     deadline = time.monotonic() + STARTUP_TIMEOUT
     announced = False
     while True:
@@ -300,13 +308,17 @@ def _supervise(
                 _stop(children)
                 return _exit_code(code)
         if not announced:
-            if not ready["service"]:
-                ready["service"] = _grpc_serving(grpc_port)
+            for name, port in zip(services, grpc_ports, strict=True):
+                if not ready[name]:
+                    ready[name] = _grpc_serving(port)
             if not ready["envoy"]:
                 ready["envoy"] = _envoy_ready(admin_port, http_port)
             if all(ready.values()):
                 announced = True
-                print(_banner(key, from_file, http_port, grpc_port, key_file), flush=True)
+                print(_banner(key, from_file, http_port, grpc_ports[0], key_file), flush=True)
+                if len(grpc_ports) > 1:
+                    replicas = ", ".join(f"127.0.0.1:{p}" for p in grpc_ports)
+                    _say(f"{len(grpc_ports)} replicas behind Envoy :{http_port}: {replicas}")
             elif time.monotonic() > deadline:
                 waiting = ", ".join(name for name, ok in ready.items() if not ok)
                 _say(f"not ready after {STARTUP_TIMEOUT:.0f}s: {waiting}")
