@@ -10,9 +10,10 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.errors import AlreadyExists, NotFound, model_group_not_found
+from service.domain.errors import AlreadyExists, NotFound
 from service.storage.db import Database
-from service.storage.rows import as_utc, new_id, utcnow
+from service.storage.model_groups import resolve_group_ids
+from service.storage.rows import as_utc, ids_by_name, new_id, utcnow
 from service.storage.schema import access_group_model_groups, access_groups, model_groups
 
 
@@ -29,20 +30,14 @@ def access_group_not_found(name: str) -> NotFound:
 
 
 async def resolve_access_group_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
-    if not names:
-        return []
-    rows = (
-        await conn.execute(
-            select(access_groups.c.group_name, access_groups.c.access_group_id).where(
-                access_groups.c.group_name.in_(list(names))
-            )
-        )
-    ).all()
-    ids = {r[0]: r[1] for r in rows}
-    for n in names:
-        if n not in ids:
-            raise access_group_not_found(n)
-    return [ids[n] for n in names]
+    """Access group ids by name, in order; NOT_FOUND for an unknown name."""
+    return await ids_by_name(
+        conn,
+        access_groups.c.group_name,
+        access_groups.c.access_group_id,
+        names,
+        access_group_not_found,
+    )
 
 
 async def _load(conn: AsyncConnection, names: Sequence[str] | None) -> list[AccessGroup]:
@@ -84,17 +79,7 @@ class AccessGroupRepository:
         aid = new_id()
         try:
             async with self.db.tx() as conn:
-                rows = (
-                    await conn.execute(
-                        select(model_groups.c.group_name, model_groups.c.model_group_id).where(
-                            model_groups.c.group_name.in_(list(group_names))
-                        )
-                    )
-                ).all()
-                ids = {r[0]: r[1] for r in rows}
-                for n in group_names:
-                    if n not in ids:
-                        raise model_group_not_found(n)
+                group_ids = await resolve_group_ids(conn, group_names)
                 await conn.execute(
                     access_groups.insert().values(
                         access_group_id=aid,
@@ -107,8 +92,8 @@ class AccessGroupRepository:
                     await conn.execute(
                         access_group_model_groups.insert(),
                         [
-                            {"access_group_id": aid, "model_group_id": ids[n], "position": i}
-                            for i, n in enumerate(group_names)
+                            {"access_group_id": aid, "model_group_id": gid, "position": i}
+                            for i, gid in enumerate(group_ids)
                         ],
                     )
         except IntegrityError as exc:

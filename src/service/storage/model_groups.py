@@ -10,11 +10,11 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.errors import AlreadyExists, FailedPrecondition
+from service.domain.errors import AlreadyExists, FailedPrecondition, model_group_not_found
 from service.domain.models import ModelGroup
 from service.providers.base import ModelSpec
 from service.storage.db import Database
-from service.storage.rows import as_utc, new_id, utcnow
+from service.storage.rows import as_utc, ids_by_name, new_id, utcnow
 from service.storage.schema import (
     access_group_model_groups,
     model_group_models,
@@ -68,6 +68,28 @@ async def load_groups(conn: AsyncConnection, names: Sequence[str] | None) -> lis
     return [_group(r, by_group[r._mapping["model_group_id"]]) for r in rows]
 
 
+async def resolve_group_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
+    """Model group ids by name, in order; NOT_FOUND for an unknown name."""
+    return await ids_by_name(
+        conn, model_groups.c.group_name, model_groups.c.model_group_id, names, model_group_not_found
+    )
+
+
+async def _insert_models(conn: AsyncConnection, gid: str, models: Sequence[ModelSpec]) -> None:
+    await conn.execute(
+        model_group_models.insert(),
+        [
+            {
+                "model_group_id": gid,
+                "model_name": m.model_name,
+                "priority": m.priority,
+                "config": dict(m.config),
+            }
+            for m in models
+        ],
+    )
+
+
 class ModelGroupRepository:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -96,18 +118,7 @@ class ModelGroupRepository:
                         updated_at=now,
                     )
                 )
-                await conn.execute(
-                    model_group_models.insert(),
-                    [
-                        {
-                            "model_group_id": gid,
-                            "model_name": m.model_name,
-                            "priority": m.priority,
-                            "config": dict(m.config),
-                        }
-                        for m in models
-                    ],
-                )
+                await _insert_models(conn, gid, models)
         except IntegrityError as exc:
             raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
         return ModelGroup(
@@ -174,18 +185,7 @@ class ModelGroupRepository:
             await conn.execute(
                 delete(model_group_models).where(model_group_models.c.model_group_id == gid)
             )
-            await conn.execute(
-                model_group_models.insert(),
-                [
-                    {
-                        "model_group_id": gid,
-                        "model_name": m.model_name,
-                        "priority": m.priority,
-                        "config": dict(m.config),
-                    }
-                    for m in models
-                ],
-            )
+            await _insert_models(conn, gid, models)
             return (await load_groups(conn, [group_name]))[0]
 
     async def delete(self, group_name: str) -> bool:

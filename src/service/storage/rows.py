@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import ColumnElement, select
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from service.domain.models import CallRecord, Credits, LedgerEntry
+
+
+async def ids_by_name(
+    conn: AsyncConnection,
+    name_col: ColumnElement[str],
+    id_col: ColumnElement[str],
+    names: Sequence[str],
+    missing: Callable[[str], Exception],
+) -> list[str]:
+    """The ids of `names` (same order), or raise `missing(name)` for the first unknown one."""
+    if not names:
+        return []
+    rows = (await conn.execute(select(name_col, id_col).where(name_col.in_(list(names))))).all()
+    ids = {r[0]: r[1] for r in rows}
+    for n in names:
+        if n not in ids:
+            raise missing(n)
+    return [ids[n] for n in names]
 
 
 def new_id() -> str:

@@ -13,13 +13,13 @@ from sqlalchemy import delete, literal, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.errors import AlreadyExists, model_group_not_found, organization_not_found
+from service.domain.errors import AlreadyExists, organization_not_found
 from service.domain.models import Credits, ModelGroup, Team, TeamAuth
 from service.domain.validation import OPEN_STATUSES
 from service.storage import ledger
 from service.storage.access_groups import resolve_access_group_ids
 from service.storage.db import Database
-from service.storage.model_groups import load_groups
+from service.storage.model_groups import load_groups, resolve_group_ids
 from service.storage.rows import as_utc, credits_of, new_id, utcnow
 from service.storage.schema import (
     access_group_model_groups,
@@ -126,23 +126,6 @@ async def _load_team(conn: AsyncConnection, team_id: str) -> Team | None:
     return _team(row, await team_groups(conn, team_id), await team_access_groups_of(conn, team_id))
 
 
-async def _resolve_group_ids(conn: AsyncConnection, names: Sequence[str]) -> list[str]:
-    if not names:
-        return []
-    rows = (
-        await conn.execute(
-            select(model_groups.c.group_name, model_groups.c.model_group_id).where(
-                model_groups.c.group_name.in_(list(names))
-            )
-        )
-    ).all()
-    ids = {r[0]: r[1] for r in rows}
-    for n in names:
-        if n not in ids:
-            raise model_group_not_found(n)
-    return [ids[n] for n in names]
-
-
 async def _assign(conn: AsyncConnection, team_id: str, group_ids: Sequence[str]) -> None:
     await conn.execute(delete(team_model_groups).where(team_model_groups.c.team_id == team_id))
     if group_ids:
@@ -237,7 +220,7 @@ class TeamRepository:
                 ).first()
                 if org is None:
                     raise organization_not_found(organization_id)
-                group_ids = await _resolve_group_ids(conn, group_names)
+                group_ids = await resolve_group_ids(conn, group_names)
                 access_ids = await resolve_access_group_ids(conn, access_group_names)
                 await conn.execute(
                     teams.insert().values(
@@ -359,7 +342,7 @@ class TeamRepository:
             ).first()
             if found is None:
                 return None
-            await _assign(conn, team_id, await _resolve_group_ids(conn, group_names))
+            await _assign(conn, team_id, await resolve_group_ids(conn, group_names))
             return await _load_team(conn, team_id)
 
     async def rotate_key(self, team_id: str, key_hash: str, key_prefix: str) -> bool:
