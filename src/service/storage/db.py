@@ -55,9 +55,14 @@ class Database:
         self.sqlite_lock = asyncio.Lock()
         # The LLM call's two statements on the raw driver (None: use SQLAlchemy).
         self.fast = fastpath.create(url, sqlite_lock=self.sqlite_lock, pool_size=pool_size)
-        # SQLite file databases: transactions run on a synchronous SQLAlchemy connection on the
-        # event loop thread (storage/sqlite_sync.py); None: through the async engine.
-        self._sync = sqlite_sync.create(url) if self.fast is not None and self.is_sqlite else None
+        # SQLite file databases (those the fast path serves): transactions run on a synchronous
+        # SQLAlchemy connection on the event loop thread (storage/sqlite_sync.py), whose commits
+        # count towards the fast path's WAL checkpoints; None: through the async engine.
+        self._sync = (
+            sqlite_sync.SyncSqlite(self.fast.path, on_commit=self.fast.note_commit)
+            if isinstance(self.fast, fastpath.SqliteFastPath)
+            else None
+        )
         # Bumped after every committed change of teams' keys, statuses or model groups, so that
         # in-process caches of those (storage/teams.py) never serve an older value.
         self.config_version = 0

@@ -149,7 +149,7 @@ assert _SQLITE_INSERT_CALL.count("?") == len(_CALL_COLUMNS)
 
 class SqliteFastPath:
     def __init__(self, path: str, write_lock: asyncio.Lock) -> None:
-        self._path = path
+        self.path = path
         self._write_lock = write_lock
         self._conn: sqlite3.Connection | None = None
         # Held while a worker thread uses the connection; the loop thread then waits for it.
@@ -161,7 +161,7 @@ class SqliteFastPath:
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
         if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=0")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
@@ -228,6 +228,12 @@ class SqliteFastPath:
             await self._run(write)
         finally:
             self._write_lock.release()
+        self.note_commit()
+
+    def note_commit(self) -> None:
+        """Count a commit of this process (this connection's or storage/sqlite_sync.py's, whose
+        connections never checkpoint on the loop thread either) and start a checkpoint in a
+        worker thread every CHECKPOINT_EVERY commits."""
         self._commits += 1
         if self._commits >= CHECKPOINT_EVERY and self._checkpointing is None:
             self._commits = 0
@@ -254,7 +260,7 @@ class SqliteFastPath:
     def _checkpoint_now(self) -> None:
         conn = self._checkpointer
         if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA busy_timeout=1000")
             self._checkpointer = conn
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import Result, make_url
+from sqlalchemy.engine import Result
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
@@ -60,8 +60,16 @@ def _is_busy(exc: OperationalError) -> bool:
 
 
 class SyncSqlite:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
+    """Transactions on one synchronous connection to the database file at `path`.
+
+    The connection never checkpoints the WAL (a checkpoint copies pages and fsyncs, which must
+    not happen on the loop thread): each commit calls `on_commit`, and the fast path's
+    checkpointer (storage/fastpath.py) checkpoints in a worker thread.
+    """
+
+    def __init__(self, path: str, on_commit: Callable[[], None]) -> None:
+        self.engine = _engine(path)
+        self._on_commit = on_commit
         self._conn: Connection | None = None
 
     def _connection(self) -> Connection:
@@ -82,6 +90,7 @@ class SyncSqlite:
                 conn.exec_driver_sql("ROLLBACK")
             raise
         conn.exec_driver_sql("COMMIT")
+        self._on_commit()
 
     async def _begin(self, conn: Connection) -> None:
         deadline = time.monotonic() + LOCK_WAIT_S
@@ -103,15 +112,9 @@ class SyncSqlite:
         self.engine.dispose()
 
 
-def create(url: str) -> SyncSqlite | None:
-    """For a file SQLite URL with the aiosqlite driver; None otherwise."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite" or not parsed.database:
-        return None
-    if parsed.database == ":memory:" or parsed.database.startswith("file:") or parsed.query:
-        return None
+def _engine(path: str) -> Engine:
     engine = create_engine(
-        f"sqlite:///{parsed.database}",
+        f"sqlite:///{path}",
         poolclass=StaticPool,
         # We emit BEGIN IMMEDIATE / COMMIT / ROLLBACK ourselves.
         isolation_level="AUTOCOMMIT",
@@ -126,6 +129,7 @@ def create(url: str) -> SyncSqlite | None:
         cur.execute("PRAGMA synchronous=NORMAL")
         cur.execute("PRAGMA busy_timeout=0")
         cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute("PRAGMA wal_autocheckpoint=0")
         cur.close()
 
-    return SyncSqlite(engine)
+    return engine
