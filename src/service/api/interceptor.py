@@ -91,25 +91,12 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             try:
                 rid = await self._begin(method, context)
                 return await behavior(request, context)
-            except DomainError as exc:
-                code = exc.code.name
-                await _abort(context, *errors.from_domain(exc), rid)
-            except asyncio.CancelledError:
+            except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"
                 raise
-            except NotImplementedError:
-                # A generated base method nobody overrides (grpc.health.v1 List).
-                code = "UNIMPLEMENTED"
-                await _abort(
-                    context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid
-                )
             except Exception as exc:
-                if _is_abort(exc):
-                    code = "ABORTED_BY_HANDLER"
-                    raise
-                code = "INTERNAL"
-                log.exception("unhandled error", extra={"request_id": rid, "method": method})
-                await _abort(context, *errors.internal(rid), rid)
+                code = _code_of(exc)
+                await _fail(context, exc, method, rid)
             finally:
                 _access(method, rid, code, started)
 
@@ -134,27 +121,40 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     # A handler that writes with context.write() and returns nothing
                     # (grpc.health.v1 Watch): let it run to its end.
                     await cast(Awaitable[Any], stream)
-            except DomainError as exc:
-                code = exc.code.name
-                await _abort(context, *errors.from_domain(exc), rid)
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"
                 raise
-            except NotImplementedError:
-                code = "UNIMPLEMENTED"
-                await _abort(
-                    context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid
-                )
             except Exception as exc:
-                if _is_abort(exc):
-                    raise
-                code = "INTERNAL"
-                log.exception("unhandled error", extra={"request_id": rid, "method": method})
-                await _abort(context, *errors.internal(rid), rid)
+                code = _code_of(exc)
+                await _fail(context, exc, method, rid)
             finally:
                 _access(method, rid, code, started)
 
         return call
+
+
+def _code_of(exc: Exception) -> str:
+    """The status name the access log records for an RPC that raised `exc`."""
+    if isinstance(exc, DomainError):
+        return exc.code.name
+    if isinstance(exc, NotImplementedError):
+        return "UNIMPLEMENTED"
+    return "ABORTED_BY_HANDLER" if _is_abort(exc) else "INTERNAL"
+
+
+async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str, rid: str) -> None:
+    """End the RPC with the status `exc` maps to (the one error mapping of the service).
+    Called from an `except` block, so that the log keeps the traceback."""
+    if _is_abort(exc):
+        raise exc  # the handler already chose its status
+    if isinstance(exc, DomainError):
+        await _abort(context, *errors.from_domain(exc), rid)
+    elif isinstance(exc, NotImplementedError):
+        # A generated base method nobody overrides (grpc.health.v1 List).
+        await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid)
+    else:
+        log.exception("unhandled error", extra={"request_id": rid, "method": method})
+        await _abort(context, *errors.internal(rid), rid)
 
 
 def _is_abort(exc: BaseException) -> bool:
