@@ -183,7 +183,8 @@ class JobsService:
     async def _costs(self, job: Job) -> JobCosts:
         remaining = job.credits_remaining_after
         if remaining is None:
-            remaining = await self.jobs.team_remaining(job.team_id)
+            # A job's team always exists (foreign key).
+            remaining = await self.jobs.team_remaining(job.team_id) or 0
         return JobCosts.of(
             job.billed_calls, credit_applied=job.credit_applied, credits_remaining=remaining
         )
@@ -197,11 +198,12 @@ class JobsService:
             raise InvalidArgument(
                 "status must be one of " + ", ".join(v.JOB_STATUSES), field="status"
             )
-        if await self.teams.get(team_id) is None:
+        # One read answers both "does the team exist" and its credits_remaining.
+        remaining = await self.jobs.team_remaining(team_id)
+        if remaining is None:
             raise team_not_found(team_id)
         limit, offset = v.page(limit, offset, default_limit=100)
         total, jobs = await self.jobs.list_for_team(team_id, status or None, limit, offset)
-        remaining = await self.jobs.team_remaining(team_id)
         return total, [
             (
                 j,

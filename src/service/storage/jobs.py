@@ -413,7 +413,8 @@ class JobRepository:
                     by_job[r._mapping["job_id"]].append(call_of(r))
         return int(total), [_job(r, by_job[r._mapping["job_id"]]) for r in rows]
 
-    async def team_remaining(self, team_id: str) -> int:
+    async def team_remaining(self, team_id: str) -> int | None:
+        """The team's credits_remaining, or None when there is no such team."""
         async with self.db.tx() as conn:
             row = (
                 await conn.execute(
@@ -422,7 +423,7 @@ class JobRepository:
                     ).where(teams.c.team_id == team_id)
                 )
             ).first()
-        return 0 if row is None else int(row[0])
+        return None if row is None else int(row[0])
 
 
 def _job_from_values(values: dict[str, Any]) -> Job:
