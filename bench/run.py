@@ -465,7 +465,7 @@ def _check_call(obj: Any) -> None:
 class GatewayOps:
     """The requests of the gateway scenarios, as load generator ops."""
 
-    def __init__(self, gw: Gateway, session: aiohttp.ClientSession, stub: Any) -> None:
+    def __init__(self, gw: Gateway, session: loadgen.Session, stub: Any) -> None:
         from google.protobuf import struct_pb2
 
         from saas_llm.v1 import common_pb2

@@ -120,13 +120,17 @@ async def test_keep_alive_connection_reused(
     assert len(peers) == 1, "each call opened a new connection"
 
 
-async def test_aclose_closes_sessions(upstream: FakeUpstream) -> None:
+async def test_aclose_closes_pooled_connections(upstream: FakeUpstream) -> None:
     provider = OpenAICompatProvider()
     await provider.complete(spec(upstream), request(), 5.0)
-    sessions = [session for session, _ in provider._endpoints.values()]
+    pooled = next(iter(provider._endpoints.values()))._idle
+    assert len(pooled) == 1
+    conn = pooled[0]
     await provider.aclose()
-    assert sessions
-    assert all(session.closed for session in sessions)
+    assert conn.transport is not None and conn.transport.is_closing()
+    # Still usable afterwards, on a new connection.
+    await provider.complete(spec(upstream), request(), 5.0)
+    assert len({r.peer for r in upstream.requests}) == 2
 
 
 # -- errors --------------------------------------------------------------------

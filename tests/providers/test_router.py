@@ -55,14 +55,14 @@ async def test_dispatches_calls(router: ProviderRouter, upstream: FakeUpstream) 
     assert chunks[-1].finish_reason == "stop"
 
 
-async def test_aclose_closes_fast_path_sessions(upstream: FakeUpstream) -> None:
+async def test_aclose_closes_fast_path_connections(upstream: FakeUpstream) -> None:
     router = ProviderRouter()
     model = ModelSpec("gpt-fake", 0, {"api_base": upstream.base_url})
     await router.complete(model, REQUEST, 5.0)
-    sessions = [s for s, _ in router.openai._endpoints.values()]
+    conns = [c for e in router.openai._endpoints.values() for c in e._idle]
     await router.aclose()
-    assert sessions
-    assert all(s.closed for s in sessions)
+    assert conns
+    assert all(c.transport is not None and c.transport.is_closing() for c in conns)
 
 
 async def test_demo_mode_simulates_models_without_credentials(

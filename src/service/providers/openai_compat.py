@@ -1,30 +1,28 @@
 """The fast path: OpenAI and OpenAI-compatible servers (vLLM, Ollama's /v1,
-LM Studio, llama.cpp server, ...) over one pooled aiohttp session per
-api_base.
+LM Studio, llama.cpp server, ...) over pooled keep-alive connections
+(`providers/http1.py`, one endpoint per api_base).
 
 This module sits on the hot path of every LLM call, so it stays lean: no
 LiteLLM, no per-call imports, one `orjson.dumps` per request and one
 `orjson.loads` per SSE line, keep-alive connections reused across calls.
 
 Timeouts (`timeout` is the seconds left for this attempt):
-- `complete`: the whole request, connect to last byte (aiohttp `total`).
+- `complete`: the whole request, connect to last byte.
 - `stream`: the time to first byte (connect, response headers and the first
-  SSE line) is bounded by `timeout`; after that every read must see data within
-  `timeout` (aiohttp `sock_read`, i.e. the longest allowed silence between
-  chunks). A long but live stream is therefore not cut by the attempt timeout;
-  the request deadline bounds it instead (the gRPC layer cancels the consumer,
-  which closes the upstream connection).
+  SSE line) is bounded by `timeout`; after that every wait for data is
+  bounded by `timeout` (the longest allowed silence between chunks). A long
+  but live stream is therefore not cut by the attempt timeout; the request
+  deadline bounds it instead (the gRPC layer cancels the consumer, which
+  closes the upstream connection).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncGenerator, Mapping
-from typing import Any
+from typing import Any, NoReturn
 
-import aiohttp
 import orjson
-from aiohttp.http_exceptions import HttpProcessingError
 
 from service.providers._common import (
     clean_message,
@@ -43,15 +41,21 @@ from service.providers.base import (
     ProviderError,
     StreamChunk,
 )
+from service.providers.http1 import (
+    ConnectError,
+    Connection,
+    ConnectionLost,
+    Endpoint,
+    Http1Client,
+    InvalidResponse,
+    header_value_ok,
+)
 
 DEFAULT_API_BASE = "https://api.openai.com/v1"
 OPENAI_PREFIX = "openai/"
 # Used only when the model targets api.openai.com and has no `api_key`: never
 # sent to a third-party api_base.
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
-# aiohttp lets a line grow to 2x read_bufsize; 512 KiB keeps a large
-# tool-call delta on one SSE line readable.
-_READ_BUFSIZE = 256 * 1024
 _STREAM_OPTIONS = {"include_usage": True}
 
 
@@ -94,38 +98,34 @@ class OpenAICompatProvider:
         self,
         *,
         default_api_base: str = DEFAULT_API_BASE,
-        max_connections: int = 1000,
         keepalive_timeout: float = 30.0,
+        client: Http1Client | None = None,
     ) -> None:
         self._default_api_base = default_api_base
-        self._max_connections = max_connections
-        self._keepalive_timeout = keepalive_timeout
-        # api_base -> (session, chat-completions URL). Sessions are created
-        # lazily because aiohttp needs the running loop.
-        self._endpoints: dict[str, tuple[aiohttp.ClientSession, str]] = {}
+        self._client = client or Http1Client(
+            headers={"Content-Type": "application/json", "Accept": "application/json"},
+            keepalive_timeout=keepalive_timeout,
+        )
+        # api_base -> its chat-completions endpoint.
+        self._endpoints: dict[str, Endpoint] = {}
 
-    def _endpoint(self, api_base: str) -> tuple[aiohttp.ClientSession, str]:
+    def _endpoint(self, api_base: str) -> Endpoint:
         endpoint = self._endpoints.get(api_base)
-        if endpoint is None or endpoint[0].closed:
-            connector = aiohttp.TCPConnector(
-                limit=self._max_connections,
-                limit_per_host=0,
-                keepalive_timeout=self._keepalive_timeout,
-                ttl_dns_cache=300,
-            )
-            session = aiohttp.ClientSession(
-                connector=connector,
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-                read_bufsize=_READ_BUFSIZE,
-                raise_for_status=False,
-            )
-            endpoint = (session, api_base.rstrip("/") + "/chat/completions")
+        if endpoint is None:
+            try:
+                endpoint = self._client.endpoint(api_base.rstrip("/") + "/chat/completions")
+            except ValueError as exc:
+                # The operator's configuration, not the tenant's request: the next model of the
+                # group may work.
+                raise ProviderError(
+                    "The model's api_base is not a valid http(s) URL", retryable=True
+                ) from exc
             self._endpoints[api_base] = endpoint
         return endpoint
 
     def _prepare(
         self, model: ModelSpec, request: ChatRequest, stream: bool
-    ) -> tuple[aiohttp.ClientSession, str, bytes, dict[str, str] | None, str | None]:
+    ) -> tuple[Endpoint, bytes, bytes, str | None]:
         config = model.config
         api_base = config.get("api_base") or self._default_api_base
         key = resolve_api_key(config, OPENAI_KEY_ENV if api_base == DEFAULT_API_BASE else None)
@@ -140,9 +140,16 @@ class OpenAICompatProvider:
             body["stream_options"] = _STREAM_OPTIONS
         else:
             body.pop("stream", None)
-        headers = {"Authorization": "Bearer " + key} if key else None
-        session, url = self._endpoint(str(api_base))
-        return session, url, orjson.dumps(body), headers, key
+        if key:
+            if not header_value_ok(key):
+                raise ProviderError(
+                    "The model's API key has characters not allowed in an HTTP header",
+                    retryable=True,
+                )
+            auth = b"Authorization: Bearer %s\r\n" % key.encode()
+        else:
+            auth = b""
+        return self._endpoint(str(api_base)), orjson.dumps(body), auth, key
 
     async def complete(
         self,
@@ -152,19 +159,18 @@ class OpenAICompatProvider:
     ) -> ChatResult:
         if timeout <= 0:
             raise timeout_error()
-        session, url, body, headers, key = self._prepare(model, request, stream=False)
+        endpoint, body, auth, key = self._prepare(model, request, stream=False)
+        conn: Connection | None = None
         try:
-            async with session.post(
-                url, data=body, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as resp:
-                status = resp.status
-                raw = await resp.read()
-        except TimeoutError as exc:  # also aiohttp's ServerTimeoutError
-            raise timeout_error() from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise connection_error() from exc
-        except aiohttp.ClientError as exc:
-            raise _lost_error() from exc
+            async with asyncio.timeout(timeout):
+                conn = await endpoint.post(body, auth)
+                status = await conn.read_head()
+                raw = await conn.read_body()
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            _raise_transport_error(exc)
+        conn.release()
         if status >= 300:
             raise http_error(status, _upstream_message(raw), key)
         return _parse_completion(raw, request)
@@ -185,40 +191,31 @@ class OpenAICompatProvider:
         """
         if timeout <= 0:
             raise timeout_error()
-        session, url, body, headers, key = self._prepare(model, request, stream=True)
-        resp: aiohttp.ClientResponse | None = None
+        endpoint, body, auth, key = self._prepare(model, request, stream=True)
+        conn: Connection | None = None
         try:
             try:
                 async with asyncio.timeout(timeout):
-                    resp = await session.post(
-                        url,
-                        data=body,
-                        headers=headers,
-                        timeout=aiohttp.ClientTimeout(
-                            total=None, sock_connect=timeout, sock_read=timeout
-                        ),
-                    )
-                    if resp.status >= 300:
-                        raw = await resp.read()
-                        raise http_error(resp.status, _upstream_message(raw), key)
-                    content = resp.content
-                    line = await content.readline()
-            except TimeoutError as exc:
-                raise timeout_error() from exc
-            except aiohttp.ClientConnectorError as exc:
-                raise connection_error() from exc
-            except aiohttp.ClientError as exc:
-                raise _lost_error() from exc
+                    conn = await endpoint.post(body, auth)
+                    status = await conn.read_head()
+                    if status >= 300:
+                        raw = await conn.read_body()
+                        raise http_error(status, _upstream_message(raw), key)
+                    lines = await conn.next_lines()
+            except BaseException as exc:
+                _raise_transport_error(exc)
 
             finish_reason: str | None = None
             usage = None
             out_chars = 0
             done = False
             try:
-                while line:
-                    # SSE: only `data:` lines matter; blank separators,
-                    # `: keep-alive` comments and `event:` lines are skipped.
-                    if line.startswith(b"data:"):
+                while lines:
+                    for line in lines:
+                        # SSE: only `data:` lines matter; blank separators,
+                        # `: keep-alive` comments and `event:` lines are skipped.
+                        if not line.startswith(b"data:"):
+                            continue
                         payload = line[5:].strip()
                         if payload == b"[DONE]":
                             done = True
@@ -248,41 +245,56 @@ class OpenAICompatProvider:
                         raw_usage = obj.get("usage")
                         if raw_usage:
                             usage = parse_usage(raw_usage)
-                    line = await content.readline()
-            except TimeoutError as exc:
-                raise timeout_error() from exc
-            except aiohttp.ClientError as exc:
-                raise _lost_error() from exc
-            except (
-                orjson.JSONDecodeError,
-                AttributeError,
-                TypeError,
-                ValueError,
-                HttpProcessingError,  # e.g. an SSE line over the buffer limit
-            ) as exc:
+                    if done:
+                        break
+                    async with asyncio.timeout(timeout):
+                        lines = await conn.next_lines()
+            except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
                 raise _invalid_error() from exc
+            except BaseException as exc:
+                _raise_transport_error(exc)
 
             if not done and finish_reason is None:
                 raise ProviderError("Provider closed the stream early", retryable=True)
-            # Give the connection back before the last yield: a consumer that
-            # stops after the final chunk never resumes this generator.
-            resp.release()
-            resp = None
+            # Give the connection back before the last yield (a consumer that stops after the
+            # final chunk never resumes this generator): reusable only if the body has ended.
+            if done and not conn.complete:
+                # `[DONE]` came before the body's end (the terminating chunk is usually in the
+                # same packet): wait briefly for it rather than drop a good connection.
+                try:
+                    async with asyncio.timeout(min(timeout, 1.0)):
+                        await conn.read_body()
+                except (TimeoutError, ConnectionLost, InvalidResponse):
+                    pass
+            conn.release()
+            conn = None
             yield StreamChunk(
                 finish_reason=finish_reason or "stop",
                 usage=usage or estimate_usage(request.messages, out_chars),
             )
         finally:
-            if resp is not None:
+            if conn is not None:
                 # Early exit, error or cancellation: drop the connection so the
                 # upstream sees the disconnect and stops generating.
-                resp.close()
+                conn.close()
 
     async def aclose(self) -> None:
-        endpoints = list(self._endpoints.values())
         self._endpoints.clear()
-        for session, _url in endpoints:
-            await session.close()
+        self._client.close()
+
+
+def _raise_transport_error(exc: BaseException) -> NoReturn:
+    """Raise the ProviderError for a failure of the HTTP exchange; anything else (cancellation,
+    a ProviderError already) is raised again unchanged."""
+    if isinstance(exc, TimeoutError):
+        raise timeout_error() from exc
+    if isinstance(exc, ConnectError):
+        raise connection_error() from exc
+    if isinstance(exc, ConnectionLost):
+        raise _lost_error() from exc
+    if isinstance(exc, InvalidResponse):
+        raise _invalid_error() from exc
+    raise exc
 
 
 def _stream_error(err: Any, key: str | None) -> ProviderError:
