@@ -150,3 +150,67 @@ async def test_read_cache_shares_misses_and_obeys_writes() -> None:
 
     assert await cache.get("absent", missing) is None
     assert await cache.get("absent", load) == "v4"  # "not found" is never cached
+
+
+async def test_sqlite_group_commit_shares_transactions_and_isolates_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    c = await start_client(await fresh_database("sqlite", tmp_path))
+    try:
+        fast = c.app.db.fast
+        assert isinstance(fast, fastpath.SqliteFastPath)
+        job_id, team_id = await _open_job(c)
+        batches: list[int] = []
+        real = fastpath._write_calls
+
+        def counting(batch: list[Any]) -> Any:
+            batches.append(len(batch))
+            return real(batch)
+
+        monkeypatch.setattr(fastpath, "_write_calls", counting)
+        # 50 calls finishing in the same event-loop turn: far fewer than 50 transactions.
+        records = await asyncio.gather(
+            *(c.app.jobs_repo.record_call(_call(job_id, team_id)) for _ in range(50))
+        )
+        assert sum(batches) == 50 and len(batches) <= 5, batches
+        job = await c.app.jobs_repo.get(job_id)
+        assert job is not None
+        assert {x.call_id for x in job.calls} == {r.call_id for r in records}
+        with sqlite3.connect(fast.path) as db:
+            (tokens,) = db.execute(
+                "SELECT total_tokens FROM jobs WHERE job_id = ?", (job_id,)
+            ).fetchone()
+        assert tokens == 50 * 7
+
+        # A record that cannot be stored (its call_id is taken) fails alone; the others of
+        # its batch are committed.
+        batches.clear()
+        taken = records[0].call_id
+        good = [dict(call_id=f"fresh-{i}") for i in range(3)]
+        values = [{**_values(job_id, team_id), **extra} for extra in [*good, {"call_id": taken}]]
+        results = await asyncio.gather(
+            *(fast.record_call(v) for v in values), return_exceptions=True
+        )
+        assert isinstance(results[-1], sqlite3.IntegrityError), results
+        assert results[:-1] == [None, None, None]
+        job = await c.app.jobs_repo.get(job_id)
+        assert job is not None
+        assert {f"fresh-{i}" for i in range(3)} <= {x.call_id for x in job.calls}
+        assert len(job.calls) == 53
+    finally:
+        await stop_client(c)
+
+
+def _values(job_id: str, team_id: str) -> dict[str, Any]:
+    from datetime import UTC, datetime
+
+    call = _call(job_id, team_id)
+    return {
+        "call_id": "",
+        **{
+            k: getattr(call, k)
+            for k in fastpath._CALL_COLUMNS
+            if k not in ("call_id", "created_at")
+        },
+        "created_at": datetime.now(UTC).replace(tzinfo=None),
+    }
