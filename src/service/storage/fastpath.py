@@ -147,37 +147,6 @@ assert OPEN_STATUSES == ("pending", "in_progress")
 assert _SQLITE_INSERT_CALL.count("?") == len(_CALL_COLUMNS)
 
 
-# (llm_calls row, job update, the caller's future) of one record_call waiting for its commit.
-_PendingCall = tuple[list[Any], tuple[Any, ...], "asyncio.Future[None]"]
-
-
-def _write_calls(batch: list[_PendingCall]) -> Callable[[sqlite3.Connection], None]:
-    def write(conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            if len(batch) == 1:
-                conn.execute(_SQLITE_INSERT_CALL, batch[0][0])
-                conn.execute(_SQLITE_TOUCH_JOB, batch[0][1])
-            else:
-                conn.executemany(_SQLITE_INSERT_CALL, [item[0] for item in batch])
-                conn.executemany(_SQLITE_TOUCH_JOB, [item[1] for item in batch])
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
-
-    return write
-
-
-def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
-    if done.done():  # its caller was cancelled (record_call is shielded, so rarely)
-        return
-    if exc is None:
-        done.set_result(None)
-    else:
-        done.set_exception(exc)
-
-
 class SqliteFastPath:
     def __init__(self, path: str, write_lock: asyncio.Lock) -> None:
         self.path = path
@@ -188,9 +157,6 @@ class SqliteFastPath:
         self._commits = 0
         self._checkpointer: sqlite3.Connection | None = None
         self._checkpointing: asyncio.Future[None] | None = None
-        # Call records waiting for the next group commit, and the commits in flight.
-        self._pending: list[_PendingCall] = []
-        self._committing: set[asyncio.Future[None]] = set()
 
     def _connection(self) -> sqlite3.Connection:
         conn = self._conn
@@ -236,66 +202,33 @@ class SqliteFastPath:
         return await self._run(read)
 
     async def record_call(self, values: dict[str, Any]) -> None:
-        """Queue the record for the next group commit and wait until it is committed.
-
-        Calls that finish in the same event-loop turn (under load, many do: their upstream
-        answers arrive in one poll) share one transaction: one BEGIN/COMMIT and one
-        executemany per statement instead of one transaction each. Nothing is acknowledged
-        before its COMMIT, so durability is that of a transaction per call."""
         created = _sqlite_ts(values["created_at"])
         params = [values[c] for c in _CALL_COLUMNS]
         params[_ATTEMPTS] = orjson.dumps(values["attempts"]).decode()
         params[_CREATED_AT] = created
         tokens = values["prompt_tokens"] + values["completion_tokens"]
         touch = (tokens, values["cost_usd"], created, values["job_id"])
-        done = asyncio.get_running_loop().create_future()
-        self._pending.append((params, touch, done))
-        if len(self._pending) == 1:
-            # Runs after every task that is ready in this turn has had its chance to join.
-            asyncio.get_running_loop().call_soon(self._start_group_commit)
-        await done
 
-    def _start_group_commit(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._group_commit(batch))
-        # Held until done: a task referenced only by the loop may be garbage collected.
-        self._committing.add(task)
-        task.add_done_callback(self._committing.discard)
-
-    async def _group_commit(self, batch: list[_PendingCall]) -> None:
-        try:
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
             try:
-                async with asyncio.timeout(LOCK_WAIT_S):
-                    await self._write_lock.acquire()
-            except TimeoutError as exc:
-                raise _unavailable(exc) from exc
-            try:
-                try:
-                    await self._run(_write_calls(batch))
-                except sqlite3.Error:
-                    if len(batch) == 1:
-                        raise
-                    # One bad record must not fail the others: each on its own.
-                    for item in batch:
-                        try:
-                            await self._run(_write_calls([item]))
-                        except Exception as exc:  # handed to its caller
-                            _settle(item[2], exc)
-                        else:
-                            _settle(item[2], None)
-                        self.note_commit()
-                    return
-            finally:
-                self._write_lock.release()
-            self.note_commit()
-        except BaseException as exc:  # handed to every caller of the batch
-            for _params, _touch, done in batch:
-                _settle(done, exc if isinstance(exc, Exception) else _unavailable(exc))
-            if not isinstance(exc, Exception):
+                conn.execute(_SQLITE_INSERT_CALL, params)
+                conn.execute(_SQLITE_TOUCH_JOB, touch)
+            except BaseException:
+                conn.execute("ROLLBACK")
                 raise
-            return
-        for _params, _touch, done in batch:
-            _settle(done, None)
+            conn.execute("COMMIT")
+
+        try:
+            async with asyncio.timeout(LOCK_WAIT_S):
+                await self._write_lock.acquire()
+        except TimeoutError as exc:
+            raise _unavailable(exc) from exc
+        try:
+            await self._run(write)
+        finally:
+            self._write_lock.release()
+        self.note_commit()
 
     def note_commit(self) -> None:
         """Count a commit of this process (this connection's or storage/sqlite_sync.py's, whose
@@ -333,10 +266,6 @@ class SqliteFastPath:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     async def close(self) -> None:
-        if self._pending:
-            self._start_group_commit()
-        while self._committing:
-            await asyncio.gather(*self._committing, return_exceptions=True)
         if self._checkpointing is not None:
             with contextlib.suppress(Exception):
                 await self._checkpointing
