@@ -22,6 +22,7 @@ from service.providers.http1 import (
     ConnectionLost,
     Http1Client,
     InvalidResponse,
+    ResponseTimeout,
 )
 from service.providers.openai_compat import OpenAICompatProvider
 
@@ -205,6 +206,25 @@ async def test_body_size_limit(
     server = await serve(lambda n: ok(b"x" * 5000))
     with pytest.raises(InvalidResponse, match="too large"):
         await fetch(Http1Client(), server.url)
+
+
+async def test_deadline_bounds_the_wait_for_the_answer(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    # Headers, then silence: both waits are bounded by the deadline passed in.
+    server = await serve(
+        lambda n: b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc" if n > 1 else b""
+    )
+    client = Http1Client()
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        started = loop.time()
+        conn = await client.endpoint(server.url).post(b"{}", deadline=started + 0.2)
+        with pytest.raises(ResponseTimeout):
+            await conn.read_head(started + 0.2)
+            await conn.read_body(started + 0.2)
+        assert 0.19 < loop.time() - started < 1.0
+        conn.close()
 
 
 async def test_refused_is_connect_error() -> None:

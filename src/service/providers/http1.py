@@ -66,6 +66,10 @@ class InvalidResponse(HttpClientError):
     """The server's answer is not valid HTTP, or exceeds a limit."""
 
 
+class ResponseTimeout(HttpClientError, TimeoutError):
+    """The deadline passed while waiting for (more of) the response."""
+
+
 class Connection(asyncio.Protocol):
     """One TCP (or TLS) connection and the response currently being read on it."""
 
@@ -160,33 +164,43 @@ class Connection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    async def _wait(self) -> None:
+    async def _wait(self, deadline: float | None) -> None:
+        """Until the parser has news (or the connection failed), at most until `deadline` (the
+        loop's clock). A plain timer on the loop, armed only when we actually wait: cheaper
+        than an asyncio.timeout() context per request or per streamed chunk."""
         if self._error is not None:
             raise self._error
-        waiter = self._waiter = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(deadline, self._time_out) if deadline is not None else None
         try:
             await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
         if self._error is not None:
             raise self._error
 
-    async def read_head(self) -> int:
+    def _time_out(self) -> None:
+        self._fail(ResponseTimeout("no response in time"))
+
+    async def read_head(self, deadline: float | None = None) -> int:
         """Wait for the response's status line and headers; return the status code."""
         while not self.headers_done:
-            await self._wait()
+            await self._wait(deadline)
         return self.status
 
-    async def read_body(self) -> bytes:
+    async def read_body(self, deadline: float | None = None) -> bytes:
         """The whole (rest of the) body."""
         while not self.complete:
-            await self._wait()
+            await self._wait(deadline)
         body = bytes(self._body[self._pos :]) if self._pos else bytes(self._body)
         self._body = bytearray()
         self._pos = 0
         return body
 
-    async def next_lines(self) -> list[bytes]:
+    async def next_lines(self, deadline: float | None = None) -> list[bytes]:
         """Every complete line received and not yet returned (line ends stripped), waiting for at
         least one; [] once the body has ended (a last unterminated line comes before that)."""
         while True:
@@ -210,7 +224,7 @@ class Connection(asyncio.Protocol):
                 return [rest.rstrip(b"\r")] if rest else []
             if len(body) - self._pos > MAX_LINE_BYTES:
                 raise InvalidResponse("response line too long")
-            await self._wait()
+            await self._wait(deadline)
 
     # lifecycle ----------------------------------------------------------------------------
 
@@ -271,12 +285,19 @@ class Endpoint:
         """The whole request: head, `extra_headers` (complete `Name: value\\r\\n` lines), body."""
         return b"%s%bContent-Length: %d\r\n\r\n%b" % (self._head, extra_headers, len(body), body)
 
-    async def post(self, body: bytes, extra_headers: bytes = b"") -> Connection:
-        """Send one request on a pooled or new connection and return it (headers not read yet).
-        The caller reads the response, then calls `release()`, or `close()` on any failure."""
+    async def post(
+        self, body: bytes, extra_headers: bytes = b"", deadline: float | None = None
+    ) -> Connection:
+        """Send one request on a pooled or new connection and return it (headers not read yet);
+        connecting is bounded by `deadline` (the loop's clock). The caller reads the response,
+        then calls `release()`, or `close()` on any failure."""
         conn = self._checkout()
         if conn is None:
-            conn = await self._connect()
+            if deadline is None:
+                conn = await self._connect()
+            else:
+                async with asyncio.timeout_at(deadline):
+                    conn = await self._connect()
         conn.send(self.request_bytes(body, extra_headers))
         return conn
 

@@ -19,6 +19,7 @@ Timeouts (`timeout` is the seconds left for this attempt):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, NoReturn
 
@@ -160,12 +161,12 @@ class OpenAICompatProvider:
         if timeout <= 0:
             raise timeout_error()
         endpoint, body, auth, key = self._prepare(model, request, stream=False)
+        deadline = asyncio.get_running_loop().time() + timeout
         conn: Connection | None = None
         try:
-            async with asyncio.timeout(timeout):
-                conn = await endpoint.post(body, auth)
-                status = await conn.read_head()
-                raw = await conn.read_body()
+            conn = await endpoint.post(body, auth, deadline)
+            status = await conn.read_head(deadline)
+            raw = await conn.read_body(deadline)
         except BaseException as exc:
             if conn is not None:
                 conn.close()
@@ -192,16 +193,17 @@ class OpenAICompatProvider:
         if timeout <= 0:
             raise timeout_error()
         endpoint, body, auth, key = self._prepare(model, request, stream=True)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         conn: Connection | None = None
         try:
             try:
-                async with asyncio.timeout(timeout):
-                    conn = await endpoint.post(body, auth)
-                    status = await conn.read_head()
-                    if status >= 300:
-                        raw = await conn.read_body()
-                        raise http_error(status, _upstream_message(raw), key)
-                    lines = await conn.next_lines()
+                conn = await endpoint.post(body, auth, deadline)
+                status = await conn.read_head(deadline)
+                if status >= 300:
+                    raw = await conn.read_body(deadline)
+                    raise http_error(status, _upstream_message(raw), key)
+                lines = await conn.next_lines(deadline)
             except BaseException as exc:
                 _raise_transport_error(exc)
 
@@ -247,8 +249,7 @@ class OpenAICompatProvider:
                             usage = parse_usage(raw_usage)
                     if done:
                         break
-                    async with asyncio.timeout(timeout):
-                        lines = await conn.next_lines()
+                    lines = await conn.next_lines(loop.time() + timeout)
             except (orjson.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
                 raise _invalid_error() from exc
             except BaseException as exc:
@@ -261,11 +262,8 @@ class OpenAICompatProvider:
             if done and not conn.complete:
                 # `[DONE]` came before the body's end (the terminating chunk is usually in the
                 # same packet): wait briefly for it rather than drop a good connection.
-                try:
-                    async with asyncio.timeout(min(timeout, 1.0)):
-                        await conn.read_body()
-                except (TimeoutError, ConnectionLost, InvalidResponse):
-                    pass
+                with contextlib.suppress(TimeoutError, ConnectionLost, InvalidResponse):
+                    await conn.read_body(loop.time() + min(timeout, 1.0))
             conn.release()
             conn = None
             yield StreamChunk(
