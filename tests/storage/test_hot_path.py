@@ -150,3 +150,18 @@ async def test_read_cache_shares_misses_and_obeys_writes() -> None:
 
     assert await cache.get("absent", missing) is None
     assert await cache.get("absent", load) == "v4"  # "not found" is never cached
+
+
+def test_sqlite_timestamps_are_stored_as_sqlalchemy_stores_them() -> None:
+    from datetime import UTC, datetime
+
+    from sqlalchemy.dialects import sqlite
+
+    to_text = sqlite.DATETIME().bind_processor(sqlite.dialect())
+    assert to_text is not None
+    for value in (
+        datetime(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC),
+        datetime(2026, 11, 25, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1999, 12, 31, 0, 0, 0, 7, tzinfo=UTC),
+    ):
+        assert fastpath._sqlite_ts(value) == to_text(value.replace(tzinfo=None))

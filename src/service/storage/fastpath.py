@@ -113,11 +113,9 @@ def create(url: str, *, sqlite_lock: asyncio.Lock, pool_size: int) -> FastPath |
 
 
 def _sqlite_ts(value: datetime) -> str:
-    """SQLAlchemy's SQLite DATETIME storage format (naive UTC text)."""
-    return (
-        f"{value.year:04d}-{value.month:02d}-{value.day:02d} "
-        f"{value.hour:02d}:{value.minute:02d}:{value.second:02d}.{value.microsecond:06d}"
-    )
+    """SQLAlchemy's SQLite DATETIME storage format (naive UTC text, always 6 fraction digits):
+    "2026-11-25 10:41:08.000123"."""
+    return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
