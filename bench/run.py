@@ -42,6 +42,8 @@ RESULTS = ROOT / "bench" / "results"
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
 MESSAGES = [{"role": "user", "content": "Say hello in five words."}]
 STREAM_CHUNKS = 20
+# Back-to-back gateway/proxy rounds for the throughput ratio (the target takes their median).
+PAIRED_ROUNDS = 5
 POSTGRES = ("127.0.0.1", 5432)
 
 
@@ -902,7 +904,7 @@ async def amain(args: argparse.Namespace) -> int:
                 )
                 say("headline pair, back to back: gateway llm-call (REST) vs LiteLLM, c=32")
                 meta["pairs"] = await paired_rounds(
-                    gw, proxy_url, proxy_targets, upstream.pid, rounds=1 if args.quick else 3
+                    gw, proxy_url, proxy_targets, upstream.pid, rounds=1 if args.quick else PAIRED_ROUNDS
                 )
             proxy.stop()
         gw.stop()
