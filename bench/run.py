@@ -904,7 +904,11 @@ async def amain(args: argparse.Namespace) -> int:
                 )
                 say("headline pair, back to back: gateway llm-call (REST) vs LiteLLM, c=32")
                 meta["pairs"] = await paired_rounds(
-                    gw, proxy_url, proxy_targets, upstream.pid, rounds=1 if args.quick else PAIRED_ROUNDS
+                    gw,
+                    proxy_url,
+                    proxy_targets,
+                    upstream.pid,
+                    rounds=1 if args.quick else PAIRED_ROUNDS,
                 )
             proxy.stop()
         gw.stop()

@@ -144,6 +144,17 @@ async def test_chunked_body(serve: Callable[..., Awaitable[RawServer]]) -> None:
     assert server.connections == 1
 
 
+async def test_interim_answers_are_skipped(serve: Callable[..., Awaitable[RawServer]]) -> None:
+    # A CDN's 103 Early Hints (or a 100 Continue) before the real answer.
+    server = await serve(
+        lambda n: b"HTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n" + ok(b"real")
+    )
+    client = Http1Client()
+    assert await fetch(client, server.url) == (200, b"real")
+    assert await fetch(client, server.url) == (200, b"real")
+    assert server.connections == 1
+
+
 async def test_body_ended_by_connection_close(serve: Callable[..., Awaitable[RawServer]]) -> None:
     server = await serve(lambda n: b"HTTP/1.1 200 OK\r\n\r\nuntil the end", close_after=True)
     client = Http1Client()
@@ -361,3 +372,36 @@ def test_streaming_with_backpressure_on_uvloop(monkeypatch: pytest.MonkeyPatch) 
             await test_streamed_lines_and_backpressure(start, monkeypatch)
 
     uvloop.run(main())
+
+
+async def test_stream_done_before_the_body_end_keeps_the_connection_only_if_the_end_follows(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    # `[DONE]` in one chunk, the chunked body's terminator 5 ms later: the connection is pooled.
+    # A server that never ends the body costs a new connection, and the final chunk waits at
+    # most BODY_END_WAIT_S for it.
+    head = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    events = (
+        b'data: {"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}\n\n'
+        b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+        b"data: [DONE]\n\n"
+    )
+    body = b"%x\r\n%b\r\n" % (len(events), events)
+    ends = {1: True, 2: True, 3: False}
+    server = await serve(lambda n: [head + body, b"0\r\n\r\n"] if ends[n] else [head + body])
+    model = ModelSpec("m", 0, {"api_base": server.url.removesuffix("/chat/completions")})
+    provider = OpenAICompatProvider()
+    request = ChatRequest(messages=[{"role": "user", "content": "hi"}], params={})
+    loop = asyncio.get_running_loop()
+    for _ in range(2):
+        chunks = [c async for c in provider.stream(model, request, 5.0)]
+        assert [c.content for c in chunks] == ["hi", ""]
+    assert server.connections == 1
+    started = loop.time()
+    chunks = [c async for c in provider.stream(model, request, 5.0)]
+    assert chunks[-1].finish_reason == "stop"
+    assert loop.time() - started < 1.0
+    assert not next(iter(provider._endpoints.values()))._idle  # dropped, not pooled
+    await provider.aclose()

@@ -88,6 +88,7 @@ class Connection(asyncio.Protocol):
         self.complete = False
         self.keep_alive = False
         self._framed = False  # Content-Length or chunked: the end is not the connection's end
+        self._interim = False  # parsing a 1xx answer
         self._body = bytearray()
         self._pos = 0  # start of the unread part of _body
         self._paused = False
@@ -130,7 +131,13 @@ class Connection(asyncio.Protocol):
             self._framed = True
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:
+            # An interim answer (103 Early Hints from a CDN, 100 Continue): the real one follows
+            # on the same connection.
+            self._interim = True
+            return
+        self.status = status
         self.headers_done = True
         self._wake()
 
@@ -148,6 +155,10 @@ class Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            self._framed = False
+            return
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
         self._wake()
@@ -209,7 +220,10 @@ class Connection(asyncio.Protocol):
             if end >= 0:
                 lines = bytes(body[self._pos : end]).split(b"\n")
                 self._pos = end + 1
-                if self._pos > 65536 and self._pos * 2 > len(body):
+                if self._pos == len(body):  # all read: the usual case
+                    body.clear()
+                    self._pos = 0
+                elif self._pos > 65536:
                     del body[: self._pos]
                     self._pos = 0
                 if self._paused and len(body) - self._pos <= MAX_LINE_BYTES // 2:

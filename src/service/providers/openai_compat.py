@@ -58,6 +58,9 @@ OPENAI_PREFIX = "openai/"
 # sent to a third-party api_base.
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 _STREAM_OPTIONS = {"include_usage": True}
+# After `[DONE]`, how long a stream waits for the end of the HTTP body before it drops the
+# connection instead of pooling it (the final event waits for this).
+BODY_END_WAIT_S = 0.05
 
 
 def _lost_error() -> ProviderError:
@@ -260,10 +263,10 @@ class OpenAICompatProvider:
             # Give the connection back before the last yield (a consumer that stops after the
             # final chunk never resumes this generator): reusable only if the body has ended.
             if done and not conn.complete:
-                # `[DONE]` came before the body's end (the terminating chunk is usually in the
-                # same packet): wait briefly for it rather than drop a good connection.
+                # `[DONE]` came before the body's end (the terminating chunk is usually right
+                # behind it): wait a moment for it rather than drop a good connection.
                 with contextlib.suppress(TimeoutError, ConnectionLost, InvalidResponse):
-                    await conn.read_body(loop.time() + min(timeout, 1.0))
+                    await conn.read_body(loop.time() + min(timeout, BODY_END_WAIT_S))
             conn.release()
             conn = None
             yield StreamChunk(
