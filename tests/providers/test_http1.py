@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 import trustme
@@ -238,6 +240,37 @@ async def test_deadline_bounds_the_wait_for_the_answer(
         conn.close()
 
 
+async def test_host_names_are_resolved_once_for_a_burst_of_connections(
+    serve: Callable[..., Awaitable[RawServer]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = await serve(lambda n: [b"", ok()])  # answers 5 ms late: connections overlap
+    loop = asyncio.get_running_loop()
+    lookups: list[str] = []
+    real = loop.getaddrinfo
+
+    async def counting(host: str, *args: Any, **kwargs: Any) -> Any:
+        lookups.append(host)
+        return await real("127.0.0.1", *args, **kwargs)  # "localhost" may also mean ::1
+
+    monkeypatch.setattr(loop, "getaddrinfo", counting)
+    client = Http1Client()
+    url = f"http://localhost:{server.port}/v1/chat/completions"
+    results = await asyncio.gather(*(fetch(client, url) for _ in range(8)))
+    assert all(status == 200 for status, _ in results)
+    assert server.connections == 8
+    assert lookups == ["localhost"]
+    # An IP address is never looked up.
+    await fetch(client, server.url)
+    assert lookups == ["localhost"]
+
+    async def failing(host: str, *args: Any, **kwargs: Any) -> Any:
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(loop, "getaddrinfo", failing)
+    with pytest.raises(ConnectError, match="cannot resolve"):
+        await fetch(Http1Client(), "http://no-such-host.invalid/v1/chat/completions")
+
+
 async def test_refused_is_connect_error() -> None:
     with pytest.raises(ConnectError):
         await fetch(Http1Client(), "http://127.0.0.1:9/v1/chat/completions")
@@ -343,7 +376,18 @@ async def test_provider_refuses_a_key_that_would_inject_headers(
 
 # uvloop ----------------------------------------------------------------------------------
 
+
+async def test_host_name_with_the_real_resolver(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    # "localhost" may resolve to ::1 first, where nothing listens: the next address is tried.
+    server = await serve(lambda n: ok(b"named"))
+    url = f"http://localhost:{server.port}/v1/chat/completions"
+    assert await fetch(Http1Client(), url) == (200, b"named")
+
+
 UVLOOP_CASES = [
+    test_host_name_with_the_real_resolver,
     test_request_bytes_and_keep_alive_reuse,
     test_chunked_body,
     test_body_ended_by_connection_close,

@@ -10,7 +10,8 @@ What it does, and all it does:
 - one `Endpoint` per URL (scheme, host, port, path), created once, holding the request head;
 - keep-alive connections pooled per endpoint (most recently used first), dropped after
   `keepalive_timeout` idle seconds or when the server closed them; TLS with SNI and certificate
-  checks for https (`ssl.create_default_context()`, which honours SSL_CERT_FILE);
+  checks for https (`ssl.create_default_context()`, which honours SSL_CERT_FILE); host names
+  resolved once per DNS_TTL_S, every address tried in turn;
 - response bodies framed by Content-Length, chunked encoding or the connection's end; we send
   `Accept-Encoding: identity`, so no body is compressed;
 - limits: a whole body at most MAX_BODY_BYTES; while streaming, at most MAX_LINE_BYTES
@@ -28,6 +29,8 @@ also how an upstream learns that a streaming client went away.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import socket
 import ssl
 import time
 from typing import cast
@@ -37,6 +40,8 @@ import httptools
 
 MAX_BODY_BYTES = 64 * 1024 * 1024
 MAX_LINE_BYTES = 1024 * 1024
+# How long a host name's addresses are reused for new connections (aiohttp's default too).
+DNS_TTL_S = 300.0
 USER_AGENT = b"saas-llm-gateway"
 
 
@@ -294,6 +299,15 @@ class Endpoint:
         self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
         self._keepalive = keepalive_timeout
         self._idle: list[Connection] = []
+        # An IP address needs no lookup; a name is resolved once per DNS_TTL_S (see _addresses).
+        try:
+            ipaddress.ip_address(self.host)
+            self._literal = True
+        except ValueError:
+            self._literal = False
+        self._resolved: list[str] = []
+        self._resolved_until = 0.0
+        self._resolving: asyncio.Future[list[str]] | None = None
 
     def request_bytes(self, body: bytes, extra_headers: bytes = b"") -> bytes:
         """The whole request: head, `extra_headers` (complete `Name: value\\r\\n` lines), body."""
@@ -329,17 +343,56 @@ class Endpoint:
 
     async def _connect(self) -> Connection:
         loop = asyncio.get_running_loop()
+        addresses = await self._addresses()
+        error: BaseException | None = None
+        for address in addresses:
+            try:
+                _transport, conn = await loop.create_connection(
+                    lambda: Connection(self),
+                    address,
+                    self.port,
+                    ssl=self._ssl,
+                    server_hostname=self.host if self._ssl is not None else None,
+                )
+            except (OSError, ssl.SSLError) as exc:  # refused, unreachable, certificate
+                error = exc
+                continue
+            return conn
+        # Every address failed: ask the resolver again next time (the host may have moved).
+        self._resolved_until = 0.0
+        raise ConnectError(f"cannot connect to {self.host}:{self.port}: {error}") from error
+
+    async def _addresses(self) -> list[str]:
+        """The host's addresses, resolved once per DNS_TTL_S and shared by concurrent connects:
+        a burst of new connections (a cold pool under load) costs one lookup, not one each in
+        the loop's small resolver thread pool."""
+        if self._literal:
+            return [self.host]
+        if time.monotonic() < self._resolved_until:
+            return self._resolved
+        resolving = self._resolving
+        if resolving is None:
+            resolving = self._resolving = asyncio.ensure_future(self._resolve())
+            resolving.add_done_callback(self._resolve_done)
+        return await asyncio.shield(resolving)
+
+    async def _resolve(self) -> list[str]:
+        loop = asyncio.get_running_loop()
         try:
-            _transport, conn = await loop.create_connection(
-                lambda: Connection(self),
-                self.host,
-                self.port,
-                ssl=self._ssl,
-                server_hostname=self.host if self._ssl is not None else None,
+            infos = await loop.getaddrinfo(
+                self.host, self.port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
             )
-        except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, certificate
-            raise ConnectError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
-        return conn
+        except OSError as exc:  # socket.gaierror: unknown host, resolver down
+            raise ConnectError(f"cannot resolve {self.host}: {exc}") from exc
+        addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+        self._resolved = addresses
+        self._resolved_until = time.monotonic() + DNS_TTL_S
+        return addresses
+
+    def _resolve_done(self, future: asyncio.Future[list[str]]) -> None:
+        self._resolving = None
+        if not future.cancelled():
+            future.exception()  # retrieved: each waiter gets it through the shield
 
     def put_back(self, conn: Connection) -> None:
         conn.idle_since = time.monotonic()
