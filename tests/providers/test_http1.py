@@ -271,6 +271,21 @@ async def test_host_names_are_resolved_once_for_a_burst_of_connections(
         await fetch(Http1Client(), "http://no-such-host.invalid/v1/chat/completions")
 
 
+async def test_a_request_in_flight_when_the_client_closes_is_not_pooled(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await serve(lambda n: ok())
+    client = Http1Client()
+    endpoint = client.endpoint(server.url)
+    conn = await endpoint.post(b"{}")
+    client.close()
+    assert await conn.read_head() == 200
+    await conn.read_body()
+    conn.release()
+    assert endpoint._idle == []
+    assert conn.transport is not None and conn.transport.is_closing()
+
+
 async def test_refused_is_connect_error() -> None:
     with pytest.raises(ConnectError):
         await fetch(Http1Client(), "http://127.0.0.1:9/v1/chat/completions")

@@ -299,6 +299,7 @@ class Endpoint:
         self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
         self._keepalive = keepalive_timeout
         self._idle: list[Connection] = []
+        self._closed = False
         # An IP address needs no lookup; a name is resolved once per DNS_TTL_S (see _addresses).
         try:
             ipaddress.ip_address(self.host)
@@ -395,10 +396,14 @@ class Endpoint:
             future.exception()  # retrieved: each waiter gets it through the shield
 
     def put_back(self, conn: Connection) -> None:
+        if self._closed:  # a request that was in flight when the client closed
+            conn.close()
+            return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
 
     def close(self) -> None:
+        self._closed = True
         idle, self._idle = self._idle, []
         for conn in idle:
             conn.close()
