@@ -17,23 +17,9 @@ docker-compose.yml describes the same cluster with containers.
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Mapping
-from types import FrameType
 
-from service.devrun import (
-    _exit_code,
-    _master_key,
-    _port,
-    _root,
-    _stop,
-    _tcp_open,
-    spawn_children,
-    supervise,
-)
+from service.devrun import _port, envoy_config, migrate, ports_free, prepare, run_children
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
 
@@ -89,17 +75,10 @@ async def ensure_database(url: str) -> bool:
 
 
 def run_cluster() -> int:
-    root = _root()
-    data_dir = root / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-    descriptor = root / "build" / "descriptor.pb"
-    if not descriptor.exists():
-        _say(f"{descriptor} is missing: run `make gen` (or `make run-cluster`, which does it)")
+    prepared = prepare(_say, "run-cluster")
+    if prepared is None:
         return 2
-
-    key, from_file = _master_key(data_dir)
-    env = dict(os.environ)
-    env["MASTER_KEY"] = key
+    root, env, key, from_file = prepared
     env.setdefault("DATABASE_URL", DEFAULT_CLUSTER_DATABASE_URL)
     url = env["DATABASE_URL"]
     if not url.startswith("postgresql"):
@@ -113,14 +92,8 @@ def run_cluster() -> int:
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     env["HTTP_PORT"] = str(http_port)
-    src = str(root / "src")
-    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-
-    for port, what in [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]:
-        if _tcp_open(port):
-            _say(f"port {port} ({what}) is already in use: stop what uses it or set {what}")
-            return 1
+    if not ports_free(_say, [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]):
+        return 1
 
     try:
         if asyncio.run(ensure_database(url)):
@@ -129,45 +102,13 @@ def run_cluster() -> int:
         _say(f"cannot reach PostgreSQL for {url}: {type(exc).__name__}: {exc}")
         return 1
     _say("migrating the database")
-    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=root)
-    if migrated.returncode != 0:
-        _say(f"migration failed with exit code {migrated.returncode}")
-        return _exit_code(migrated.returncode)
-
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from gateway.envoy_config import render
-
-    config = root / "build" / "envoy.cluster.yaml"
-    config.write_text(
-        render(
-            http_port=http_port,
-            admin_port=admin_port,
-            descriptor_path=descriptor,
-            grpc_hosts=[("127.0.0.1", p) for p in ports],
-        )
+    if failed := migrate(_say, env, root):
+        return failed
+    config = envoy_config(
+        root,
+        "envoy.cluster.yaml",
+        http_port=http_port,
+        admin_port=admin_port,
+        grpc_hosts=[("127.0.0.1", p) for p in ports],
     )
-
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        spawn_children(children, env, root, config, ports)
-        return supervise(
-            children,
-            stopping,
-            ports,
-            http_port,
-            admin_port,
-            key,
-            from_file,
-            data_dir / "master_key",
-        )
-    finally:
-        _stop(children)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return run_children(env, root, config, ports, http_port, admin_port, key, from_file)

@@ -22,9 +22,10 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -197,18 +198,98 @@ def _banner(key: str, from_file: bool, http_port: int, grpc_port: int, key_file:
     )
 
 
-def run_all() -> int:
+def prepare(
+    say: Callable[[str], None], target: str
+) -> tuple[Path, dict[str, str], str, bool] | None:
+    """What both launchers start from: the repo root, the children's environment (MASTER_KEY,
+    PYTHONPATH with src/) and the master key with whether it came from data/master_key.
+    None (after saying so) when `make gen` has not run."""
     root = _root()
-    data_dir = root / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
+    (root / "data").mkdir(parents=True, exist_ok=True)
     descriptor = root / "build" / "descriptor.pb"
     if not descriptor.exists():
-        _say(f"{descriptor} is missing: run `make gen` (or `make run`, which does it)")
-        return 2
-
-    key, from_file = _master_key(data_dir)
+        say(f"{descriptor} is missing: run `make gen` (or `make {target}`, which does it)")
+        return None
+    key, from_file = _master_key(root / "data")
     env = dict(os.environ)
     env["MASTER_KEY"] = key
+    src = str(root / "src")
+    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
+    return root, env, key, from_file
+
+
+def ports_free(say: Callable[[str], None], ports: list[tuple[int, str]]) -> bool:
+    """False (after saying which) when a (port, setting) is already taken."""
+    for port, what in ports:
+        if _tcp_open(port):
+            say(f"port {port} ({what}) is already in use: stop what uses it or set {what}")
+            return False
+    return True
+
+
+def migrate(say: Callable[[str], None], env: Mapping[str, str], root: Path) -> int:
+    """`python -m service migrate` on env's DATABASE_URL: 0, or the exit code to return."""
+    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=root)
+    if migrated.returncode != 0:
+        say(f"migration failed with exit code {migrated.returncode}")
+        return _exit_code(migrated.returncode)
+    return 0
+
+
+def envoy_config(root: Path, name: str, **render_args: Any) -> Path:
+    """envoy.yaml rendered by gateway/envoy_config.render into build/<name>."""
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    from gateway.envoy_config import render
+
+    config = root / "build" / name
+    config.write_text(render(descriptor_path=root / "build" / "descriptor.pb", **render_args))
+    return config
+
+
+def run_children(
+    env: Mapping[str, str],
+    root: Path,
+    config: Path,
+    grpc_ports: list[int],
+    http_port: int,
+    admin_port: int,
+    key: str,
+    from_file: bool,
+) -> int:
+    """Start the services and Envoy, supervise them until a signal or a child's exit, and
+    stop them all whatever happens."""
+    stopping: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        stopping.append(signum)
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    children: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        spawn_children(children, env, root, config, grpc_ports)
+        return supervise(
+            children,
+            stopping,
+            grpc_ports,
+            http_port,
+            admin_port,
+            key,
+            from_file,
+            root / "data" / "master_key",
+        )
+    finally:
+        _stop(children)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_all() -> int:
+    prepared = prepare(_say, "run")
+    if prepared is None:
+        return 2
+    root, env, key, from_file = prepared
     env.setdefault("DATABASE_URL", DEFAULT_DATABASE_URL)
     # Demo mode: models without provider credentials are simulated, so that
     # the seeds' examples work with no API key (SIMULATE_WITHOUT_KEYS=false
@@ -219,58 +300,20 @@ def run_all() -> int:
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     env["GRPC_PORT"] = str(grpc_port)
     env["HTTP_PORT"] = str(http_port)
-    src = str(root / "src")
-    if src not in env.get("PYTHONPATH", "").split(os.pathsep):
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
-
-    for port, what in ((grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT")):
-        if _tcp_open(port):
-            _say(f"port {port} ({what}) is already in use: stop what uses it or set {what}")
-            return 1
+    if not ports_free(_say, [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT")]):
+        return 1
 
     _say(f"migrating {env['DATABASE_URL']}")
-    migrated = subprocess.run([sys.executable, "-m", "service", "migrate"], env=env, cwd=root)
-    if migrated.returncode != 0:
-        _say(f"migration failed with exit code {migrated.returncode}")
-        return _exit_code(migrated.returncode)
-
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    from gateway.envoy_config import render
-
-    config = root / "build" / "envoy.rendered.yaml"
-    config.write_text(
-        render(
-            http_port=http_port,
-            grpc_port=grpc_port,
-            admin_port=admin_port,
-            descriptor_path=descriptor,
-        )
+    if failed := migrate(_say, env, root):
+        return failed
+    config = envoy_config(
+        root,
+        "envoy.rendered.yaml",
+        http_port=http_port,
+        grpc_port=grpc_port,
+        admin_port=admin_port,
     )
-
-    stopping: list[int] = []
-
-    def on_signal(signum: int, _frame: FrameType | None) -> None:
-        stopping.append(signum)
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    try:
-        spawn_children(children, env, root, config, [grpc_port])
-        return supervise(
-            children,
-            stopping,
-            [grpc_port],
-            http_port,
-            admin_port,
-            key,
-            from_file,
-            data_dir / "master_key",
-        )
-    finally:
-        _stop(children)
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    return run_children(env, root, config, [grpc_port], http_port, admin_port, key, from_file)
 
 
 def supervise(
