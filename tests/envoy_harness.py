@@ -33,6 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway.envoy_config import render  # noqa: E402
+from service.devrun import envoy_binary  # noqa: E402
 
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
 
@@ -44,17 +45,6 @@ def _die_with_parent() -> list[str]:
     """
     setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
     return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-def envoy_binary() -> str:
-    """The envoy binary next to the running Python (the venv's bin), else the one on PATH."""
-    candidate = Path(sys.executable).parent / "envoy"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("envoy")
-    if found is None:
-        raise RuntimeError("envoy not found: install the dev extras (`make install`)")
-    return found
 
 
 async def _http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:

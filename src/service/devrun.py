@@ -75,7 +75,7 @@ def spawn_children(
     children["envoy"] = subprocess.Popen(
         [
             *_die_with_parent(),
-            _envoy_binary(),
+            envoy_binary(),
             "-c",
             str(config),
             "--log-level",
@@ -88,7 +88,9 @@ def spawn_children(
     )
 
 
-def _envoy_binary() -> str:
+def envoy_binary() -> str:
+    """The envoy binary next to the running Python (the venv's bin), else the one on PATH
+    (make run, the tests and the bench all start it from here)."""
     candidate = Path(sys.executable).parent / "envoy"
     if candidate.exists():
         return str(candidate)

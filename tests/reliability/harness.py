@@ -30,6 +30,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.devrun import envoy_binary
 from tests.conftest import MASTER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -250,16 +251,6 @@ class EnvoyProc:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _envoy_binary() -> str:
-    candidate = Path(sys.executable).parent / "envoy"
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("envoy")
-    if found is None:
-        raise RuntimeError("envoy not found: install the dev extras (`make install`)")
-    return found
-
-
 def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> EnvoyProc:
     workdir = Path(tempfile.mkdtemp(prefix="envoy-rel-"))
     (workdir / "envoy.yaml").write_text(
@@ -276,7 +267,7 @@ def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> EnvoyP
         process = subprocess.Popen(
             [
                 *die_with_parent(),
-                _envoy_binary(),
+                envoy_binary(),
                 "-c",
                 str(workdir / "envoy.yaml"),
                 "--log-level",

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.reliability.harness import DESCRIPTOR, ROOT, _envoy_binary, render
+from service.devrun import envoy_binary
+from tests.reliability.harness import DESCRIPTOR, ROOT, render
 
 COMPOSE = ROOT / "docker-compose.yml"
 
@@ -66,7 +67,7 @@ def test_envoy_config_of_the_compose_cluster_is_valid(compose: dict, tmp_path: P
     config = tmp_path / "envoy.yaml"
     config.write_text(text)
     r = subprocess.run(
-        [_envoy_binary(), "--mode", "validate", "-c", str(config), "--log-level", "error"],
+        [envoy_binary(), "--mode", "validate", "-c", str(config), "--log-level", "error"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -25,8 +25,9 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE.parent) not in sys.path:
     sys.path.insert(0, str(_HERE.parent))
 
-from envoy_harness import Envoy, envoy_binary, start_envoy  # noqa: E402
+from envoy_harness import Envoy, start_envoy  # noqa: E402
 
+from service.devrun import envoy_binary  # noqa: E402
 from tests.rest.real_service import RestClient, RestService, serve_real  # noqa: E402
 
 
@@ -48,7 +49,7 @@ stubs = _load_stubs()
 
 try:
     envoy_binary()
-except RuntimeError as exc:  # pragma: no cover - only without the dev extras
+except FileNotFoundError as exc:  # pragma: no cover - only without the dev extras
     pytest.skip(str(exc), allow_module_level=True)
 
 
