@@ -155,16 +155,8 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        who.require_admin()
-        v.require_id(group_name, "group_name")
-        v.text(display_name, "display_name", max_len=256)
-        v.text(description, "description", max_len=4096)
         return await self.groups.create(
-            group_name,
-            display_name or group_name,
-            description,
-            validate_models(models),
-            v.metadata(metadata),
+            *_group_fields(who, group_name, display_name, description, models, metadata)
         )
 
     async def update_model_group(
@@ -176,16 +168,8 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        who.require_admin()
-        v.require_id(group_name, "group_name")
-        v.text(display_name, "display_name", max_len=256)
-        v.text(description, "description", max_len=4096)
         group = await self.groups.update(
-            group_name,
-            display_name or group_name,
-            description,
-            validate_models(models),
-            v.metadata(metadata),
+            *_group_fields(who, group_name, display_name, description, models, metadata)
         )
         if group is None:
             raise model_group_not_found(group_name)
@@ -337,3 +321,25 @@ class TenancyService:
         if not await self.teams.rotate_key(team_id, key_hash, prefix):
             raise team_not_found(team_id)
         return key, prefix
+
+
+def _group_fields(
+    who: Principal,
+    group_name: str,
+    display_name: str,
+    description: str,
+    models: list[ModelSpec],
+    metadata: dict[str, Any],
+) -> tuple[str, str, str, list[ModelSpec], dict[str, Any]]:
+    """A model group's fields as create and update store them, checked the same way."""
+    who.require_admin()
+    v.require_id(group_name, "group_name")
+    v.text(display_name, "display_name", max_len=256)
+    v.text(description, "description", max_len=4096)
+    return (
+        group_name,
+        display_name or group_name,
+        description,
+        validate_models(models),
+        v.metadata(metadata),
+    )
