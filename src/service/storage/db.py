@@ -145,12 +145,9 @@ def _sqlite_engine(url: str, *, echo: bool) -> AsyncEngine:
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" hook below own transaction control.
         dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=10000")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.close()
+        fastpath.configure_sqlite(
+            dbapi_conn, busy_timeout_ms=fastpath.SQLITE_BUSY_TIMEOUT_MS, checkpoints=True
+        )
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:

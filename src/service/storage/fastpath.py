@@ -118,6 +118,21 @@ def _sqlite_ts(value: datetime) -> str:
     return value.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
+def configure_sqlite(dbapi_conn: Any, *, busy_timeout_ms: int, checkpoints: bool) -> None:
+    """The settings of every SQLite connection of the process (SQLAlchemy's, sqlite_sync's and
+    this module's): WAL, synchronous=NORMAL, foreign keys, and how long a statement waits for
+    another connection's lock. `checkpoints=False` for connections used on the event loop
+    thread, which must never copy the WAL back themselves (see CHECKPOINT_EVERY)."""
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+    cur.execute("PRAGMA foreign_keys=ON")
+    if not checkpoints:
+        cur.execute("PRAGMA wal_autocheckpoint=0")
+    cur.close()
+
+
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc)
     return "locked" in text or "busy" in text
@@ -160,10 +175,7 @@ class SqliteFastPath:
         conn = self._conn
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA busy_timeout=0")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.execute("PRAGMA wal_autocheckpoint=0")
+            configure_sqlite(conn, busy_timeout_ms=0, checkpoints=False)
             self._conn = conn
         return conn
 

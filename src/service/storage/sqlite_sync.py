@@ -30,6 +30,8 @@ from sqlalchemy.engine import Result
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.pool import StaticPool
 
+from service.storage.fastpath import configure_sqlite
+
 # Longest time to wait for another process's write lock, like the async engine's busy_timeout.
 LOCK_WAIT_S = 10.0
 
@@ -124,12 +126,6 @@ def _engine(path: str) -> Engine:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=0")
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute("PRAGMA wal_autocheckpoint=0")
-        cur.close()
+        configure_sqlite(dbapi_conn, busy_timeout_ms=0, checkpoints=False)
 
     return engine
