@@ -212,6 +212,20 @@ async def test_garbage_is_invalid_response(serve: Callable[..., Awaitable[RawSer
         await fetch(Http1Client(), server.url)
 
 
+async def test_a_whole_body_larger_than_the_line_buffer_is_read(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    # Only a reader of lines pauses the socket at MAX_LINE_BYTES; a completion's body (a large
+    # tool-call answer) is read whole, up to MAX_BODY_BYTES.
+    big = b"x" * (3 * http1.MAX_LINE_BYTES)
+    server = await serve(lambda n: ok(big))
+    loop = asyncio.get_running_loop()
+    conn = await Http1Client().endpoint(server.url).post(b"{}")
+    assert await conn.read_head(loop.time() + 5) == 200
+    assert await conn.read_body(loop.time() + 5) == big
+    conn.close()
+
+
 async def test_body_size_limit(
     serve: Callable[..., Awaitable[RawServer]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -402,6 +416,7 @@ async def test_host_name_with_the_real_resolver(
 
 
 UVLOOP_CASES = [
+    test_a_whole_body_larger_than_the_line_buffer_is_read,
     test_host_name_with_the_real_resolver,
     test_request_bytes_and_keep_alive_reuse,
     test_chunked_body,

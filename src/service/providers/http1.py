@@ -14,9 +14,9 @@ What it does, and all it does:
   resolved once per DNS_TTL_S, every address tried in turn;
 - response bodies framed by Content-Length, chunked encoding or the connection's end; we send
   `Accept-Encoding: identity`, so no body is compressed;
-- limits: a whole body at most MAX_BODY_BYTES; while streaming, at most MAX_LINE_BYTES
-  buffered without a line end (the reader then pauses the socket, so a fast upstream cannot fill
-  memory either).
+- limits: a whole body at most MAX_BODY_BYTES; while read by lines (streaming), at most
+  MAX_LINE_BYTES buffered without a line end (the reader then pauses the socket, so a fast
+  upstream cannot fill memory either).
 
 Concurrent requests are bounded by the gRPC server's MAX_CONCURRENT_RPCS (each RPC makes at most
 one upstream request at a time), so the pool needs no cap of its own.
@@ -97,6 +97,9 @@ class Connection(asyncio.Protocol):
         self._body = bytearray()
         self._pos = 0  # start of the unread part of _body
         self._paused = False
+        # Set by next_lines: only a reader of lines pauses the socket when it falls behind
+        # (read_body wants the whole body, bounded by MAX_BODY_BYTES alone).
+        self._by_lines = False
         self._error: HttpClientError | None = None
 
     # asyncio.Protocol ---------------------------------------------------------------------
@@ -153,7 +156,12 @@ class Connection(asyncio.Protocol):
             self._fail(InvalidResponse("response body too large"))
             self.close()
             return
-        if unread > MAX_LINE_BYTES and not self._paused and self.transport is not None:
+        if (
+            self._by_lines
+            and unread > MAX_LINE_BYTES
+            and not self._paused
+            and self.transport is not None
+        ):
             # The reader is behind: stop reading until it catches up (see next_lines).
             self._paused = True
             self.transport.pause_reading()
@@ -209,6 +217,11 @@ class Connection(asyncio.Protocol):
 
     async def read_body(self, deadline: float | None = None) -> bytes:
         """The whole (rest of the) body."""
+        self._by_lines = False
+        if self._paused:
+            self._paused = False
+            if self.transport is not None:
+                self.transport.resume_reading()
         while not self.complete:
             await self._wait(deadline)
         body = bytes(self._body[self._pos :]) if self._pos else bytes(self._body)
@@ -219,6 +232,7 @@ class Connection(asyncio.Protocol):
     async def next_lines(self, deadline: float | None = None) -> list[bytes]:
         """Every complete line received and not yet returned (line ends stripped), waiting for at
         least one; [] once the body has ended (a last unterminated line comes before that)."""
+        self._by_lines = True
         while True:
             body = self._body
             end = body.rfind(b"\n", self._pos)
@@ -255,8 +269,7 @@ class Connection(asyncio.Protocol):
         """Give the connection back to its endpoint's pool if the response was read to its end
         and the server keeps the connection open; close it otherwise."""
         if self.complete and self.keep_alive and not self.closed and self._error is None:
-            self._reset()
-            self.endpoint.put_back(self)
+            self.endpoint.put_back(self)  # send() resets the state for the next request
         else:
             self.close()
 
