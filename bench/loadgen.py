@@ -142,7 +142,6 @@ class Session:
         self._client = Http1Client(
             headers={"Content-Type": "application/json"}, keepalive_timeout=60.0
         )
-        self._header_lines: dict[tuple[tuple[str, str], ...], bytes] = {}
 
     async def __aenter__(self) -> Session:
         return self
@@ -150,31 +149,16 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         self._client.close()
 
-    def _extra(self, headers: dict[str, str] | None) -> bytes:
-        if not headers:
-            return b""
-        key = tuple(headers.items())
-        lines = self._header_lines.get(key)
-        if lines is None:
-            lines = "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode()
-            self._header_lines[key] = lines
-        return lines
-
     async def open(self, url: str, body: bytes, headers: dict[str, str] | None) -> Connection:
         """POST; return the connection with the response head read."""
-        conn = await self._client.endpoint(url).post(body, self._extra(headers))
+        extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
+        conn = await self._client.endpoint(url).post(body, extra)
         try:
             await conn.read_head()
         except BaseException:
             conn.close()
             raise
         return conn
-
-
-def http_session(concurrency: int) -> Session:
-    """A keep-alive HTTP/1.1 pool (it grows to one connection per concurrent request)."""
-    del concurrency
-    return Session()
 
 
 async def post_json(

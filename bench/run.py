@@ -394,7 +394,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
 
 async def setup_tenant(gw: Gateway, upstream_base: str) -> None:
     admin = {"Authorization": f"Bearer {gw.master_key}"}
-    async with loadgen.http_session(2) as s:
+    async with loadgen.Session() as s:
         await loadgen.post_json(
             s,
             gw.rest + "/api/organizations/create",
@@ -441,7 +441,7 @@ async def setup_tenant(gw: Gateway, upstream_base: str) -> None:
 async def open_jobs(gw: Gateway, n: int) -> list[str]:
     headers = {"Authorization": f"Bearer {gw.team_key}"}
     body = orjson.dumps({"team_id": gw.team_id, "job_type": "bench"})
-    async with loadgen.http_session(4) as s:
+    async with loadgen.Session() as s:
         return [
             (await loadgen.post_json(s, gw.rest + "/api/jobs/create", body, headers))["job_id"]
             for _ in range(n)
@@ -603,7 +603,7 @@ async def gateway_scenarios(
     stub = job_grpc.JobServiceStub(channel)
     try:
         for c in (1, 32):
-            async with loadgen.http_session(c) as session:
+            async with loadgen.Session() as session:
                 ops = GatewayOps(gw, session, stub)
                 for name, scenario, via, stream, method in GATEWAY_SCENARIOS:
                     if only is not None and name not in only:
@@ -646,7 +646,7 @@ async def openai_scenarios(
     body = orjson.dumps({"model": litellm_proxy.MODEL, "messages": MESSAGES})
     sbody = orjson.dumps({"model": litellm_proxy.MODEL, "messages": MESSAGES, "stream": True})
     for c in (1, 32):
-        async with loadgen.http_session(c) as s:
+        async with loadgen.Session() as s:
 
             async def call() -> StreamTiming | None:
                 obj = await loadgen.post_json(s, url, body, headers)
@@ -745,7 +745,7 @@ async def paired_rounds(
     proxy_headers = {"Authorization": f"Bearer {litellm_proxy.MASTER_KEY}"}
     gw_targets = [Measured("service", gw.service.pid), Measured("envoy", gw.envoy.pid)]
     out = []
-    async with loadgen.http_session(32) as session:
+    async with loadgen.Session() as session:
         gateway_op = await GatewayOps(gw, session, None).rest_call(32)
 
         async def proxy_op() -> StreamTiming | None:
