@@ -149,10 +149,12 @@ class Session:
     async def __aexit__(self, *exc: object) -> None:
         self._client.close()
 
-    async def open(self, url: str, body: bytes, headers: dict[str, str] | None) -> Connection:
-        """POST; return the connection with the response head read."""
+    async def open(
+        self, url: str, body: bytes, headers: dict[str, str] | None, method: str = "POST"
+    ) -> Connection:
+        """Send the request; return the connection with the response head read."""
         extra = "".join(f"{k}: {v}\r\n" for k, v in (headers or {}).items()).encode()
-        conn = await self._client.endpoint(url).post(body, extra)
+        conn = await self._client.endpoint(url, method).send(body, extra)
         try:
             await conn.read_head()
         except BaseException:
@@ -162,12 +164,17 @@ class Session:
 
 
 async def post_json(
-    session: Session, url: str, body: bytes, headers: dict[str, str] | None = None
+    session: Session,
+    url: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+    method: str = "POST",
 ) -> Any:
+    """One request (POST unless told) with a JSON answer; anything but 200 is an HttpError."""
     conn: Connection | None = None
     try:
         async with asyncio.timeout(REQUEST_TIMEOUT_S):
-            conn = await session.open(url, body, headers)
+            conn = await session.open(url, body, headers, method)
             status = conn.status
             raw = await conn.read_body()
     except BaseException:

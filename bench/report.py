@@ -25,6 +25,8 @@ START_S = 2.0
 RSS_MB = 150.0
 # A run during which other processes used more than this many cores is flagged.
 OTHERS_BUSY = 0.25
+# The scenario name of GET /health/live (bench/run.py): what every call costs at least.
+FLOOR = "empty call (floor)"
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -257,6 +259,9 @@ def table(doc: dict[str, Any]) -> str:
             "that run (`other_cpu_cores` in the JSON): its numbers are pessimistic.",
         ]
     lines += ["", targets_table(doc)]
+    floor = floor_line(doc)
+    if floor:
+        lines += ["", floor]
     starts = meta.get("starts", {})
     lines += [
         "",
@@ -301,6 +306,24 @@ def table(doc: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def floor_line(doc: dict[str, Any]) -> str | None:
+    """How much of the llm-call's added latency is the floor: the same trip through Envoy and
+    grpc.aio to a handler that does nothing (GET /health/live)."""
+    rows = doc["results"]
+    floor = _find(rows, system="gateway", scenario=FLOOR, via="Envoy REST", concurrency=1)
+    call = _find(rows, system="gateway", scenario="llm-call", via="Envoy REST", concurrency=1)
+    if not floor or not call or not _ok(floor.get("added_p50_ms")):
+        return None
+    return (
+        f"Floor, c=1: an empty call through Envoy REST (`GET /health/live`: no key, no database, "
+        f"no upstream) adds {_f(floor['added_p50_ms'], 3)} ms at p50 and costs "
+        f"{_f(floor.get('cpu_ms_per_req_total'), 3)} ms of CPU (service + Envoy); the llm-call "
+        f"adds {_f(call.get('added_p50_ms'), 3)} ms and costs "
+        f"{_f(call.get('cpu_ms_per_req_total'), 3)} ms: the rest is the call's own work "
+        "(key, job, upstream exchange, record)."
+    )
+
+
 def targets_table(doc: dict[str, Any]) -> str:
     lines = ["| Target | Measured | Limit | Met |", "|---|--:|--:|:-:|"]
     for t in doc["targets"]:
@@ -319,7 +342,7 @@ def summary(doc: dict[str, Any]) -> str:
     keep = [
         r
         for r in doc["results"]
-        if r["scenario"] in ("llm-call", "llm-call-stream")
+        if r["scenario"] in (FLOOR, "llm-call", "llm-call-stream")
         and (r["via"] in ("Envoy REST", "proxy", "HTTP"))
         and r["system"] in ("direct", "litellm", "gateway")
     ]
@@ -338,10 +361,12 @@ def summary(doc: dict[str, Any]) -> str:
         )
     meta = doc["meta"]
     host = meta.get("host", {})
+    floor = floor_line(doc)
     return (
         "\n".join(lines)
         + "\n\n"
         + targets_table(doc)
+        + (f"\n\n{floor}" if floor else "")
         + f"\n\nRun {meta.get('started_at')} on {host.get('cpus')} CPUs (load generator included); "
         "every scenario and the definitions: [bench/README.md](bench/README.md)."
     )
@@ -366,6 +391,7 @@ def chart(doc: dict[str, Any], path: Path) -> bool:
             who = "PG" if str(r.get("database", "")).startswith("postgres") else "SQLite"
         via = {"Envoy REST": "REST", "proxy": "", "HTTP": ""}.get(r["via"], r["via"])
         scenario = str(r["scenario"]).replace("create+call+complete", "flow")
+        scenario = scenario.replace(FLOOR, "floor")
         return f"{who} {scenario} {via}".strip()
 
     def color(r: dict[str, Any]) -> str:

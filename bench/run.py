@@ -504,6 +504,19 @@ class GatewayOps:
 
         return op
 
+    async def rest_floor(self, concurrency: int) -> Op:
+        # GET /health/live: Envoy, the transcoder and grpc.aio around a handler that does
+        # nothing (no key, no database, no upstream): the floor under every gateway call.
+        url = f"{self.gw.rest}/health/live"
+
+        async def op() -> StreamTiming | None:
+            answer = await loadgen.post_json(self.s, url, b"", None, "GET")
+            if answer["status"] != "alive":
+                raise loadgen.HttpError(f"not alive: {answer}")
+            return None
+
+        return op
+
     async def grpc_call(self, concurrency: int) -> Op:
         reqs = self._requests(await open_jobs(self.gw, concurrency))
 
@@ -573,6 +586,7 @@ class GatewayOps:
 
 # (name for --only, scenario, via, stream, GatewayOps method)
 GATEWAY_SCENARIOS = (
+    ("floor", report.FLOOR, "Envoy REST", False, "rest_floor"),
     ("llm-call", "llm-call", "Envoy REST", False, "rest_call"),
     ("llm-call-grpc", "llm-call", "gRPC", False, "grpc_call"),
     ("flow", "create+call+complete", "Envoy REST", False, "flow"),
@@ -1006,7 +1020,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated gateway scenarios: llm-call,llm-call-grpc,flow,create-and-call,"
+        help="comma-separated gateway scenarios: floor,llm-call,llm-call-grpc,flow,create-and-call,"
         "stream,stream-grpc",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")

@@ -107,7 +107,7 @@ def ok(body: bytes = b'{"ok": true}', extra: bytes = b"") -> bytes:
 
 
 async def fetch(client: Http1Client, url: str, body: bytes = b"{}") -> tuple[int, bytes]:
-    conn = await client.endpoint(url).post(body)
+    conn = await client.endpoint(url).send(body)
     try:
         status = await conn.read_head()
         raw = await conn.read_body()
@@ -132,6 +132,25 @@ async def test_request_bytes_and_keep_alive_reuse(
     assert b"Content-Type: application/json\r\n" in first
     assert b"Accept-Encoding: identity\r\n" in first
     assert first.endswith(b'Content-Length: 8\r\n\r\n{"a": 1}')
+    client.close()
+
+
+async def test_other_methods_get_their_own_pool(
+    serve: Callable[..., Awaitable[RawServer]],
+) -> None:
+    server = await serve(lambda n: ok(b'{"n": %d}' % n))
+    client = Http1Client()
+    get = client.endpoint(server.url, "GET")
+    assert get is client.endpoint(server.url, "GET")
+    assert get is not client.endpoint(server.url)
+    conn = await get.send(b"")
+    assert await conn.read_head() == 200 and await conn.read_body() == b'{"n": 1}'
+    conn.release()
+    assert server.requests[0].startswith(b"GET /v1/chat/completions HTTP/1.1\r\n")
+    assert server.requests[0].endswith(b"Content-Length: 0\r\n\r\n")
+    for method in ("get", "GET /x", "G\r\nX"):
+        with pytest.raises(ValueError, match="not an HTTP method"):
+            client.endpoint(server.url, method)
     client.close()
 
 
@@ -220,7 +239,7 @@ async def test_a_whole_body_larger_than_the_line_buffer_is_read(
     big = b"x" * (3 * http1.MAX_LINE_BYTES)
     server = await serve(lambda n: ok(big))
     loop = asyncio.get_running_loop()
-    conn = await Http1Client().endpoint(server.url).post(b"{}")
+    conn = await Http1Client().endpoint(server.url).send(b"{}")
     assert await conn.read_head(loop.time() + 5) == 200
     assert await conn.read_body(loop.time() + 5) == big
     conn.close()
@@ -246,7 +265,7 @@ async def test_deadline_bounds_the_wait_for_the_answer(
     loop = asyncio.get_running_loop()
     for _ in range(2):
         started = loop.time()
-        conn = await client.endpoint(server.url).post(b"{}", deadline=started + 0.2)
+        conn = await client.endpoint(server.url).send(b"{}", deadline=started + 0.2)
         with pytest.raises(ResponseTimeout):
             await conn.read_head(started + 0.2)
             await conn.read_body(started + 0.2)
@@ -291,7 +310,7 @@ async def test_a_request_in_flight_when_the_client_closes_is_not_pooled(
     server = await serve(lambda n: ok())
     client = Http1Client()
     endpoint = client.endpoint(server.url)
-    conn = await endpoint.post(b"{}")
+    conn = await endpoint.send(b"{}")
     client.close()
     assert await conn.read_head() == 200
     await conn.read_body()
@@ -322,7 +341,7 @@ async def test_streamed_lines_and_backpressure(
     body = b"\r\n".join(lines) + b"\r\n"
     server = await serve(lambda n: ok(body))
     client = Http1Client()
-    conn = await client.endpoint(server.url).post(b"{}")
+    conn = await client.endpoint(server.url).send(b"{}")
     assert await conn.read_head() == 200
     got: list[bytes] = []
     while batch := await conn.next_lines():
@@ -343,7 +362,7 @@ async def test_line_longer_than_the_limit_is_invalid(
             + [b"400\r\n%s\r\n" % (b"z" * 1024)] * 3
         )
     )
-    conn = await Http1Client().endpoint(server.url).post(b"{}")
+    conn = await Http1Client().endpoint(server.url).send(b"{}")
     assert await conn.read_head() == 200
     with pytest.raises(InvalidResponse, match="line too long"):
         await conn.next_lines()

@@ -3,7 +3,7 @@
 It records every request (the decoded protobuf message and its metadata) so that tests can check
 what the transcoder produced from the JSON/REST request.
 
-- HealthService.Check: fixed data with zero values ("" database, 0.0 uptime).
+- HealthService.Check / Live: fixed data with zero values ("" database, 0.0 uptime).
 - OrganizationService.GetOrganization: organization_id "err-<CODE>" aborts with that gRPC code,
   a message and a google.rpc.ErrorInfo detail (grpc-status-details-bin); "plain-<CODE>" aborts
   without details; "sleep-<ms>" answers after that many milliseconds; anything else returns an
@@ -102,6 +102,10 @@ class Health(health_service_pb2_grpc.HealthServiceServicer):
     async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         self.state.record("Check", request, context)
         return health_service_pb2.CheckResponse(status="healthy", version="0.0.0-stub")
+
+    async def Live(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        self.state.record("Live", request, context)
+        return health_service_pb2.LiveResponse(status="alive", version="0.0.0-stub")
 
 
 class Organizations(organization_service_pb2_grpc.OrganizationServiceServicer):

@@ -144,6 +144,7 @@ async def test_every_readme_endpoint_answers_200(
     await api.ok("PUT", f"/api/teams/{team}/model-groups", json=[g1])
     await api.ok("DELETE", f"/api/model-groups/{g2}")
     await api.with_key(None).ok("GET", "/health")
+    await api.with_key(None).ok("GET", "/health/live")
     assert api.seen == documented, sorted(documented - api.seen)
 
 
@@ -162,6 +163,15 @@ async def test_health_needs_no_key_and_echoes_request_id(api: RestClient) -> Non
         assert resp.headers["x-request-id"] == "rid-123"
         assert resp.headers["server"] == "saas-llm-gateway"
         assert not [h for h in resp.headers if h.startswith(("grpc-", "x-envoy-"))]
+
+
+async def test_liveness_needs_no_key(api: RestClient) -> None:
+    for client in (api.with_key(None), api.with_key("garbage")):
+        resp = await client.call("GET", "/health/live")
+        assert resp.status == 200, resp.text
+        data = resp.json()
+        assert list(data) == ["status", "version", "uptime_seconds"]
+        assert data["status"] == "alive" and data["version"] and data["uptime_seconds"] > 0
 
 
 # --------------------------------------------------------------------------- organizations

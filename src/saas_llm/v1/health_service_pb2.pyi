@@ -20,3 +20,17 @@ class CheckResponse(_message.Message):
     version: str
     uptime_seconds: float
     def __init__(self, status: _Optional[str] = ..., database: _Optional[str] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...
+
+class LiveRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LiveResponse(_message.Message):
+    __slots__ = ("status", "version", "uptime_seconds")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    UPTIME_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    version: str
+    uptime_seconds: float
+    def __init__(self, status: _Optional[str] = ..., version: _Optional[str] = ..., uptime_seconds: _Optional[float] = ...) -> None: ...

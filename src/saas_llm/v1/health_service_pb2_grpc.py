@@ -41,6 +41,11 @@ class HealthServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_health__service__pb2.CheckRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_health__service__pb2.CheckResponse.FromString,
                 _registered_method=True)
+        self.Live = channel.unary_unary(
+                '/saas_llm.v1.HealthService/Live',
+                request_serializer=saas__llm_dot_v1_dot_health__service__pb2.LiveRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_health__service__pb2.LiveResponse.FromString,
+                _registered_method=True)
 
 
 class HealthServiceServicer:
@@ -56,6 +61,17 @@ class HealthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Live(self, request, context):
+        """Liveness: answers as soon as the process serves requests, without touching
+        the database, so that a database outage does not get every replica
+        restarted by its orchestrator (use Check for readiness). It is also the
+        cheapest request the service serves: `make bench` measures it as the floor
+        that Envoy and gRPC put under every call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_HealthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -63,6 +79,11 @@ def add_HealthServiceServicer_to_server(servicer, server):
                     servicer.Check,
                     request_deserializer=saas__llm_dot_v1_dot_health__service__pb2.CheckRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_health__service__pb2.CheckResponse.SerializeToString,
+            ),
+            'Live': grpc.unary_unary_rpc_method_handler(
+                    servicer.Live,
+                    request_deserializer=saas__llm_dot_v1_dot_health__service__pb2.LiveRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_health__service__pb2.LiveResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -94,6 +115,33 @@ class HealthService:
             '/saas_llm.v1.HealthService/Check',
             saas__llm_dot_v1_dot_health__service__pb2.CheckRequest.SerializeToString,
             saas__llm_dot_v1_dot_health__service__pb2.CheckResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Live(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.HealthService/Live',
+            saas__llm_dot_v1_dot_health__service__pb2.LiveRequest.SerializeToString,
+            saas__llm_dot_v1_dot_health__service__pb2.LiveResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -23,6 +23,7 @@ _S = "/saas_llm.v1."
 # (and a test fails), so that no endpoint is ever left open by accident.
 RULES: Mapping[str, Access] = {
     _S + "HealthService/Check": Access.PUBLIC,
+    _S + "HealthService/Live": Access.PUBLIC,
     "/grpc.health.v1.Health/Check": Access.PUBLIC,
     "/grpc.health.v1.Health/Watch": Access.PUBLIC,
     "/grpc.health.v1.Health/List": Access.PUBLIC,

@@ -1,4 +1,4 @@
-"""HealthService: GET /health."""
+"""HealthService: GET /health (readiness) and GET /health/live (liveness)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,16 @@ class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
         return pb.CheckResponse(
             status=status,
             database=database,
+            version=VERSION,
+            uptime_seconds=round(time.monotonic() - self.started, 3),
+        )
+
+    async def Live(
+        self, request: pb.LiveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LiveResponse:
+        # No database, no lock, no await: this answer is what Envoy and gRPC cost by themselves.
+        return pb.LiveResponse(
+            status="shutting_down" if self.shutting_down else "alive",
             version=VERSION,
             uptime_seconds=round(time.monotonic() - self.started, 3),
         )

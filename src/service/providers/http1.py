@@ -280,7 +280,8 @@ class Connection(asyncio.Protocol):
 
 
 class Endpoint:
-    """POST requests to one URL over a pool of keep-alive connections."""
+    """Requests of one method (POST unless told) to one URL over a pool of keep-alive
+    connections."""
 
     def __init__(
         self,
@@ -289,6 +290,7 @@ class Endpoint:
         headers: dict[str, str],
         keepalive_timeout: float,
         ssl_context: ssl.SSLContext | None,
+        method: str = "POST",
     ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -306,7 +308,9 @@ class Endpoint:
         if not _is_token(path + host_header):
             # A space or control character would split the request line or the headers.
             raise ValueError(f"URL has characters that need escaping: {url!r}")
-        lines = [f"POST {path} HTTP/1.1", f"Host: {host_header}"]
+        if not method.isalpha() or not method.isupper():
+            raise ValueError(f"not an HTTP method: {method!r}")
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {host_header}"]
         lines += [f"{name}: {value}" for name, value in headers.items()]
         self._head = ("\r\n".join(lines) + "\r\n").encode("latin-1")
         self._ssl = (ssl_context or ssl.create_default_context()) if self.tls else None
@@ -327,7 +331,7 @@ class Endpoint:
         """The whole request: head, `extra_headers` (complete `Name: value\\r\\n` lines), body."""
         return b"%s%bContent-Length: %d\r\n\r\n%b" % (self._head, extra_headers, len(body), body)
 
-    async def post(
+    async def send(
         self, body: bytes, extra_headers: bytes = b"", deadline: float | None = None
     ) -> Connection:
         """Send one request on a pooled or new connection and return it (headers not read yet);
@@ -441,16 +445,19 @@ class Http1Client:
         self._ssl = ssl_context
         self._endpoints: dict[str, Endpoint] = {}
 
-    def endpoint(self, url: str) -> Endpoint:
-        endpoint = self._endpoints.get(url)
+    def endpoint(self, url: str, method: str = "POST") -> Endpoint:
+        # A URL has no space (Endpoint refuses one), so "GET <url>" cannot collide with a POST key.
+        key = url if method == "POST" else f"{method} {url}"
+        endpoint = self._endpoints.get(key)
         if endpoint is None:
             endpoint = Endpoint(
                 url,
                 headers=self._headers,
                 keepalive_timeout=self._keepalive,
                 ssl_context=self._ssl,
+                method=method,
             )
-            self._endpoints[url] = endpoint
+            self._endpoints[key] = endpoint
         return endpoint
 
     def close(self) -> None:

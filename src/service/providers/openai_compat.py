@@ -167,7 +167,7 @@ class OpenAICompatProvider:
         deadline = asyncio.get_running_loop().time() + timeout
         conn: Connection | None = None
         try:
-            conn = await endpoint.post(body, auth, deadline)
+            conn = await endpoint.send(body, auth, deadline)
             status = await conn.read_head(deadline)
             raw = await conn.read_body(deadline)
         except BaseException as exc:
@@ -201,7 +201,7 @@ class OpenAICompatProvider:
         conn: Connection | None = None
         try:
             try:
-                conn = await endpoint.post(body, auth, deadline)
+                conn = await endpoint.send(body, auth, deadline)
                 status = await conn.read_head(deadline)
                 if status >= 300:
                     raw = await conn.read_body(deadline)
