@@ -18,6 +18,12 @@ the driver directly, with the same SQL semantics; everything else stays on SQLAl
   prepares each statement once per connection and reuses it; the call record is a single
   statement (a data-modifying CTE), so each of the two is one round trip.
 
+On PostgreSQL, the happy path of creating and completing a job runs here too (`create_job`,
+`complete_job`: ~0.4 and ~1.1 ms of CPU instead of ~2.2 and ~3.8 ms through SQLAlchemy's
+asyncio bridge). They write nothing when the happy path does not apply, and JobRepository then
+runs its SQLAlchemy code, which raises or replays. tests/storage/test_job_ledger_paths.py
+requires both paths to leave identical rows.
+
 `create(url, ...)` returns None for URLs it cannot serve (in-memory SQLite, other
 drivers); the repositories then use SQLAlchemy.
 """
@@ -28,7 +34,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -87,6 +93,22 @@ class FastPath(Protocol):
     async def record_call(self, values: dict[str, Any]) -> None:
         """Insert an llm_calls row (keys: _CALL_COLUMNS) and move its job from pending to
         in_progress, in one transaction."""
+        ...
+
+    async def create_job(self, values: dict[str, Any], reason: str, transaction_id: str) -> bool:
+        """Insert a pending job (values: the jobs columns of JobRepository.create) and reserve
+        its credit, atomically. False when nothing was written because the happy path does not
+        apply (team missing, suspended or out of credits; request_id taken): the caller's
+        SQLAlchemy path then runs and raises or replays."""
+        ...
+
+    async def complete_job(
+        self, claim: dict[str, Any], transaction_id: str
+    ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]] | None:
+        """Claim an open job (claim: job_id, status, now, result_metadata, error_message,
+        replay_response), settle its credit and read it back with its calls, in one
+        transaction. None when the job was not open (nothing was written): the caller's
+        SQLAlchemy path answers a replay or the error."""
         ...
 
     async def close(self) -> None: ...
@@ -240,6 +262,16 @@ class SqliteFastPath:
             self._write_lock.release()
         self.note_commit()
 
+    async def create_job(self, values: dict[str, Any], reason: str, transaction_id: str) -> bool:
+        # SQLAlchemy's prebuilt statements on the loop thread (sqlite_sync.py) cost ~0.1 ms
+        # more per statement than this driver would; not worth a second copy of the ledger SQL.
+        return False
+
+    async def complete_job(
+        self, claim: dict[str, Any], transaction_id: str
+    ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]] | None:
+        return None
+
     def note_commit(self) -> None:
         """Count a commit of this process (this connection's or storage/sqlite_sync.py's, whose
         connections never checkpoint on the loop thread either) and start a checkpoint in a
@@ -305,6 +337,60 @@ _PG_RECORD_CALL = (
 )
 
 
+# A job and its credit reservation, one statement (storage/ledger.py `reserve` and
+# JobRepository.create, in SQL). The team row's conditional UPDATE is the guard: when it matches
+# nothing, neither insert runs and no row comes back. $8 = now.
+_PG_CREATE_JOB = (
+    "WITH team AS (UPDATE teams SET credits_reserved = credits_reserved + 1, updated_at = $8 "
+    "WHERE team_id = $2 AND status = 'active' "
+    "AND credits_allocated - credits_used - credits_reserved >= 1 "
+    "RETURNING credits_allocated - credits_used - credits_reserved AS remaining), "
+    "entry AS (INSERT INTO credit_transactions (transaction_id, team_id, transaction_type, "
+    "credits_amount, balance_after, reason, job_id, metadata, created_at) "
+    "SELECT $9::varchar, $2::varchar, 'reservation', 1, remaining, $10::varchar, $1::varchar, "
+    "'{}'::jsonb, $8::timestamptz FROM team) "
+    "INSERT INTO jobs (job_id, team_id, user_id, job_type, status, metadata, credit_applied, "
+    "request_id, request_hash, created_at, updated_at) "
+    "SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, 'pending', $5::jsonb, false, "
+    "$6::varchar, $7::varchar, $8::timestamptz, $8::timestamptz FROM team RETURNING job_id"
+)
+# Complete, statement 1: claim the job while it is open (the row lock orders concurrent
+# completes, the sweeper and suspensions; the loser matches nothing).
+_PG_CLAIM_JOB = (
+    "UPDATE jobs SET status = $2, completed_at = $3, updated_at = $3, "
+    "result_metadata = $4::jsonb, error_message = $5, replay_response = $6::jsonb "
+    "WHERE job_id = $1 AND status IN ('pending', 'in_progress') RETURNING team_id, job_type"
+)
+# Complete, statement 2 (a new snapshot, after the claim, so that it sees every call recorded
+# before the claim took the row): charge when completed with no failed call, else release;
+# the ledger row; the job's credit_applied and credits_remaining_after. $1 job, $2 status,
+# $3 now, $4 transaction id, $5 team, $6 reason if charged, $7 reason if not.
+_PG_SETTLE_JOB = (
+    "WITH charge AS (SELECT $2::varchar = 'completed' AND NOT EXISTS "
+    "(SELECT 1 FROM llm_calls WHERE job_id = $1 AND status = 'failed') AS charged), "
+    "team AS (UPDATE teams SET credits_reserved = credits_reserved - 1, "
+    "credits_used = credits_used + CASE WHEN charge.charged THEN 1 ELSE 0 END, updated_at = $3 "
+    "FROM charge WHERE teams.team_id = $5 AND teams.credits_reserved >= 1 "
+    "RETURNING teams.credits_allocated - teams.credits_used - teams.credits_reserved "
+    "AS remaining, charge.charged), "
+    "entry AS (INSERT INTO credit_transactions (transaction_id, team_id, transaction_type, "
+    "credits_amount, balance_after, reason, job_id, metadata, created_at) "
+    "SELECT $4::varchar, $5::varchar, CASE WHEN charged THEN 'deduction' ELSE 'release' END, 1, "
+    "remaining, CASE WHEN charged THEN $6::varchar ELSE $7::varchar END, $1::varchar, "
+    "'{}'::jsonb, $3::timestamptz FROM team), "
+    "job AS (UPDATE jobs SET credit_applied = team.charged, "
+    "credits_remaining_after = team.remaining FROM team WHERE jobs.job_id = $1) "
+    "SELECT remaining, charged FROM team"
+)
+_PG_SELECT_JOB = "SELECT * FROM jobs WHERE job_id = $1"
+_PG_SELECT_CALLS = "SELECT * FROM llm_calls WHERE job_id = $1 ORDER BY id"
+_PG_JSON_COLUMNS = ("metadata", "result_metadata", "replay_response")
+
+
+def _json_or_null(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
 async def _no_reset(_conn: Any) -> None:
     """Our statements leave no session state behind: skip asyncpg's reset round trip."""
 
@@ -334,12 +420,18 @@ class PostgresFastPath:
         return pool
 
     async def _query(self, method: str, sql: str, args: Sequence[Any]) -> Any:
+        async with self._connection() as conn:
+            return await getattr(conn, method)(sql, *args)
+
+    @contextlib.asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Any]:
+        """A pooled connection; losing the database is Unavailable (a retryable 503)."""
         import asyncpg
 
         try:
             pool = await self._get_pool()
             async with pool.acquire() as conn:
-                return await getattr(conn, method)(sql, *args)
+                yield conn
         except (
             asyncpg.PostgresConnectionError,
             asyncpg.CannotConnectNowError,
@@ -347,6 +439,70 @@ class PostgresFastPath:
             OSError,
         ) as exc:
             raise _unavailable(exc) from exc
+
+    async def create_job(self, values: dict[str, Any], reason: str, transaction_id: str) -> bool:
+        import asyncpg
+
+        args = (
+            values["job_id"],
+            values["team_id"],
+            values["user_id"],
+            values["job_type"],
+            orjson.dumps(values["metadata"]).decode(),
+            values["request_id"],
+            values["request_hash"],
+            values["created_at"],
+            transaction_id,
+            reason,
+        )
+        async with self._connection() as conn:
+            try:
+                return await conn.fetchval(_PG_CREATE_JOB, *args) is not None
+            except asyncpg.UniqueViolationError:
+                return False  # a request_id already used: the caller replays or refuses
+
+    async def complete_job(
+        self, claim: dict[str, Any], transaction_id: str
+    ) -> tuple[Mapping[str, Any], list[Mapping[str, Any]]] | None:
+        job_id, status, now = claim["job_id"], claim["status"], claim["now"]
+        async with self._connection() as conn, conn.transaction():
+            claimed = await conn.fetchrow(
+                _PG_CLAIM_JOB,
+                job_id,
+                status,
+                now,
+                _json_or_null(claim["result_metadata"]),
+                claim["error_message"],
+                _json_or_null(claim["replay_response"]),
+            )
+            if claimed is None:
+                return None
+            team_id, job_type = claimed[0], claimed[1]
+            why = "failed" if status == "failed" else "had failed calls"
+            settled = await conn.fetchrow(
+                _PG_SETTLE_JOB,
+                job_id,
+                status,
+                now,
+                transaction_id,
+                team_id,
+                f"Job {job_type} completed successfully",
+                f"Job {job_type} {why}",
+            )
+            if settled is None:
+                # As in ledger.settle: unreachable while "reserved == open jobs" holds; the
+                # transaction rolls back rather than corrupt the ledger.
+                raise RuntimeError(
+                    f"ledger invariant broken: team {team_id} has no reservation to settle"
+                )
+            job: dict[str, Any] = dict(await conn.fetchrow(_PG_SELECT_JOB, job_id))
+            calls: list[Mapping[str, Any]] = [
+                dict(r) for r in await conn.fetch(_PG_SELECT_CALLS, job_id)
+            ]
+        for column in _PG_JSON_COLUMNS:
+            if job[column] is not None:
+                job[column] = orjson.loads(job[column])
+        return job, calls
 
     async def job_state(self, job_id: str) -> tuple[str, str] | None:
         row = await self._query("fetchrow", _PG_JOB, (job_id,))

@@ -5,7 +5,7 @@ status IN open) make concurrent completes and the sweeper race-free."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -24,7 +24,7 @@ from service.domain.models import CallRecord, Job, JobRef
 from service.domain.validation import OPEN_STATUSES
 from service.storage import ledger
 from service.storage.db import Database
-from service.storage.rows import as_utc, call_of, new_id, opt_utc, utcnow
+from service.storage.rows import as_utc, call_of, call_of_mapping, new_id, opt_utc, utcnow
 from service.storage.schema import jobs, llm_calls, teams
 
 
@@ -78,7 +78,12 @@ _SELECT_CALLS = (
 
 
 def _job(row: Any, calls: list[CallRecord] | None = None) -> Job:
-    m = row._mapping
+    return _job_of(row._mapping, calls)
+
+
+def _job_of(m: Mapping[str, Any], calls: list[CallRecord] | None = None) -> Job:
+    """A jobs row as a mapping (SQLAlchemy's row._mapping, a dict of an asyncpg record, with
+    its JSON columns decoded)."""
     return Job(
         job_id=m["job_id"],
         team_id=m["team_id"],
@@ -147,6 +152,12 @@ class JobRepository:
             "updated_at": now,
             "completed_at": None,
         }
+        # PostgreSQL: the happy path in one statement on the raw driver (fastpath.py); anything
+        # else (no team, suspended, no credits, request_id taken) wrote nothing and goes on below.
+        if self.db.fast is not None and await self.db.fast.create_job(
+            values, f"Job {job_type} created", new_id()
+        ):
+            return _job_from_values(values), False
         try:
             async with self.db.tx() as conn:
                 # Reserve first: it reports a missing team or missing credits.
@@ -270,6 +281,23 @@ class JobRepository:
         completed and no call failed, else a release. A repeat with the same
         status returns the stored job (replayed=True) and moves no credit."""
         now = utcnow()
+        if self.db.fast is not None:
+            # PostgreSQL: claim, settle and read back on the raw driver (fastpath.py); a job that
+            # was not open wrote nothing and goes on below (replay or error).
+            done = await self.db.fast.complete_job(
+                {
+                    "job_id": job_id,
+                    "status": status,
+                    "now": now,
+                    "result_metadata": result_metadata,
+                    "error_message": error_message,
+                    "replay_response": replay_response,
+                },
+                new_id(),
+            )
+            if done is not None:
+                row, calls = done
+                return _job_of(row, [call_of_mapping(c) for c in calls]), False
         key = {"p_job_id": job_id}
         async with self.db.tx() as conn:
             claimed = (

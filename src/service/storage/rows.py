@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -70,7 +70,11 @@ def ledger_entry_of(row: Any) -> LedgerEntry:
 
 
 def call_of(row: Any) -> CallRecord:
-    m = row._mapping
+    return call_of_mapping(row._mapping)
+
+
+def call_of_mapping(m: Mapping[str, Any]) -> CallRecord:
+    """An llm_calls row as a mapping (SQLAlchemy's row._mapping, a dict of an asyncpg record)."""
     return CallRecord(
         call_id=m["call_id"],
         job_id=m["job_id"],
