@@ -7,9 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from service.domain.errors import DeadlineExceeded
 from service.domain.models import ModelGroup
@@ -25,6 +25,8 @@ from service.providers.base import (
 # Time kept back from the request deadline so that the call can still be
 # recorded and answered before the client gives up.
 DEADLINE_MARGIN_S = 0.05
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -78,9 +80,16 @@ class CallRunner:
         self.provider = provider
         self.default_timeout = default_timeout
 
-    async def complete(
-        self, group: ModelGroup, request: ChatRequest, deadline: float | None
-    ) -> Outcome:
+    async def _fallback(
+        self,
+        group: ModelGroup,
+        deadline: float | None,
+        attempt: Callable[[ModelSpec, float], Awaitable[T]],
+    ) -> tuple[ModelSpec, T, Attempts] | Outcome:
+        """`attempt(model, timeout)` on each model in priority order until one succeeds: its
+        (model, value, attempts). A retryable ProviderError moves on to the next model, any
+        other stops; when none succeeded, an Outcome with the last error. A deadline that runs
+        out before the first attempt is DeadlineExceeded; after one, the last error stands."""
         attempts = Attempts()
         last = group.models[0]
         for model in group.models:
@@ -93,15 +102,27 @@ class CallRunner:
                 break
             started = time.perf_counter()
             try:
-                result = await self.provider.complete(model, request, timeout)
+                value = await attempt(model, timeout)
             except ProviderError as exc:
                 attempts.add(model, exc.message, started)
                 if not exc.retryable:
                     break
                 continue
             attempts.add(model, None, started)
-            return Outcome(model=model, result=result, attempts=attempts, error=None)
+            return model, value, attempts
         return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
+
+    async def complete(
+        self, group: ModelGroup, request: ChatRequest, deadline: float | None
+    ) -> Outcome:
+        def attempt(model: ModelSpec, timeout: float) -> Awaitable[ChatResult]:
+            return self.provider.complete(model, request, timeout)
+
+        done = await self._fallback(group, deadline, attempt)
+        if isinstance(done, Outcome):
+            return done
+        model, result, attempts = done
+        return Outcome(model=model, result=result, attempts=attempts, error=None)
 
     async def open_stream(
         self, group: ModelGroup, request: ChatRequest, deadline: float | None
@@ -110,34 +131,26 @@ class CallRunner:
         first chunk. Returns (model, first chunk, rest, attempts), or an
         Outcome with the error when every model failed before its first
         chunk."""
-        attempts = Attempts()
-        last = group.models[0]
-        for model in group.models:
-            last = model
-            try:
-                timeout = attempt_timeout(model, deadline, self.default_timeout)
-            except DeadlineExceeded:
-                if not attempts.items:
-                    raise
-                break
-            started = time.perf_counter()
+
+        async def attempt(
+            model: ModelSpec, timeout: float
+        ) -> tuple[StreamChunk, AsyncIterator[StreamChunk]]:
             stream = self.provider.stream(model, request, timeout)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
                 first = StreamChunk(finish_reason="stop")
-            except ProviderError as exc:
-                await _close(stream)
-                attempts.add(model, exc.message, started)
-                if not exc.retryable:
-                    break
-                continue
             except BaseException:
+                # A failed attempt (or a cancelled call) closes its stream.
                 await _close(stream)
                 raise
-            attempts.add(model, None, started)
-            return model, first, stream, attempts
-        return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
+            return first, stream
+
+        done = await self._fallback(group, deadline, attempt)
+        if isinstance(done, Outcome):
+            return done
+        model, (first, stream), attempts = done
+        return model, first, stream, attempts
 
 
 async def _close(stream: AsyncIterator[StreamChunk]) -> None:
