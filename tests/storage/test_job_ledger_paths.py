@@ -1,7 +1,8 @@
-"""Creating and completing jobs on PostgreSQL runs on the raw driver (storage/fastpath.py
-`create_job`, `complete_job`) when the happy path applies, and on SQLAlchemy otherwise. Both
-must leave exactly the same rows: the same scenario is played once with the fast path and once
-without it, and the two databases' jobs, ledger and team totals are compared."""
+"""Creating and completing jobs runs on the raw driver (storage/fastpath.py `create_job`,
+`complete_job`) when the happy path applies, and on SQLAlchemy otherwise. Both must leave
+exactly the same rows and give the same answers: the same scenario is played once with the fast
+path and once without it, on SQLite and on PostgreSQL, and the two databases' jobs (raw JSON
+text and NULLs included), ledger and team totals are compared."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 
 from saas_llm.v1 import team_service_pb2 as team_pb
 from service.domain.errors import AlreadyExists, FailedPrecondition, InsufficientCredits
@@ -17,8 +18,6 @@ from service.storage.schema import credit_transactions, jobs, teams
 from tests.conftest import Client, admin, fresh_database, start_client, stop_client
 from tests.flows import make_team
 from tests.storage.test_hot_path import _call
-
-pytestmark = pytest.mark.postgres
 
 # Columns that differ between two runs by construction (ids, clocks).
 _VOLATILE = {"id", "job_id", "transaction_id", "team_id", "created_at", "updated_at"}
@@ -47,8 +46,10 @@ async def _scenario(c: Client) -> list[Any]:
 
     async def complete(job_id: str, status: str, *args: Any, **kw: Any) -> None:
         job, replayed = await repo.complete(job_id, status, *args, **kw)
+        times = [job.completed_at, job.created_at, *(x.created_at for x in job.calls)]
         answers.append(
             (
+                all(t is not None and t.tzinfo is not None for t in times),
                 job.status,
                 job.result_metadata,
                 job.error_message,
@@ -106,6 +107,19 @@ async def _state(c: Client, team_id: str) -> dict[str, Any]:
                 select(jobs).where(jobs.c.team_id == team_id).order_by(jobs.c.created_at)
             )
         ).all()
+        # As stored: JSON text (None may be SQL NULL or JSON null), and which columns are NULL.
+        raw_rows = (
+            await conn.execute(
+                select(
+                    *(cast(jobs.c[n], Text) for n in ("metadata", "result_metadata")),
+                    cast(jobs.c.replay_response, Text),
+                    jobs.c.error_message.is_(None),
+                    jobs.c.completed_at.is_(None),
+                )
+                .where(jobs.c.team_id == team_id)
+                .order_by(jobs.c.created_at)
+            )
+        ).all()
         ledger_rows = (
             await conn.execute(
                 select(credit_transactions)
@@ -117,16 +131,37 @@ async def _state(c: Client, team_id: str) -> dict[str, Any]:
     return {
         "totals": (m["credits_allocated"], m["credits_used"], m["credits_reserved"]),
         "jobs": clean(job_rows),
+        "raw": [tuple(r) for r in raw_rows],
         "ledger": clean(ledger_rows),
     }
 
 
-async def test_fast_and_sqlalchemy_paths_write_the_same_rows(tmp_path: Path) -> None:
+def _count_served(fast: Any) -> dict[str, int]:
+    """Count the creates and completes that the fast path served itself."""
+    served = {"create": 0, "complete": 0}
+    create_job, complete_job = fast.create_job, fast.complete_job
+
+    async def counting_create(*args: Any) -> bool:
+        done: bool = await create_job(*args)
+        served["create"] += done
+        return done
+
+    async def counting_complete(*args: Any) -> Any:
+        done = await complete_job(*args)
+        served["complete"] += done is not None
+        return done
+
+    fast.create_job, fast.complete_job = counting_create, counting_complete
+    return served
+
+
+async def test_fast_and_sqlalchemy_paths_write_the_same_rows(db_kind: str, tmp_path: Path) -> None:
     results = []
     for use_fast in (True, False):
-        c = await start_client(await fresh_database("postgres", tmp_path))
+        c = await start_client(await fresh_database(db_kind, tmp_path))
         fast = c.app.db.fast
         assert fast is not None
+        served = _count_served(fast)
         try:
             if not use_fast:
                 c.app.db.fast = None
@@ -134,6 +169,9 @@ async def test_fast_and_sqlalchemy_paths_write_the_same_rows(tmp_path: Path) -> 
         finally:
             c.app.db.fast = fast
             await stop_client(c)
+        if use_fast:
+            # The fast path served every happy case (9 jobs created, 4 completed) and nothing else.
+            assert served == {"create": 9, "complete": 4}
     with_fast, without = results
     state = with_fast[-1]
     # 2 charged; the suspension failed the 5 open jobs and released their credits.
