@@ -18,11 +18,11 @@ the driver directly, with the same SQL semantics; everything else stays on SQLAl
   prepares each statement once per connection and reuses it; the call record is a single
   statement (a data-modifying CTE), so each of the two is one round trip.
 
-The happy path of creating and completing a job runs here too (`create_job`, `complete_job`;
-SQLite ~0.37 and ~0.47 ms of CPU, PostgreSQL ~0.45 and ~1.2 ms, where SQLAlchemy took 0.75 and
-1.3 ms on SQLite, 2.2 and 3.8 ms on PostgreSQL). They write nothing when the happy path does not
-apply, and JobRepository then runs its SQLAlchemy code, which raises or replays.
-tests/storage/test_job_ledger_paths.py requires both paths to leave identical rows.
+The happy path of creating and completing a job runs here too (`create_job`, `complete_job`):
+2-3x less CPU than SQLAlchemy on SQLite, 3-5x on PostgreSQL (`python -m bench.job_ops`). They
+write nothing when the happy path does not apply, and JobRepository then runs its SQLAlchemy
+code, which raises or replays. tests/storage/test_job_ledger_paths.py requires both paths to
+leave identical rows.
 
 `create(url, ...)` returns None for URLs it cannot serve (in-memory SQLite, other
 drivers); the repositories then use SQLAlchemy.
