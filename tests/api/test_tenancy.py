@@ -365,3 +365,31 @@ async def test_credential_headers_must_reference_env(sqlite_client: Client) -> N
         c, [("anthropic/x", {"extra_headers": {"x-api-key": "os.environ/K", "x-team": "a"}})]
     )
     assert ok
+
+
+async def test_additions_stop_at_the_team_total_cap(client: Client) -> None:
+    """Each addition is valid on its own; the one that would take the team's total past
+    MAX_TOTAL_CREDITS is refused whole, and the totals stay as they were."""
+    from service.domain.validation import MAX_CREDITS
+    from service.storage.ledger import MAX_TOTAL_CREDITS
+
+    team_id, key = await make_team(client, credits=0)
+    step = MAX_CREDITS  # the largest single addition
+    for _ in range(MAX_TOTAL_CREDITS // step):
+        await client.credits.AddCredits(
+            cr_pb.AddCreditsRequest(team_id=team_id, credits_amount=step), metadata=admin()
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as e:
+        await client.credits.AddCredits(
+            cr_pb.AddCreditsRequest(team_id=team_id, credits_amount=1), metadata=admin()
+        )
+    assert e.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert e.value.details() == (
+        f"Adding 1 credits would take the team's total to {MAX_TOTAL_CREDITS + 1}; "
+        f"the limit is {MAX_TOTAL_CREDITS}"
+    )
+    assert error_info(e.value).reason == "CREDIT_TOTAL_LIMIT"
+    balance = await client.credits.GetCreditBalance(
+        cr_pb.GetCreditBalanceRequest(team_id=team_id), metadata=bearer(key)
+    )
+    assert balance.credits_allocated == MAX_TOTAL_CREDITS

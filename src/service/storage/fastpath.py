@@ -44,6 +44,7 @@ from sqlalchemy.engine import make_url
 
 from service.domain.errors import Unavailable
 from service.domain.validation import OPEN_STATUSES
+from service.storage.rows import settle_reason
 
 T = TypeVar("T")
 
@@ -215,19 +216,21 @@ _SQLITE_STAMP_JOB = (
 )
 _SQLITE_SELECT_JOB = "SELECT * FROM jobs WHERE job_id = ?"
 _SQLITE_SELECT_CALLS = "SELECT * FROM llm_calls WHERE job_id = ? ORDER BY id"
-_JOB_JSON_COLUMNS = ("metadata", "result_metadata", "replay_response")
 _JOB_TIME_COLUMNS = ("created_at", "updated_at", "completed_at")
-
-
-def _settle_reasons(job_type: str, status: str) -> tuple[str, str]:
-    """The ledger reason of a completion that charges, and of one that releases (ledger.py's)."""
-    why = "failed" if status == "failed" else "had failed calls"
-    return f"Job {job_type} completed successfully", f"Job {job_type} {why}"
 
 
 def _sqlite_rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
     names = [d[0] for d in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _decode_json_columns(job: dict[str, Any]) -> dict[str, Any]:
+    """A jobs row read on the raw driver, with its JSON columns decoded (SQLite stores text,
+    asyncpg hands jsonb back as text): what SQLAlchemy's JSON type returns."""
+    for column in ("metadata", "result_metadata", "replay_response"):
+        if job[column] is not None:
+            job[column] = orjson.loads(job[column])
+    return job
 
 
 def _sqlite_time(value: str | None) -> datetime | None:
@@ -318,10 +321,11 @@ class SqliteFastPath:
         except TimeoutError as exc:
             raise _unavailable(exc) from exc
         try:
-            return await self._run(fn)
+            result = await self._run(fn)
         finally:
             self._write_lock.release()
-            self.note_commit()
+        self.note_commit()
+        return result
 
     async def create_job(self, values: dict[str, Any], reason: str, transaction_id: str) -> bool:
         team_id, job_id = values["team_id"], values["job_id"]
@@ -388,8 +392,8 @@ class SqliteFastPath:
                         f"ledger invariant broken: team {team_id} has no reservation to settle"
                     )
                 remaining = settled[0]
-                reasons = _settle_reasons(job_type, status)
-                kind, reason = ("deduction", reasons[0]) if charge else ("release", reasons[1])
+                kind = "deduction" if charge else "release"
+                reason = settle_reason(job_type, status, charged=charge)
                 entry = (transaction_id, team_id, kind, remaining, reason, job_id, now)
                 conn.execute(_SQLITE_INSERT_ENTRY, entry)
                 conn.execute(_SQLITE_STAMP_JOB, (int(charge), remaining, job_id))
@@ -405,14 +409,11 @@ class SqliteFastPath:
         if done is None:
             return None
         job, calls = done
-        for column in _JOB_JSON_COLUMNS:
-            if job[column] is not None:
-                job[column] = json.loads(job[column])
         for column in _JOB_TIME_COLUMNS:
             job[column] = _sqlite_time(job[column])
         for call in calls:
             call["created_at"] = _sqlite_time(call["created_at"])
-        return job, list(calls)
+        return _decode_json_columns(job), [*calls]
 
     def note_commit(self) -> None:
         """Count a commit of this process (this connection's or storage/sqlite_sync.py's, whose
@@ -527,7 +528,6 @@ _PG_SETTLE_JOB = (
 )
 _PG_SELECT_JOB = "SELECT * FROM jobs WHERE job_id = $1"
 _PG_SELECT_CALLS = "SELECT * FROM llm_calls WHERE job_id = $1 ORDER BY id"
-_PG_JSON_COLUMNS = ("metadata", "result_metadata", "replay_response")
 
 
 def _json(value: Any) -> str:
@@ -629,7 +629,8 @@ class PostgresFastPath:
                 now,
                 transaction_id,
                 team_id,
-                *_settle_reasons(job_type, status),
+                settle_reason(job_type, status, charged=True),
+                settle_reason(job_type, status, charged=False),
             )
             if settled is None:
                 # As in ledger.settle: unreachable while "reserved == open jobs" holds; the
@@ -641,10 +642,7 @@ class PostgresFastPath:
             calls: list[Mapping[str, Any]] = [
                 dict(r) for r in await conn.fetch(_PG_SELECT_CALLS, job_id)
             ]
-        for column in _PG_JSON_COLUMNS:
-            if job[column] is not None:
-                job[column] = orjson.loads(job[column])
-        return job, calls
+        return _decode_json_columns(job), calls
 
     async def job_state(self, job_id: str) -> tuple[str, str] | None:
         row = await self._query("fetchrow", _PG_JOB, (job_id,))

@@ -24,7 +24,16 @@ from service.domain.models import CallRecord, Job, JobRef
 from service.domain.validation import OPEN_STATUSES
 from service.storage import ledger
 from service.storage.db import Database
-from service.storage.rows import as_utc, call_of, call_of_mapping, new_id, opt_utc, utcnow
+from service.storage.rows import (
+    as_utc,
+    call_of,
+    call_of_mapping,
+    new_id,
+    opt_utc,
+    reserve_reason,
+    settle_reason,
+    utcnow,
+)
 from service.storage.schema import jobs, llm_calls, teams
 
 
@@ -155,7 +164,7 @@ class JobRepository:
         # PostgreSQL: the happy path in one statement on the raw driver (fastpath.py); anything
         # else (no team, suspended, no credits, request_id taken) wrote nothing and goes on below.
         if self.db.fast is not None and await self.db.fast.create_job(
-            values, f"Job {job_type} created", new_id()
+            values, reserve_reason(job_type), new_id()
         ):
             return _job_from_values(values), False
         try:
@@ -318,19 +327,13 @@ class JobRepository:
                 team_id, job_type = claimed[0], claimed[1]
                 failed_calls = (await conn.execute(_FAILED_CALLS, key)).scalar_one()
                 charge = status == "completed" and failed_calls == 0
-                if charge:
-                    credits = await ledger.settle(
-                        conn,
-                        team_id,
-                        job_id,
-                        kind="deduction",
-                        reason=f"Job {job_type} completed successfully",
-                    )
-                else:
-                    why = "failed" if status == "failed" else "had failed calls"
-                    credits = await ledger.settle(
-                        conn, team_id, job_id, kind="release", reason=f"Job {job_type} {why}"
-                    )
+                credits = await ledger.settle(
+                    conn,
+                    team_id,
+                    job_id,
+                    kind="deduction" if charge else "release",
+                    reason=settle_reason(job_type, status, charged=charge),
+                )
                 await conn.execute(
                     _SETTLE_JOB,
                     {**key, "credit_applied": charge, "credits_remaining_after": credits.remaining},

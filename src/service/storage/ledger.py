@@ -28,7 +28,7 @@ from service.domain.errors import (
 )
 from service.domain.models import Credits, LedgerEntry
 from service.storage.db import Database
-from service.storage.rows import credits_of, ledger_entry_of, new_id, utcnow
+from service.storage.rows import credits_of, ledger_entry_of, new_id, reserve_reason, utcnow
 from service.storage.schema import credit_transactions, teams
 
 # Totals are int32 on the wire (proto3 JSON prints int64 as strings), so a
@@ -53,6 +53,11 @@ _RESERVE = _team_update(
     teams.c.credits_allocated - teams.c.credits_used - teams.c.credits_reserved >= 1,
     teams.c.status == "active",
     credits_reserved=teams.c.credits_reserved + 1,
+)
+# An addition, below the cap on a team's total (p_limit = MAX_TOTAL_CREDITS - amount).
+_ADD = _team_update(
+    teams.c.credits_allocated <= bindparam("p_limit"),
+    credits_allocated=teams.c.credits_allocated + bindparam("p_amount"),
 )
 _SETTLE = {
     True: _team_update(
@@ -114,22 +119,13 @@ async def _write(
     )
 
 
-async def _update(
-    conn: AsyncConnection, team_id: str, values: dict[str, Any], *guards: ColumnElement[bool]
+async def _run_update(
+    conn: AsyncConnection, statement: Any, team_id: str, **params: Any
 ) -> Credits | None:
+    """One of the prebuilt team updates above: the new totals, or None when its guard failed."""
     row = (
-        await conn.execute(
-            update(teams)
-            .where(teams.c.team_id == team_id, *guards)
-            .values(updated_at=utcnow(), **values)
-            .returning(*_TOTALS)
-        )
+        await conn.execute(statement, {"p_team_id": team_id, "updated_at": utcnow(), **params})
     ).first()
-    return None if row is None else credits_of(row)
-
-
-async def _run_update(conn: AsyncConnection, statement: Any, team_id: str) -> Credits | None:
-    row = (await conn.execute(statement, {"p_team_id": team_id, "updated_at": utcnow()})).first()
     return None if row is None else credits_of(row)
 
 
@@ -150,7 +146,7 @@ async def reserve(conn: AsyncConnection, team_id: str, job_id: str, job_type: st
         team_id=team_id,
         kind="reservation",
         amount=1,
-        reason=f"Job {job_type} created",
+        reason=reserve_reason(job_type),
         job_id=job_id,
         credits=credits,
     )
@@ -199,11 +195,8 @@ class LedgerRepository:
                 return replay
         try:
             async with self.db.tx() as conn:
-                credits = await _update(
-                    conn,
-                    team_id,
-                    {"credits_allocated": teams.c.credits_allocated + amount},
-                    teams.c.credits_allocated <= MAX_TOTAL_CREDITS - amount,
+                credits = await _run_update(
+                    conn, _ADD, team_id, p_amount=amount, p_limit=MAX_TOTAL_CREDITS - amount
                 )
                 if credits is None:
                     total = (

@@ -35,6 +35,18 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def reserve_reason(job_type: str) -> str:
+    """The ledger reason of a job's reservation (every path that creates a job writes this)."""
+    return f"Job {job_type} created"
+
+
+def settle_reason(job_type: str, status: str, *, charged: bool) -> str:
+    """The ledger reason of a completed job's settlement: its charge, or its release."""
+    if charged:
+        return f"Job {job_type} completed successfully"
+    return f"Job {job_type} " + ("failed" if status == "failed" else "had failed calls")
+
+
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
