@@ -17,49 +17,19 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench.inprocess import insert_team, start_app
 from service.server import App
-from service.settings import Settings
-from service.storage.migrate import migrate
-from service.storage.schema import organizations, teams
 
 KEY = "sk-master-bench-jobs-" + "j" * 16
 POSTGRES_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 
 
 async def _team(app: App) -> str:
-    now = datetime.now(UTC)
     team_id = "team_" + uuid.uuid4().hex[:8]
-    async with app.db.tx() as conn:
-        await conn.execute(
-            organizations.insert().values(
-                organization_id="org_" + team_id,
-                name="Bench",
-                status="active",
-                metadata={},
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await conn.execute(
-            teams.insert().values(
-                team_id=team_id,
-                organization_id="org_" + team_id,
-                team_alias="bench",
-                status="active",
-                metadata={},
-                key_hash=uuid.uuid4().hex * 2,
-                key_prefix="sk-bench",
-                credits_allocated=1_000_000,
-                credits_used=0,
-                credits_reserved=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    await insert_team(app, "org_" + team_id, team_id, allocated=1_000_000)
     return team_id
 
 
@@ -90,17 +60,7 @@ async def _measure(app: App, jobs: int) -> dict[str, float]:
 
 
 async def _database(url: str, jobs: int) -> dict[str, Any]:
-    await asyncio.to_thread(migrate, url)
-    app = App(
-        Settings(
-            database_url=url,
-            master_key=KEY,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            log_level="WARNING",
-        )
-    )
-    await app.start()
+    app = await start_app(url, KEY)
     try:
         fast = app.db.fast
         result = {"fast_path": await _measure(app, jobs)}

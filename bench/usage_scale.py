@@ -21,11 +21,10 @@ from typing import Any
 
 import grpc
 
+from bench.inprocess import insert_team, start_app
 from saas_llm.v1 import team_service_pb2, team_service_pb2_grpc
 from service.server import App
-from service.settings import Settings
-from service.storage.migrate import migrate
-from service.storage.schema import jobs, llm_calls, organizations, teams
+from service.storage.schema import jobs, llm_calls
 
 JOBS = 100_000
 REPEAT = 20
@@ -33,34 +32,7 @@ KEY = "sk-master-bench-usage-" + "u" * 16
 
 
 async def _fill(app: App, team_id: str, period_start: datetime) -> None:
-    now = datetime.now(UTC)
-    async with app.db.tx() as conn:
-        await conn.execute(
-            organizations.insert().values(
-                organization_id="org_bench",
-                name="Bench",
-                status="active",
-                metadata={},
-                created_at=now,
-                updated_at=now,
-            )
-        )
-        await conn.execute(
-            teams.insert().values(
-                team_id=team_id,
-                organization_id="org_bench",
-                team_alias="bench",
-                status="active",
-                metadata={},
-                key_hash=uuid.uuid4().hex * 2,
-                key_prefix="sk-bench",
-                credits_allocated=JOBS,
-                credits_used=JOBS // 2,
-                credits_reserved=0,
-                created_at=now,
-                updated_at=now,
-            )
-        )
+    await insert_team(app, "org_bench", team_id, allocated=JOBS, used=JOBS // 2)
     batch = 5000
     for start in range(0, JOBS, batch):
         job_rows: list[dict[str, Any]] = []
@@ -119,18 +91,7 @@ async def _fill(app: App, team_id: str, period_start: datetime) -> None:
 
 
 async def run(tmp: Path) -> dict[str, Any]:
-    url = f"sqlite+aiosqlite:///{tmp / 'usage.db'}"
-    await asyncio.to_thread(migrate, url)
-    app = App(
-        Settings(
-            database_url=url,
-            master_key=KEY,
-            grpc_host="127.0.0.1",
-            grpc_port=0,
-            log_level="WARNING",
-        )
-    )
-    await app.start()
+    app = await start_app(f"sqlite+aiosqlite:///{tmp / 'usage.db'}", KEY)
     period_start = datetime(2026, 6, 1, tzinfo=UTC)
     t0 = time.perf_counter()
     await _fill(app, "team_bench", period_start)
