@@ -36,7 +36,7 @@ import orjson
 
 from bench import litellm_proxy, loadgen, procs, report
 from bench.loadgen import LoadResult, Op, StreamTiming
-from service.devrun import envoy_binary
+from service.devrun import envoy_command
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -357,14 +357,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
         )
         envoy = procs.spawn(
             f"envoy-{label}",
-            [
-                envoy_binary(),
-                "-c",
-                str(config),
-                "--log-level",
-                "warn",
-                "--disable-hot-restart",
-            ],
+            envoy_command(config),
             env=dict(os.environ),
             cwd=workdir,
             log_dir=workdir,

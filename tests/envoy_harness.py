@@ -33,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from gateway.envoy_config import render  # noqa: E402
-from service.devrun import envoy_binary  # noqa: E402
+from service.devrun import envoy_command  # noqa: E402
 
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
 
@@ -155,16 +155,14 @@ async def start_envoy(
     with log_path.open("wb") as log_file:
         process = await asyncio.create_subprocess_exec(
             *_die_with_parent(),
-            envoy_binary(),
-            "-c",
-            str(config),
-            "--log-level",
-            log_level,
-            "--disable-hot-restart",
-            "--concurrency",
-            str(concurrency),
-            "--admin-address-path",
-            str(admin_path),
+            *envoy_command(
+                config,
+                "--concurrency",
+                str(concurrency),
+                "--admin-address-path",
+                str(admin_path),
+                log_level=log_level,
+            ),
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

@@ -73,19 +73,25 @@ def spawn_children(
             start_new_session=True,
         )
     children["envoy"] = subprocess.Popen(
-        [
-            *_die_with_parent(),
-            envoy_binary(),
-            "-c",
-            str(config),
-            "--log-level",
-            "warn",
-            "--disable-hot-restart",
-        ],
+        [*_die_with_parent(), *envoy_command(config)],
         env=dict(env),
         cwd=root,
         start_new_session=True,
     )
+
+
+def envoy_command(config: Path | str, *extra: str, log_level: str = "warn") -> list[str]:
+    """The command line that starts Envoy on a rendered config, the same for make run, the bench
+    and the tests. No hot restart: several Envoys can then run side by side."""
+    return [
+        envoy_binary(),
+        "-c",
+        str(config),
+        "--log-level",
+        log_level,
+        "--disable-hot-restart",
+        *extra,
+    ]
 
 
 def envoy_binary() -> str:

@@ -30,7 +30,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service.devrun import envoy_binary
+from service.devrun import envoy_command
 from tests.conftest import MASTER_KEY
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -267,16 +267,13 @@ def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> EnvoyP
         process = subprocess.Popen(
             [
                 *die_with_parent(),
-                envoy_binary(),
-                "-c",
-                str(workdir / "envoy.yaml"),
-                "--log-level",
-                "warn",
-                "--disable-hot-restart",
-                "--concurrency",
-                "2",
-                "--admin-address-path",
-                str(admin_path),
+                *envoy_command(
+                    workdir / "envoy.yaml",
+                    "--concurrency",
+                    "2",
+                    "--admin-address-path",
+                    str(admin_path),
+                ),
             ],
             stdin=subprocess.DEVNULL,
             stdout=log,
