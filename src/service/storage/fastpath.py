@@ -301,27 +301,35 @@ class SqliteFastPath:
         tokens = values["prompt_tokens"] + values["completion_tokens"]
         touch = (tokens, values["cost_usd"], created, values["job_id"])
 
-        def write(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.execute(_SQLITE_INSERT_CALL, params)
-                conn.execute(_SQLITE_TOUCH_JOB, touch)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+        def write(conn: sqlite3.Connection) -> tuple[None, bool]:
+            conn.execute(_SQLITE_INSERT_CALL, params)
+            conn.execute(_SQLITE_TOUCH_JOB, touch)
+            return None, True
 
         await self._write(write)
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """fn(conn), which runs one write transaction, under the process's write lock."""
+    async def _write(self, body: Callable[[sqlite3.Connection], tuple[T, bool]]) -> T:
+        """One write transaction under the process's write lock: BEGIN IMMEDIATE, then
+        body(conn) -> (result, commit); COMMIT when it says so, else (or on any error) ROLLBACK.
+        """
+
+        def transaction(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result, commit = body(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT" if commit else "ROLLBACK")
+            return result
+
         try:
             async with asyncio.timeout(LOCK_WAIT_S):
                 await self._write_lock.acquire()
         except TimeoutError as exc:
             raise _unavailable(exc) from exc
         try:
-            result = await self._run(fn)
+            result = await self._run(transaction)
         finally:
             self._write_lock.release()
         self.note_commit()
@@ -342,21 +350,17 @@ class SqliteFastPath:
             now,
         )
 
-        def write(conn: sqlite3.Connection) -> bool:
-            conn.execute("BEGIN IMMEDIATE")
+        def write(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            row = conn.execute(_SQLITE_RESERVE, (now, team_id)).fetchone()
+            if row is None:
+                return False, False
+            entry = (transaction_id, team_id, "reservation", row[0], reason, job_id, now)
+            conn.execute(_SQLITE_INSERT_ENTRY, entry)
             try:
-                row = conn.execute(_SQLITE_RESERVE, (now, team_id)).fetchone()
-                if row is not None:
-                    entry = (transaction_id, team_id, "reservation", row[0], reason, job_id, now)
-                    conn.execute(_SQLITE_INSERT_ENTRY, entry)
-                    conn.execute(_SQLITE_INSERT_JOB, job)
+                conn.execute(_SQLITE_INSERT_JOB, job)
             except sqlite3.IntegrityError:
-                row = None  # a request_id already used: the caller replays or refuses
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT" if row is not None else "ROLLBACK")
-            return row is not None
+                return False, False  # a request_id already used: the caller replays or refuses
+            return True, True
 
         return await self._write(write)
 
@@ -375,35 +379,30 @@ class SqliteFastPath:
             job_id,
         )
 
-        def write(conn: sqlite3.Connection) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                claimed = conn.execute(_SQLITE_CLAIM_JOB, claim_args).fetchone()
-                if claimed is None:
-                    conn.execute("ROLLBACK")
-                    return None
-                team_id, job_type = claimed
-                failed = conn.execute(_SQLITE_FAILED_CALLS, (job_id,)).fetchone()[0]
-                charge = status == "completed" and failed == 0
-                settled = conn.execute(_SQLITE_SETTLE[charge], (now, team_id)).fetchone()
-                if settled is None:
-                    # As in ledger.settle: unreachable while "reserved == open jobs" holds.
-                    raise RuntimeError(
-                        f"ledger invariant broken: team {team_id} has no reservation to settle"
-                    )
-                remaining = settled[0]
-                kind = "deduction" if charge else "release"
-                reason = settle_reason(job_type, status, charged=charge)
-                entry = (transaction_id, team_id, kind, remaining, reason, job_id, now)
-                conn.execute(_SQLITE_INSERT_ENTRY, entry)
-                conn.execute(_SQLITE_STAMP_JOB, (int(charge), remaining, job_id))
-                job = _sqlite_rows(conn.execute(_SQLITE_SELECT_JOB, (job_id,)))[0]
-                calls = _sqlite_rows(conn.execute(_SQLITE_SELECT_CALLS, (job_id,)))
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
-            return job, calls
+        Read = tuple[dict[str, Any], list[dict[str, Any]]]
+
+        def write(conn: sqlite3.Connection) -> tuple[Read | None, bool]:
+            claimed = conn.execute(_SQLITE_CLAIM_JOB, claim_args).fetchone()
+            if claimed is None:
+                return None, False
+            team_id, job_type = claimed
+            failed = conn.execute(_SQLITE_FAILED_CALLS, (job_id,)).fetchone()[0]
+            charge = status == "completed" and failed == 0
+            settled = conn.execute(_SQLITE_SETTLE[charge], (now, team_id)).fetchone()
+            if settled is None:
+                # As in ledger.settle: unreachable while "reserved == open jobs" holds.
+                raise RuntimeError(
+                    f"ledger invariant broken: team {team_id} has no reservation to settle"
+                )
+            remaining = settled[0]
+            kind = "deduction" if charge else "release"
+            reason = settle_reason(job_type, status, charged=charge)
+            entry = (transaction_id, team_id, kind, remaining, reason, job_id, now)
+            conn.execute(_SQLITE_INSERT_ENTRY, entry)
+            conn.execute(_SQLITE_STAMP_JOB, (int(charge), remaining, job_id))
+            job = _sqlite_rows(conn.execute(_SQLITE_SELECT_JOB, (job_id,)))[0]
+            calls = _sqlite_rows(conn.execute(_SQLITE_SELECT_CALLS, (job_id,)))
+            return (job, calls), True
 
         done = await self._write(write)
         if done is None:
