@@ -12,7 +12,15 @@ from saas_llm.v1 import common_pb2
 from saas_llm.v1 import job_service_pb2 as pb
 from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
-from service.api.convert import NULL, from_struct, from_value, string_or_null, struct, ts
+from service.api.convert import (
+    NULL,
+    from_struct,
+    from_value,
+    saturated_int32,
+    string_or_null,
+    struct,
+    ts,
+)
 from service.domain.jobs import (
     CallAnswer,
     CallInput,
@@ -71,7 +79,7 @@ def costs_pb(c: JobCosts) -> pb.JobCosts:
         total_calls=c.total_calls,
         successful_calls=c.successful_calls,
         failed_calls=c.failed_calls,
-        total_tokens=c.total_tokens,
+        total_tokens=saturated_int32(c.total_tokens),
         total_cost_usd=c.total_cost_usd,
         avg_latency_ms=c.avg_latency_ms,
         credit_applied=c.credit_applied,
@@ -85,7 +93,7 @@ def call_pb(c: CallRecord) -> pb.JobCall:
         call_id=c.call_id,
         purpose=c.purpose,
         model_group=c.model_group,
-        tokens=c.tokens,
+        tokens=saturated_int32(c.tokens),
         latency_ms=c.latency_ms,
         error=string_or_null(c.error),
         status=c.status,

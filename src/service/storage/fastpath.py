@@ -169,9 +169,10 @@ _SQLITE_INSERT_CALL = (
     "error, attempts, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # Adds the call to the job's totals (whatever its status: a call that ends after
-# its job still cost money) and moves an open job to in_progress.
+# its job still cost money; tokens saturate at the int32 maximum, jobs.MAX_JOB_TOKENS) and
+# moves an open job to in_progress.
 _SQLITE_TOUCH_JOB = (
-    "UPDATE jobs SET total_tokens = total_tokens + ?, "
+    "UPDATE jobs SET total_tokens = min(total_tokens + ?, 2147483647), "
     "total_cost_usd = total_cost_usd + coalesce(?, 0), "
     "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN ? ELSE updated_at END, "
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "
@@ -471,7 +472,7 @@ _PG_RECORD_CALL = (
     "status, streamed, prompt_tokens, completion_tokens, usage_estimated, cost_usd, latency_ms, "
     "ttft_ms, error, attempts, created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, "
     "$12, $13, $14, $15, $16, $17)) "
-    "UPDATE jobs SET total_tokens = total_tokens + $9 + $10, "
+    "UPDATE jobs SET total_tokens = least(total_tokens::bigint + $9 + $10, 2147483647), "
     "total_cost_usd = total_cost_usd + coalesce($12, 0), "
     "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN $17 ELSE updated_at END, "
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import and_, bindparam, case, func, select, update
+from sqlalchemy import BigInteger, ColumnElement, and_, bindparam, case, cast, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.errors import (
@@ -35,6 +35,16 @@ from service.storage.rows import (
     utcnow,
 )
 from service.storage.schema import jobs, llm_calls, teams
+
+# A job's token total saturates at the int32 maximum, the type of its column and of the contract
+# (docs/decisions.md, "Hardening (issue 21)"); the fast path's statements do the same.
+MAX_JOB_TOKENS = 2**31 - 1
+
+
+def saturated_job_tokens(added: int) -> ColumnElement[int]:
+    """jobs.total_tokens + added, summed as BIGINT so that the sum itself cannot overflow."""
+    total = cast(jobs.c.total_tokens, BigInteger) + added
+    return case((total > MAX_JOB_TOKENS, MAX_JOB_TOKENS), else_=total)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,9 +265,9 @@ class JobRepository:
                     update(jobs)
                     .where(jobs.c.job_id == call.job_id)
                     .values(
-                        total_tokens=jobs.c.total_tokens
-                        + call.prompt_tokens
-                        + call.completion_tokens,
+                        total_tokens=saturated_job_tokens(
+                            call.prompt_tokens + call.completion_tokens
+                        ),
                         total_cost_usd=jobs.c.total_cost_usd + (call.cost_usd or 0.0),
                         updated_at=case((is_open, now), else_=jobs.c.updated_at),
                         status=case((is_open, "in_progress"), else_=jobs.c.status),
