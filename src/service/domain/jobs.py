@@ -47,6 +47,8 @@ STREAM_BACKLOG = 256
 _NOTHING = object()
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
 FINAL_STATUSES = ("completed", "failed")
+# Call parameters that carry client JSON (checked like metadata: no NUL, bounded nesting).
+JSON_PARAMS = ("tools", "tool_choice", "response_format", "stop", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +105,11 @@ def validate_call(call: CallInput) -> None:
                 "messages.role must be one of system, user, assistant, tool, developer",
                 field="messages.role",
             )
+        v.json_value(m, "messages")
     p = call.request.params
+    for key in JSON_PARAMS:
+        if key in p:
+            v.json_value(p[key], key)
     t = p.get("temperature")
     if t is not None and not 0 <= t <= 2:
         raise InvalidArgument("temperature must be between 0 and 2", field="temperature")
