@@ -102,6 +102,10 @@ class Database:
             # IntegrityError and propagate.
             raise Unavailable("Database unavailable, retry later") from exc
         except DBAPIError as exc:
+            # The connection was lost mid-transaction (asyncpg's errors arrive as a plain
+            # DBAPIError or InterfaceError, with SQLAlchemy's disconnect flag set).
+            if exc.connection_invalidated or fastpath.is_lost_connection(_sqlstate(exc)):
+                raise Unavailable("Database unavailable, retry later") from exc
             # PostgreSQL aborted the transaction to break a deadlock or a
             # serialization conflict: nothing was written, a retry succeeds.
             if _sqlstate(exc) in _RETRYABLE_SQLSTATES:

@@ -87,6 +87,16 @@ def _unavailable(exc: BaseException) -> Unavailable:
     return err
 
 
+# SQLSTATEs of a connection the server dropped (class 08, connection exception; the backend
+# terminated by an administrator, a crash or a shutdown): a new connection may succeed, so the
+# request is answered UNAVAILABLE (503), not as an internal error.
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_lost_connection(sqlstate: str | None) -> bool:
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in _LOST_SQLSTATES)
+
+
 class FastPath(Protocol):
     async def job_state(self, job_id: str) -> tuple[str, str] | None:
         """(team_id, status) of a job, or None."""
@@ -583,6 +593,10 @@ class PostgresFastPath:
             OSError,
         ) as exc:
             raise _unavailable(exc) from exc
+        except asyncpg.PostgresError as exc:
+            if is_lost_connection(exc.sqlstate):
+                raise _unavailable(exc) from exc
+            raise
 
     async def create_job(self, values: dict[str, Any], reason: str, transaction_id: str) -> bool:
         import asyncpg
