@@ -96,6 +96,13 @@ class Unavailable(DomainError):
     reason = "UNAVAILABLE"
 
 
+class ConcurrencyLimitExceeded(DomainError):
+    """Too many requests of one key (or unauthenticated streams) at once: RESOURCE_EXHAUSTED."""
+
+    code = Code.RESOURCE_EXHAUSTED
+    reason = "CONCURRENCY_LIMIT_EXCEEDED"
+
+
 class NotImplementedYet(DomainError):
     code = Code.UNIMPLEMENTED
     reason = "NOT_IMPLEMENTED"
