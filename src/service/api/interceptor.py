@@ -99,7 +99,8 @@ class Admission:
         self.open_public_streams = 0
 
     def admit(self, who: Principal) -> str:
-        label = who.label
+        # A team's id, or the master key's own name (no team id starts with a space).
+        label = who.team_id if who.team_id is not None else " admin"
         n = self.active.get(label, 0)
         if n >= self.per_key:
             raise ConcurrencyLimitExceeded(

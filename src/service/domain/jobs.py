@@ -105,7 +105,12 @@ def validate_call(call: CallInput) -> None:
                 "messages.role must be one of system, user, assistant, tool, developer",
                 field="messages.role",
             )
-        v.json_value(m, "messages")
+        content = m.get("content")
+        if len(m) == 2 and type(content) is str:
+            # The common message, {role, content: "text"} (the role was just checked): one scan.
+            v.json_value(content, "messages")
+        else:
+            v.json_value(m, "messages")
     p = call.request.params
     for key in JSON_PARAMS:
         if key in p:
