@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2
 from saas_llm.v1 import model_group_service_pb2 as mg_pb
 from saas_llm.v1 import organization_service_pb2 as org_pb
 from saas_llm.v1 import team_service_pb2 as team_pb
+from service.audit import audit
 from tests.api.test_tenancy import error_info
 from tests.conftest import (
     Client,
@@ -134,5 +135,7 @@ async def test_a_lost_database_is_unavailable_with_the_request_id(tmp_path: Path
         # Recovered: new connections.
         got = await c.teams.GetTeam(team_pb.GetTeamRequest(team_id=team_id), metadata=bearer(key))
         assert got.team_id == team_id
+        report = await audit(c.app.db)
+        assert report.ok, report.violations
     finally:
         await stop_client(c)

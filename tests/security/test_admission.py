@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from saas_llm.v1 import credit_service_pb2 as cr_pb
 from saas_llm.v1 import job_service_pb2 as job_pb
+from service.audit import audit
 from service.settings import Settings
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer, fresh_database, start_client, stop_client
@@ -134,6 +135,8 @@ async def test_a_watch_flood_leaves_authenticated_calls_served(tmp_path: Path) -
         # The flood is gone: Watch and reflection work again.
         async with _flood(c.target, 1) as outcomes:
             assert outcomes == [grpc.StatusCode.OK]
+        report = await audit(c.app.db)
+        assert report.ok, report.violations
 
 
 async def test_one_key_cannot_take_the_whole_server(tmp_path: Path) -> None:
@@ -186,5 +189,7 @@ async def test_one_key_cannot_take_the_whole_server(tmp_path: Path) -> None:
         for call in calls:
             call.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        report = await audit(c.app.db)
+        assert report.ok, report.violations
     finally:
         await stop_client(c)

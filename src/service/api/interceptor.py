@@ -6,7 +6,7 @@ wraps each method's handler (once per method, cached) with a behaviour that
 does the per-call work inside the RPC, and a request deserializer that turns
 an undecodable message into a clean INVALID_ARGUMENT.
 
-Admission (DESIGN "Hardening", docs/decisions.md): grpc.aio's
+Admission (docs/decisions.md, "Hardening (issue 21)"): grpc.aio's
 MAX_CONCURRENT_RPCS is the global cap, which only a real overload should
 reach. Below it, each key (a team's, or the master key) may run at most
 MAX_CONCURRENT_RPCS_PER_KEY RPCs at once, and the long-lived streams anyone
@@ -131,15 +131,9 @@ class Admission:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(
-        self,
-        auth: Authenticator,
-        *,
-        admission: Admission | None = None,
-        paths: PathBindings | None = None,
-    ) -> None:
+    def __init__(self, auth: Authenticator, *, admission: Admission, paths: PathBindings) -> None:
         self.auth = auth
-        self.admission = admission or Admission(per_key=10**9, public_streams=10**9)
+        self.admission = admission
         self.paths = paths
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
@@ -161,7 +155,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         decode = _safe_deserializer(handler.request_deserializer)
-        route = self.paths.route(method) if self.paths is not None else None
+        route = self.paths.route(method)
         public_stream = RULES.get(method) is Access.PUBLIC
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
