@@ -32,10 +32,11 @@ gen-check: gen ## Fail if generated files differ from the committed ones
 	@test -z "$$(git status --porcelain -- src/saas_llm gateway/openapi.json)" || \
 	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
 
-lint: gen ## ruff, mypy --strict, buf lint
+lint: gen ## ruff, mypy --strict, import boundaries, buf lint
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null
 	$(BIN)/envoy --mode validate -c envoy.yaml --log-level warn

@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///./data/gateway.db",
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
+        description="sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db",
     )
     master_key: SecretStr | None = Field(
         default=None, description="Admin key; `make run` generates one into data/ when unset."
@@ -41,7 +41,6 @@ class Settings(BaseSettings):
     # earlier (every call needs them). Changes made through the same replica apply at once;
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
-    db_echo: bool = False
 
     @property
     def is_sqlite(self) -> bool:

@@ -370,8 +370,8 @@ async def test_credential_headers_must_reference_env(sqlite_client: Client) -> N
 async def test_additions_stop_at_the_team_total_cap(client: Client) -> None:
     """Each addition is valid on its own; the one that would take the team's total past
     MAX_TOTAL_CREDITS is refused whole, and the totals stay as they were."""
+    from service.domain.credits import MAX_TOTAL_CREDITS
     from service.domain.validation import MAX_CREDITS
-    from service.storage.ledger import MAX_TOTAL_CREDITS
 
     team_id, key = await make_team(client, credits=0)
     step = MAX_CREDITS  # the largest single addition

@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy import select
 
 from saas_llm.v1 import job_service_pb2 as job_pb
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.schema import jobs, llm_calls
 from tests.conftest import Client, bearer
 from tests.flows import make_group, make_team, user_msg
@@ -29,7 +29,7 @@ STREAMING = {"tokens_per_second": 20, "completion_tokens": 30}
 
 
 async def _job_rows(url: str) -> tuple[dict[str, str], dict[str, list[str]]]:
-    db = Database(url)
+    db = Database.open(url)
     try:
         async with db.tx() as conn:
             statuses = {

@@ -36,11 +36,10 @@ from saas_llm.v1 import (
 )
 from service.api.context import principal
 from service.api.convert import from_struct, struct, ts
-from service.domain.models import ModelGroup, Organization, Team, UsageRow
+from service.domain.models import AccessGroup, ModelGroup, Organization, Team, UsageRow
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
-from service.storage.access_groups import AccessGroup
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 

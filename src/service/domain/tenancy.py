@@ -5,26 +5,30 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from saas_llm.v1.reasons import Reason
 from service.domain import validation as v
 from service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
+    NotFound,
+    access_group_not_found,
     model_group_access_denied,
     model_group_not_found,
     organization_not_found,
     team_not_found,
 )
 from service.domain.keys import new_team_key
-from service.domain.models import ModelGroup, Organization, Team
+from service.domain.models import AccessGroup, ModelGroup, Organization, Team
+from service.domain.ports import (
+    Catalog,
+    ConstraintViolation,
+    NewTeam,
+    TeamDirectory,
+    UnknownReference,
+)
 from service.domain.principal import Principal
 from service.providers.base import ModelSpec
-from service.storage.access_groups import (
-    AccessGroup,
-    AccessGroupRepository,
-    access_group_not_found,
-)
-from service.storage.model_groups import ModelGroupRepository
-from service.storage.organizations import OrganizationRepository
-from service.storage.teams import TeamRepository
 
 BUDGET_USD_PER_CREDIT = 0.10
 ENV_REF = "os.environ/"
@@ -109,18 +113,19 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
     return sorted(models, key=lambda m: m.priority)
 
 
+def unknown(ref: UnknownReference) -> NotFound:
+    """The client-facing error of a name a write referred to that does not exist."""
+    if ref.kind == "organization":
+        return organization_not_found(ref.name)
+    if ref.kind == "access_group":
+        return access_group_not_found(ref.name)
+    return model_group_not_found(ref.name)
+
+
 class TenancyService:
-    def __init__(
-        self,
-        orgs: OrganizationRepository,
-        groups: ModelGroupRepository,
-        teams: TeamRepository,
-        access: AccessGroupRepository,
-    ) -> None:
-        self.orgs = orgs
-        self.groups = groups
+    def __init__(self, catalog: Catalog, teams: TeamDirectory) -> None:
+        self.catalog = catalog
         self.teams = teams
-        self.access = access
 
     # Organizations ---------------------------------------------------------
 
@@ -130,19 +135,26 @@ class TenancyService:
         who.require_admin()
         v.require_id(organization_id, "organization_id")
         v.text(name, "name", max_len=256, required=True)
-        return await self.orgs.create(organization_id, name, v.metadata(metadata))
+        try:
+            return await self.catalog.create_organization(
+                organization_id, name, v.metadata(metadata)
+            )
+        except ConstraintViolation as exc:
+            raise AlreadyExists(
+                f"Organization '{organization_id}' already exists", reason=Reason.ALREADY_EXISTS
+            ) from exc
 
     async def get_organization(self, who: Principal, organization_id: str) -> Organization:
         who.require_admin()
         v.require_id(organization_id, "organization_id")
-        org = await self.orgs.get(organization_id)
+        org = await self.catalog.get_organization(organization_id)
         if org is None:
             raise organization_not_found(organization_id)
         return org
 
     async def organization_teams(self, who: Principal, organization_id: str) -> list[Team]:
         await self.get_organization(who, organization_id)
-        return await self.teams.list_by_organization(organization_id)
+        return await self.teams.teams_of_organization(organization_id)
 
     # Model groups ----------------------------------------------------------
 
@@ -155,9 +167,11 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        return await self.groups.create(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
-        )
+        fields = _group_fields(who, group_name, display_name, description, models, metadata)
+        try:
+            return await self.catalog.create_model_group(*fields)
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
 
     async def update_model_group(
         self,
@@ -168,7 +182,7 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        group = await self.groups.update(
+        group = await self.catalog.update_model_group(
             *_group_fields(who, group_name, display_name, description, models, metadata)
         )
         if group is None:
@@ -178,8 +192,15 @@ class TenancyService:
     async def delete_model_group(self, who: Principal, group_name: str) -> None:
         who.require_admin()
         v.require_id(group_name, "group_name")
-        if not await self.groups.delete(group_name):
+        users = await self.catalog.delete_model_group(group_name)
+        if users is None:
             raise model_group_not_found(group_name)
+        if users:
+            raise FailedPrecondition(
+                f"Model group '{group_name}' is assigned to {users} team(s) or access "
+                "group(s); unassign it first",
+                reason=Reason.MODEL_GROUP_IN_USE,
+            )
 
     # Access groups ---------------------------------------------------------
 
@@ -189,31 +210,36 @@ class TenancyService:
         who.require_admin()
         v.require_id(group_name, "group_name")
         v.text(description, "description", max_len=4096)
-        return await self.access.create(
-            group_name, description, _dedup(model_groups, "model_groups")
-        )
+        try:
+            return await self.catalog.create_access_group(
+                group_name, description, _dedup(model_groups, "model_groups")
+            )
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Model access group '{group_name}' already exists") from exc
 
     async def list_access_groups(self, who: Principal) -> list[AccessGroup]:
         who.require_admin()
-        return await self.access.list_all()
+        return await self.catalog.list_access_groups()
 
     async def get_access_group(self, who: Principal, group_name: str) -> AccessGroup:
         who.require_admin()
         v.require_id(group_name, "group_name")
-        found = await self.access.get(group_name)
+        found = await self.catalog.get_access_group(group_name)
         if found is None:
             raise access_group_not_found(group_name)
         return found
 
     async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
         if who.is_admin:
-            return await self.groups.list_all()
+            return await self.catalog.list_model_groups()
         assert who.team_id is not None
         return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
 
     async def get_model_group(self, who: Principal, group_name: str) -> ModelGroup:
         v.require_id(group_name, "group_name")
-        group = await self.groups.get(group_name)
+        group = await self.catalog.get_model_group(group_name)
         if group is None:
             raise model_group_not_found(group_name)
         if not who.is_admin:
@@ -236,10 +262,10 @@ class TenancyService:
             team_id = who.team_id
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
-        group = await self.groups.get(group_name)
+        group = await self.catalog.get_model_group(group_name)
         if group is None:
             raise model_group_not_found(group_name)
-        team = await self.teams.get(team_id)
+        team = await self.teams.get_team(team_id)
         if team is None:
             raise team_not_found(team_id)
         has_access = group_name in team.model_groups
@@ -270,7 +296,7 @@ class TenancyService:
         access = _dedup(access_groups, "access_groups")
         v.credits(credits_allocated, "credits_allocated", allow_zero=True)
         key, key_hash, prefix = new_team_key()
-        team = await self.teams.create(
+        new = NewTeam(
             organization_id=organization_id,
             team_id=team_id,
             team_alias=team_alias or team_id,
@@ -281,12 +307,18 @@ class TenancyService:
             key_hash=key_hash,
             key_prefix=prefix,
         )
+        try:
+            team = await self.teams.create_team(new)
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Team '{team_id}' already exists") from exc
         return team, key
 
     async def get_team(self, who: Principal, team_id: str) -> Team:
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
-        team = await self.teams.get(team_id)
+        team = await self.teams.get_team(team_id)
         if team is None:
             raise team_not_found(team_id)
         return team
@@ -296,7 +328,10 @@ class TenancyService:
     ) -> Team:
         who.require_admin()
         v.require_id(team_id, "team_id")
-        team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
+        try:
+            team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
         if team is None:
             raise team_not_found(team_id)
         return team
@@ -307,7 +342,8 @@ class TenancyService:
         who.require_admin()
         v.require_id(team_id, "team_id")
         v.text(reason, "reason", max_len=512)
-        team = await self.teams.set_status(team_id, status, reason)
+        message = f"Team suspended: {reason}" if reason else "Team suspended"
+        team = await self.teams.set_status(team_id, status, message)
         if team is None:
             raise team_not_found(team_id)
         return team
