@@ -48,6 +48,7 @@ from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
 from service.providers import costs
 from service.providers.base import Provider
+from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
 from service.settings import Settings
 from service.storage.access_groups import AccessGroupRepository
@@ -85,14 +86,18 @@ class App:
         self.db = Database(
             settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
         )
+        key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        # EncryptionKeyError here (a malformed ENCRYPTION_KEY) stops the start with its message.
+        credentials = CredentialPolicy.from_settings(key, settings.provider_env_names)
         self.provider: Provider = provider or ProviderRouter(
-            simulate_without_keys=settings.simulate_without_keys
+            simulate_without_keys=settings.simulate_without_keys, credentials=credentials
         )
         orgs = OrganizationRepository(self.db)
         groups = ModelGroupRepository(self.db)
         teams = TeamRepository(self.db, cache_ttl=settings.cache_ttl)
         self.jobs_repo = JobRepository(self.db)
-        tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
+        tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db), credentials)
+        self.tenancy = tenancy
         usage = UsageService(UsageRepository(self.db), teams, orgs)
         credits = CreditsService(LedgerRepository(self.db))
         runner = CallRunner(self.provider, settings.default_llm_timeout)
@@ -141,6 +146,9 @@ class App:
     async def start(self) -> int:
         # Preload the price map so that the first call pays nothing.
         await asyncio.to_thread(costs.warm)
+        # A wrong or missing ENCRYPTION_KEY stops the start here rather than failing every call
+        # that uses a pasted key (EncryptionKeyError, reported by `python -m service serve`).
+        await self.tenancy.verify_stored_credentials()
         addr = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(addr)
         if self.port == 0:

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
     db_echo: bool = False
+    # Keys that seal provider credentials pasted into model configs (src/service/encryption.py):
+    # comma-separated, the first seals, all open. Unset: literal keys are refused (env references
+    # still work). `make run` generates data/encryption_key.
+    encryption_key: SecretStr | None = None
+    # Extra environment variable names a model config may reference ("os.environ/NAME") besides
+    # names ending in _API_KEY, _KEY, _TOKEN or _SECRET (src/service/providers/credentials.py).
+    provider_env_names: str = ""
 
     @property
     def is_sqlite(self) -> bool:

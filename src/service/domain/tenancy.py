@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 from typing import Any
 
 from service.domain import validation as v
@@ -16,7 +16,9 @@ from service.domain.errors import (
 from service.domain.keys import new_team_key
 from service.domain.models import ModelGroup, Organization, Team
 from service.domain.principal import Principal
+from service.encryption import EncryptionKeyError
 from service.providers.base import ModelSpec
+from service.providers.credentials import CredentialError, CredentialPolicy
 from service.storage.access_groups import (
     AccessGroup,
     AccessGroupRepository,
@@ -27,12 +29,6 @@ from service.storage.organizations import OrganizationRepository
 from service.storage.teams import TeamRepository
 
 BUDGET_USD_PER_CREDIT = 0.10
-ENV_REF = "os.environ/"
-# Model config keys that hold credentials (LiteLLM forwards them to the provider): accepted only
-# as "os.environ/NAME" references, so that no secret is stored or returned by a read.
-# Header names that carry credentials (Authorization, X-Api-Key, ...).
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
-SECRET_CONFIG = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
 _NUMERIC_CONFIG = (
     "timeout",
     "input_cost_per_token",
@@ -73,31 +69,6 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
             )
         seen.add(m.priority)
         v.metadata(dict(m.config), "models.config")
-        for secret in SECRET_CONFIG:
-            key = m.config.get(secret)
-            if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
-                # Secrets are never stored: the config names the env var holding it.
-                raise InvalidArgument(
-                    f"models.config.{secret} must reference an environment variable, "
-                    'like "os.environ/OPENAI_API_KEY"',
-                    field=f"models.config.{secret}",
-                )
-        headers = m.config.get("extra_headers")
-        if headers is not None:
-            if not isinstance(headers, dict):
-                raise InvalidArgument(
-                    "models.config.extra_headers must be an object",
-                    field="models.config.extra_headers",
-                )
-            for name, value in headers.items():
-                if _SECRET_HEADER.search(name) and not (
-                    isinstance(value, str) and value.startswith(ENV_REF)
-                ):
-                    raise InvalidArgument(
-                        f"models.config.extra_headers.{name} looks like a credential: it must "
-                        'reference an environment variable, like "os.environ/PROXY_TOKEN"',
-                        field="models.config.extra_headers",
-                    )
         for k in _NUMERIC_CONFIG:
             val = m.config.get(k)
             if val is not None and (
@@ -116,11 +87,14 @@ class TenancyService:
         groups: ModelGroupRepository,
         teams: TeamRepository,
         access: AccessGroupRepository,
+        credentials: CredentialPolicy | None = None,
     ) -> None:
         self.orgs = orgs
         self.groups = groups
         self.teams = teams
         self.access = access
+        # Seals pasted provider keys on write, hides them on read (providers/credentials.py).
+        self.credentials = credentials or CredentialPolicy()
 
     # Organizations ---------------------------------------------------------
 
@@ -155,9 +129,11 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        return await self.groups.create(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
         )
+        group = await self.groups.create(name, display, desc, self._sealed(checked, []), meta)
+        return self._readable(who, group)
 
     async def update_model_group(
         self,
@@ -168,12 +144,45 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
+        )
+        # The stored group: a redacted secret sent back as read keeps the secret it stands for.
+        current = await self.groups.get(name)
+        if current is None:
+            raise model_group_not_found(group_name)
         group = await self.groups.update(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
+            name, display, desc, self._sealed(checked, current.models), meta
         )
         if group is None:
             raise model_group_not_found(group_name)
-        return group
+        return self._readable(who, group)
+
+    def _sealed(self, models: list[ModelSpec], previous: list[ModelSpec]) -> list[ModelSpec]:
+        try:
+            return self.credentials.seal_models(models, previous)
+        except CredentialError as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from exc
+
+    def _readable(self, who: Principal, group: ModelGroup) -> ModelGroup:
+        """The group as `who` may read it: secrets as hints for the master key, no credential
+        at all for a team key."""
+        show = self.credentials.for_admin if who.is_admin else self.credentials.for_team
+        return replace(group, models=[replace(m, config=show(m.config)) for m in group.models])
+
+    async def verify_stored_credentials(self) -> int:
+        """Open every sealed provider credential of every group; how many. EncryptionKeyError
+        (naming the group, never a value) when one does not open with ENCRYPTION_KEY."""
+        n = 0
+        for group in await self.groups.list_all():
+            for m in group.models:
+                try:
+                    n += self.credentials.verify(m.config)
+                except EncryptionKeyError as exc:
+                    raise EncryptionKeyError(
+                        f"model group '{group.group_name}', model '{m.model_name}': {exc}"
+                    ) from exc
+        return n
 
     async def delete_model_group(self, who: Principal, group_name: str) -> None:
         who.require_admin()
@@ -207,27 +216,32 @@ class TenancyService:
 
     async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
         if who.is_admin:
-            return await self.groups.list_all()
-        assert who.team_id is not None
-        return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+            groups = await self.groups.list_all()
+        else:
+            assert who.team_id is not None
+            groups = sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+        return [self._readable(who, g) for g in groups]
 
     async def get_model_group(self, who: Principal, group_name: str) -> ModelGroup:
+        """A team key gets PERMISSION_DENIED for any group it is not assigned, existing or not
+        (issue 21 item 8: a 404 would tell it which names exist)."""
         v.require_id(group_name, "group_name")
-        group = await self.groups.get(group_name)
-        if group is None:
-            raise model_group_not_found(group_name)
         if not who.is_admin:
             assert who.team_id is not None
             names = {g.group_name for g in await self.teams.groups_of(who.team_id)}
             if group_name not in names:
                 raise model_group_access_denied(who.team_id, group_name)
-        return group
+        group = await self.groups.get(group_name)
+        if group is None:
+            raise model_group_not_found(group_name)
+        return self._readable(who, group)
 
     async def resolve_model_group(
         self, who: Principal, group_name: str, team_id: str
     ) -> tuple[ModelGroup, bool]:
-        """(group, team_has_access). A team key may only ask for its own team,
-        and a group it lacks is PERMISSION_DENIED (seed 003: "returns error")."""
+        """(group, team_has_access). A team key may only ask for its own team, and a group it
+        lacks is PERMISSION_DENIED (seed 003: "returns error"), whether the group exists or not
+        (issue 21 item 8: a 404 for absent groups would tell a team which names exist)."""
         v.require_id(group_name, "group_name")
         if not team_id:
             if who.is_admin:
@@ -236,16 +250,20 @@ class TenancyService:
             team_id = who.team_id
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
+        team = None
+        if not who.is_admin:
+            team = await self.teams.get(team_id)
+            if team is None:
+                raise team_not_found(team_id)
+            if group_name not in team.model_groups:
+                raise model_group_access_denied(team_id, group_name)
         group = await self.groups.get(group_name)
         if group is None:
             raise model_group_not_found(group_name)
-        team = await self.teams.get(team_id)
+        team = team or await self.teams.get(team_id)
         if team is None:
             raise team_not_found(team_id)
-        has_access = group_name in team.model_groups
-        if not has_access and not who.is_admin:
-            raise model_group_access_denied(team_id, group_name)
-        return group, has_access
+        return self._readable(who, group), group_name in team.model_groups
 
     # Teams -----------------------------------------------------------------
 

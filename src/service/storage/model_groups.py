@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -187,6 +187,35 @@ class ModelGroupRepository:
             )
             await _insert_models(conn, gid, models)
             return (await load_groups(conn, [group_name]))[0]
+
+    async def rewrite_model_configs(
+        self, rewrite: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> int:
+        """Apply `rewrite` to every model's config in one transaction (rows locked), storing
+        each config it returns (None: unchanged); how many changed. Used by the encryption key
+        rotation (service/rotation.py), which must re-seal every stored secret or none."""
+        try:
+            async with self.db.tx() as conn:
+                rows = (
+                    await conn.execute(
+                        select(model_group_models.c.id, model_group_models.c.config)
+                        .order_by(model_group_models.c.id)
+                        .with_for_update()
+                    )
+                ).all()
+                changed = 0
+                for row_id, config in rows:
+                    new = rewrite(dict(config or {}))
+                    if new is not None:
+                        await conn.execute(
+                            update(model_group_models)
+                            .where(model_group_models.c.id == row_id)
+                            .values(config=new)
+                        )
+                        changed += 1
+                return changed
+        finally:
+            self.db.config_changed()
 
     async def delete(self, group_name: str) -> bool:
         """Delete an unused group; FAILED_PRECONDITION while a team or an
