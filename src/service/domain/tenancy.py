@@ -106,6 +106,13 @@ class TenancyService:
         v.text(name, "name", max_len=256, required=True)
         return await self.orgs.create(organization_id, name, v.metadata(metadata))
 
+    async def list_organizations(
+        self, who: Principal, limit: int, offset: int
+    ) -> tuple[list[Organization], int]:
+        who.require_admin()
+        limit, offset = v.page(limit, offset, default_limit=100)
+        return await self.orgs.list_page(limit, offset)
+
     async def get_organization(self, who: Principal, organization_id: str) -> Organization:
         who.require_admin()
         v.require_id(organization_id, "organization_id")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from service.domain.errors import AlreadyExists
@@ -59,3 +59,19 @@ class OrganizationRepository:
                 )
             ).first()
         return None if row is None else _org(row)
+
+    async def list_page(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        """(a page of organizations ordered by id, how many there are in all)."""
+        async with self.db.tx() as conn:
+            rows = (
+                await conn.execute(
+                    select(organizations)
+                    .order_by(organizations.c.organization_id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            total = (
+                await conn.execute(select(func.count()).select_from(organizations))
+            ).scalar_one()
+        return [_org(r) for r in rows], int(total)
