@@ -205,6 +205,7 @@ def _banner(key: str, from_file: bool, http_port: int, grpc_port: int, key_file:
         f"  SaaS LLM gateway\n\n"
         f"{key_line}\n\n"
         f"  REST   http://localhost:{http_port}\n"
+        f"  Admin  http://localhost:{http_port}/admin/  (sign in with the master key)\n"
         f"  gRPC   localhost:{grpc_port}\n\n"
         f"  Try:\n"
         f"    curl -s http://localhost:{http_port}/health\n"
