@@ -427,3 +427,21 @@ async def test_team_key_cannot_tell_absent_groups_from_lacked_ones(sqlite_client
             mg_pb.GetModelGroupRequest(group_name=uid("absent")), metadata=admin()
         )
     assert e.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_make_run_generates_the_encryption_key_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`make run` (devrun) creates data/encryption_key, owner-only, and reuses it; the
+    environment wins over the file."""
+    from service.devrun import _encryption_key
+
+    monkeypatch.delenv("ENCRYPTION_KEY", raising=False)
+    first = _encryption_key(tmp_path)
+    path = tmp_path / "encryption_key"
+    assert path.read_text().strip() == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert _encryption_key(tmp_path) == first
+    other = generate_key()
+    monkeypatch.setenv("ENCRYPTION_KEY", other)
+    assert _encryption_key(tmp_path) == other

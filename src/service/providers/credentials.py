@@ -31,6 +31,7 @@ secrets in clear, for that attempt only.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -89,6 +90,7 @@ _HINT_MIN_LEN = 16
 _HINT_TAIL = 4
 
 
+@functools.cache
 def _gateway_env() -> frozenset[str]:
     from service.settings import Settings
 
@@ -105,8 +107,10 @@ class CredentialError(ValueError):
         self.message = message
 
 
-def env_reference_error(name: str, extra_names: Iterable[str] = ()) -> str | None:
-    """Why "os.environ/<name>" may not be used, or None when it may."""
+@functools.lru_cache(maxsize=1024)
+def env_reference_error(name: str, extra_names: frozenset[str] = frozenset()) -> str | None:
+    """Why "os.environ/<name>" may not be used, or None when it may. (Cached: every call that
+    uses a reference asks; `extra_names` are upper-case.)"""
     if not _ENV_NAME.fullmatch(name):
         return f"'{name[:130]}' is not an environment variable name"
     upper = name.upper()
@@ -114,7 +118,7 @@ def env_reference_error(name: str, extra_names: Iterable[str] = ()) -> str | Non
         return f"{name} is a setting of the gateway itself, not a provider credential"
     if upper.endswith(PROVIDER_ENV_SUFFIXES) or upper in KNOWN_PROVIDER_ENV:
         return None
-    if upper in {n.upper() for n in extra_names}:
+    if upper in extra_names:
         return None
     return (
         f"{name} is not a provider credential: a reference must name a variable ending in "
@@ -122,7 +126,7 @@ def env_reference_error(name: str, extra_names: Iterable[str] = ()) -> str | Non
     )
 
 
-def read_env_reference(name: str, extra_names: Iterable[str] = ()) -> str:
+def read_env_reference(name: str, extra_names: frozenset[str] = frozenset()) -> str:
     """The value of "os.environ/<name>" at call time; ProviderError when the name may not be
     referenced (retryable: the operator's config, the next model may work) or is unset."""
     problem = env_reference_error(name, extra_names)
