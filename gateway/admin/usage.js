@@ -23,7 +23,8 @@ function chart(container, testid, type, labels, datasets, yTitle) {
       animation: false,
       maintainAspectRatio: false,
       scales: { x: { stacked: true }, y: { stacked: true, beginAtZero: true,
-        title: { display: true, text: yTitle } } },
+        title: { display: true, text: yTitle },
+        ticks: { callback: (v) => (yTitle.startsWith("Cost") ? `$${Number(v).toPrecision(2)}` : v) } } },
     },
   });
 }
