@@ -48,6 +48,7 @@ from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
 from service.providers import costs
 from service.providers.base import Provider
+from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
 from service.settings import Settings
 from service.storage.catalog import CatalogRepository
@@ -84,15 +85,18 @@ class App:
     def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
         self.settings = settings
         self.db = Database.open(settings.database_url, pool_size=settings.db_pool_size)
+        key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        # EncryptionKeyError here (a malformed ENCRYPTION_KEY) stops the start with its message.
+        credentials = CredentialPolicy.from_settings(key, settings.provider_env_names)
         self.provider: Provider = provider or ProviderRouter(
-            simulate_without_keys=settings.simulate_without_keys
+            simulate_without_keys=settings.simulate_without_keys, credentials=credentials
         )
         money = money_for(self.db)
         catalog = CatalogRepository(self.db)
         teams = TeamRepository(self.db, money, cache_ttl=settings.cache_ttl)
         ledger = LedgerRepository(self.db, money)
         self.jobs_repo = JobRepository(self.db, money)
-        self.tenancy = tenancy = TenancyService(catalog, teams)
+        self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
         usage = UsageService(UsageRepository(self.db), teams, catalog)
         self.credits = credits = CreditsService(ledger)
         runner = CallRunner(self.provider, settings.default_llm_timeout)
@@ -141,6 +145,9 @@ class App:
     async def start(self) -> int:
         # Preload the price map so that the first call pays nothing.
         await asyncio.to_thread(costs.warm)
+        # A wrong or missing ENCRYPTION_KEY stops the start here rather than failing every call
+        # that uses a pasted key (EncryptionKeyError, reported by `python -m service serve`).
+        await self.tenancy.verify_stored_credentials()
         addr = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(addr)
         if self.port == 0:

@@ -41,6 +41,13 @@ class Settings(BaseSettings):
     # earlier (every call needs them). Changes made through the same replica apply at once;
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
+    # Keys that seal provider credentials pasted into model configs (src/service/encryption.py):
+    # comma-separated, the first seals, all open. Unset: literal keys are refused (env references
+    # still work). `make run` generates data/encryption_key.
+    encryption_key: SecretStr | None = None
+    # Extra environment variable names a model config may reference ("os.environ/NAME") besides
+    # names ending in _API_KEY, _KEY, _TOKEN or _SECRET (src/service/providers/credentials.py).
+    provider_env_names: str = ""
 
     @property
     def is_sqlite(self) -> bool:

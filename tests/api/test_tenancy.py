@@ -340,11 +340,15 @@ async def test_every_rpc_has_an_auth_rule() -> None:
 
 
 async def test_credential_headers_must_reference_env(sqlite_client: Client) -> None:
+    """Every extra_headers value is a credential (issue 21 item 8: a name rule missed
+    X-Credential): without ENCRYPTION_KEY (this server has none) each must be a reference."""
     c = sqlite_client
     for headers in (
         {"Authorization": "Bearer literal"},
         {"x-api-key": "abc"},
         {"X-Auth-Token": "t"},
+        {"X-Credential": "c"},
+        {"x-team": "a"},
     ):
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await c.groups.CreateModelGroup(
@@ -362,7 +366,18 @@ async def test_credential_headers_must_reference_env(sqlite_client: Client) -> N
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     ok = await make_group(
-        c, [("anthropic/x", {"extra_headers": {"x-api-key": "os.environ/K", "x-team": "a"}})]
+        c,
+        [
+            (
+                "anthropic/x",
+                {
+                    "extra_headers": {
+                        "x-api-key": "os.environ/PROXY_API_KEY",
+                        "x-team": "os.environ/T_TOKEN",
+                    }
+                },
+            )
+        ],
     )
     assert ok
 

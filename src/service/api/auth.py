@@ -31,6 +31,7 @@ RULES: Mapping[str, Access] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
     _S + "OrganizationService/CreateOrganization": Access.ADMIN,
+    _S + "OrganizationService/ListOrganizations": Access.ADMIN,
     _S + "OrganizationService/GetOrganization": Access.ADMIN,
     _S + "OrganizationService/ListOrganizationTeams": Access.ADMIN,
     _S + "OrganizationService/GetOrganizationUsage": Access.ADMIN,

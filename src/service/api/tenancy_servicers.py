@@ -133,6 +133,16 @@ class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignor
         )
         return organization_pb(org)
 
+    async def ListOrganizations(
+        self, request: org_pb.ListOrganizationsRequest, context: Ctx
+    ) -> org_pb.ListOrganizationsResponse:
+        orgs, total = await self.tenancy.list_organizations(
+            principal(), request.limit, request.offset
+        )
+        return org_pb.ListOrganizationsResponse(
+            organizations=[organization_pb(o) for o in orgs], total_organizations=total
+        )
+
     async def GetOrganization(
         self, request: org_pb.GetOrganizationRequest, context: Ctx
     ) -> org_pb.Organization:

@@ -249,6 +249,10 @@ class Catalog(Protocol):
 
     async def get_organization(self, organization_id: str) -> Organization | None: ...
 
+    async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        """A page of organizations ordered by id, and how many there are in all."""
+        ...
+
     async def create_model_group(
         self,
         group_name: str,

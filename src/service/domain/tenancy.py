@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 from typing import Any
 
 from saas_llm.v1.reasons import Reason
@@ -28,15 +28,11 @@ from service.domain.ports import (
     UnknownReference,
 )
 from service.domain.principal import Principal
+from service.encryption import EncryptionKeyError
 from service.providers.base import ModelSpec
+from service.providers.credentials import CredentialError, CredentialPolicy
 
 BUDGET_USD_PER_CREDIT = 0.10
-ENV_REF = "os.environ/"
-# Model config keys that hold credentials (LiteLLM forwards them to the provider): accepted only
-# as "os.environ/NAME" references, so that no secret is stored or returned by a read.
-# Header names that carry credentials (Authorization, X-Api-Key, ...).
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
-SECRET_CONFIG = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
 _NUMERIC_CONFIG = (
     "timeout",
     "input_cost_per_token",
@@ -77,31 +73,6 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
             )
         seen.add(m.priority)
         v.metadata(dict(m.config), "models.config")
-        for secret in SECRET_CONFIG:
-            key = m.config.get(secret)
-            if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
-                # Secrets are never stored: the config names the env var holding it.
-                raise InvalidArgument(
-                    f"models.config.{secret} must reference an environment variable, "
-                    'like "os.environ/OPENAI_API_KEY"',
-                    field=f"models.config.{secret}",
-                )
-        headers = m.config.get("extra_headers")
-        if headers is not None:
-            if not isinstance(headers, dict):
-                raise InvalidArgument(
-                    "models.config.extra_headers must be an object",
-                    field="models.config.extra_headers",
-                )
-            for name, value in headers.items():
-                if _SECRET_HEADER.search(name) and not (
-                    isinstance(value, str) and value.startswith(ENV_REF)
-                ):
-                    raise InvalidArgument(
-                        f"models.config.extra_headers.{name} looks like a credential: it must "
-                        'reference an environment variable, like "os.environ/PROXY_TOKEN"',
-                        field="models.config.extra_headers",
-                    )
         for k in _NUMERIC_CONFIG:
             val = m.config.get(k)
             if val is not None and (
@@ -123,9 +94,16 @@ def unknown(ref: UnknownReference) -> NotFound:
 
 
 class TenancyService:
-    def __init__(self, catalog: Catalog, teams: TeamDirectory) -> None:
+    def __init__(
+        self,
+        catalog: Catalog,
+        teams: TeamDirectory,
+        credentials: CredentialPolicy | None = None,
+    ) -> None:
         self.catalog = catalog
         self.teams = teams
+        # Seals pasted provider keys on write, hides them on read (providers/credentials.py).
+        self.credentials = credentials or CredentialPolicy()
 
     # Organizations ---------------------------------------------------------
 
@@ -143,6 +121,13 @@ class TenancyService:
             raise AlreadyExists(
                 f"Organization '{organization_id}' already exists", reason=Reason.ALREADY_EXISTS
             ) from exc
+
+    async def list_organizations(
+        self, who: Principal, limit: int, offset: int
+    ) -> tuple[list[Organization], int]:
+        who.require_admin()
+        limit, offset = v.page(limit, offset, default_limit=100)
+        return await self.catalog.list_organizations(limit, offset)
 
     async def get_organization(self, who: Principal, organization_id: str) -> Organization:
         who.require_admin()
@@ -167,11 +152,16 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        fields = _group_fields(who, group_name, display_name, description, models, metadata)
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
+        )
         try:
-            return await self.catalog.create_model_group(*fields)
+            group = await self.catalog.create_model_group(
+                name, display, desc, self._sealed(checked, []), meta
+            )
         except ConstraintViolation as exc:
             raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
+        return self._readable(who, group)
 
     async def update_model_group(
         self,
@@ -182,12 +172,45 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
+        )
+        # The stored group: a redacted secret sent back as read keeps the secret it stands for.
+        current = await self.catalog.get_model_group(name)
+        if current is None:
+            raise model_group_not_found(group_name)
         group = await self.catalog.update_model_group(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
+            name, display, desc, self._sealed(checked, current.models), meta
         )
         if group is None:
             raise model_group_not_found(group_name)
-        return group
+        return self._readable(who, group)
+
+    def _sealed(self, models: list[ModelSpec], previous: list[ModelSpec]) -> list[ModelSpec]:
+        try:
+            return self.credentials.seal_models(models, previous)
+        except CredentialError as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from exc
+
+    def _readable(self, who: Principal, group: ModelGroup) -> ModelGroup:
+        """The group as `who` may read it: secrets as hints for the master key, no credential
+        at all for a team key."""
+        show = self.credentials.for_admin if who.is_admin else self.credentials.for_team
+        return replace(group, models=[replace(m, config=show(m.config)) for m in group.models])
+
+    async def verify_stored_credentials(self) -> int:
+        """Open every sealed provider credential of every group; how many. EncryptionKeyError
+        (naming the group, never a value) when one does not open with ENCRYPTION_KEY."""
+        n = 0
+        for group in await self.catalog.list_model_groups():
+            for m in group.models:
+                try:
+                    n += self.credentials.verify(m.config)
+                except EncryptionKeyError as exc:
+                    raise EncryptionKeyError(
+                        f"model group '{group.group_name}', model '{m.model_name}': {exc}"
+                    ) from exc
+        return n
 
     async def delete_model_group(self, who: Principal, group_name: str) -> None:
         who.require_admin()
@@ -233,27 +256,32 @@ class TenancyService:
 
     async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
         if who.is_admin:
-            return await self.catalog.list_model_groups()
-        assert who.team_id is not None
-        return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+            groups = await self.catalog.list_model_groups()
+        else:
+            assert who.team_id is not None
+            groups = sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+        return [self._readable(who, g) for g in groups]
 
     async def get_model_group(self, who: Principal, group_name: str) -> ModelGroup:
+        """A team key gets PERMISSION_DENIED for any group it is not assigned, existing or not
+        (issue 21 item 8: a 404 would tell it which names exist)."""
         v.require_id(group_name, "group_name")
-        group = await self.catalog.get_model_group(group_name)
-        if group is None:
-            raise model_group_not_found(group_name)
         if not who.is_admin:
             assert who.team_id is not None
             names = {g.group_name for g in await self.teams.groups_of(who.team_id)}
             if group_name not in names:
                 raise model_group_access_denied(who.team_id, group_name)
-        return group
+        group = await self.catalog.get_model_group(group_name)
+        if group is None:
+            raise model_group_not_found(group_name)
+        return self._readable(who, group)
 
     async def resolve_model_group(
         self, who: Principal, group_name: str, team_id: str
     ) -> tuple[ModelGroup, bool]:
-        """(group, team_has_access). A team key may only ask for its own team,
-        and a group it lacks is PERMISSION_DENIED (seed 003: "returns error")."""
+        """(group, team_has_access). A team key may only ask for its own team, and a group it
+        lacks is PERMISSION_DENIED (seed 003: "returns error"), whether the group exists or not
+        (issue 21 item 8: a 404 for absent groups would tell a team which names exist)."""
         v.require_id(group_name, "group_name")
         if not team_id:
             if who.is_admin:
@@ -262,16 +290,20 @@ class TenancyService:
             team_id = who.team_id
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
+        team = None
+        if not who.is_admin:
+            team = await self.teams.get_team(team_id)
+            if team is None:
+                raise team_not_found(team_id)
+            if group_name not in team.model_groups:
+                raise model_group_access_denied(team_id, group_name)
         group = await self.catalog.get_model_group(group_name)
         if group is None:
             raise model_group_not_found(group_name)
-        team = await self.teams.get_team(team_id)
+        team = team or await self.teams.get_team(team_id)
         if team is None:
             raise team_not_found(team_id)
-        has_access = group_name in team.model_groups
-        if not has_access and not who.is_admin:
-            raise model_group_access_denied(team_id, group_name)
-        return group, has_access
+        return self._readable(who, group), group_name in team.model_groups
 
     # Teams -----------------------------------------------------------------
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import bindparam, delete, func, select, update
@@ -34,6 +34,17 @@ _MODELS_OF = prepared(
     .where(in_list(model_group_models.c.model_group_id, "p_ids"))
     .order_by(model_group_models.c.model_group_id, model_group_models.c.priority)
 )
+
+
+def _organization(m: Any) -> Organization:
+    return Organization(
+        organization_id=m["organization_id"],
+        name=m["name"],
+        status=m["status"],
+        metadata=m["metadata"] or {},
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+    )
 
 
 def _group(m: Any, models: list[ModelSpec]) -> ModelGroup:
@@ -161,17 +172,22 @@ class CatalogRepository:
                     select(organizations).where(organizations.c.organization_id == organization_id)
                 )
             ).first()
-        if row is None:
-            return None
-        m = row._mapping
-        return Organization(
-            organization_id=m["organization_id"],
-            name=m["name"],
-            status=m["status"],
-            metadata=m["metadata"] or {},
-            created_at=as_utc(m["created_at"]),
-            updated_at=as_utc(m["updated_at"]),
-        )
+        return None if row is None else _organization(row._mapping)
+
+    async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        async with self.db.read() as conn:
+            rows = (
+                await conn.execute(
+                    select(organizations)
+                    .order_by(organizations.c.organization_id)
+                    .limit(limit)
+                    .offset(offset)
+                )
+            ).all()
+            total = (
+                await conn.execute(select(func.count()).select_from(organizations))
+            ).scalar_one()
+        return [_organization(r._mapping) for r in rows], int(total)
 
     # Model groups ----------------------------------------------------------------------------
 
@@ -254,6 +270,35 @@ class CatalogRepository:
                 return (await load_groups(conn, [group_name]))[0]
         finally:
             # Teams' cached groups (storage/teams.py) must not serve the old models.
+            self.db.config_changed()
+
+    async def rewrite_model_configs(
+        self, rewrite: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> int:
+        """Apply `rewrite` to every model's config in one transaction (rows locked), storing
+        each config it returns (None: unchanged); how many changed. Used by the encryption key
+        rotation (service/rotation.py), which must re-seal every stored secret or none."""
+        try:
+            async with self.db.tx() as conn:
+                rows = (
+                    await conn.execute(
+                        select(model_group_models.c.id, model_group_models.c.config)
+                        .order_by(model_group_models.c.id)
+                        .with_for_update()
+                    )
+                ).all()
+                changed = 0
+                for row_id, config in rows:
+                    new = rewrite(dict(config or {}))
+                    if new is not None:
+                        await conn.execute(
+                            update(model_group_models)
+                            .where(model_group_models.c.id == row_id)
+                            .values(config=new)
+                        )
+                        changed += 1
+                return changed
+        finally:
             self.db.config_changed()
 
     async def delete_model_group(self, group_name: str) -> int | None:
