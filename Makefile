@@ -8,6 +8,10 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
 LINT_PATHS := src/service tests scripts gateway $(wildcard bench)
+# The admin dashboard's browser tests drive Debian's Chromium (Playwright is pointed at it: no
+# browser is downloaded). Installed by `make test` when missing; root, or sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help install gen gen-check lint fmt test run migrate bench audit clean
 
@@ -32,10 +36,11 @@ gen-check: gen ## Fail if generated files differ from the committed ones
 	@test -z "$$(git status --porcelain -- src/saas_llm gateway/openapi.json)" || \
 	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
 
-lint: gen ## ruff, mypy --strict, buf lint
+lint: gen ## ruff, mypy --strict, import boundaries, buf lint
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null
 	$(BIN)/envoy --mode validate -c envoy.yaml --log-level warn
@@ -56,7 +61,11 @@ run-cluster: gen ## 2 service replicas behind one Envoy on PostgreSQL (REST :808
 soak: gen ## The long reliability/security variants (pytest -m soak; not part of make test)
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS) tests/reliability tests/security
 
-test: gen ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
+test: gen $(CHROMIUM) ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST, the dashboard in Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: gen ## Measure throughput and latency; writes bench/results/

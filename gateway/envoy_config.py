@@ -1,4 +1,5 @@
-"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints.
+"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints
+(and absolute paths for the admin dashboard's files).
 
 envoy.yaml stays the real, readable configuration; tests and `make run` need the same config with
 free ports, an absolute descriptor path, or several service replicas. The substitution is textual
@@ -24,6 +25,8 @@ ENVOY_YAML = ROOT / "envoy.yaml"
 _HTTP_PORT = "port_value: 8080"
 _ADMIN = "address: 127.0.0.1, port_value: 9901"
 _DESCRIPTOR = "proto_descriptor: build/descriptor.pb"
+# The admin dashboard's files, relative to the repository (Envoy reads them at start).
+_ADMIN_FILES = "filename: gateway/admin/"
 _CLUSTER_TYPE = "    type: STATIC\n"
 # The one upstream endpoint of cluster grpc_service, with its indentation.
 _ENDPOINT = re.compile(
@@ -92,6 +95,10 @@ def render(
     text = _replace_once(text, _HTTP_PORT, f"port_value: {int(http_port)}")
     text = _replace_once(text, _ADMIN, f"address: {admin_address}, port_value: {int(admin_port)}")
     text = _replace_once(text, _DESCRIPTOR, f"proto_descriptor: {Path(descriptor_path)}")
+    if _ADMIN_FILES not in text:
+        raise ValueError(f"envoy.yaml: expected the admin dashboard's routes ({_ADMIN_FILES!r})")
+    # Absolute, so that Envoy finds them whatever its working directory.
+    text = text.replace(_ADMIN_FILES, f"filename: {ROOT / 'gateway' / 'admin'}/")
 
     match = _ENDPOINT.search(text)
     if match is None or len(_ENDPOINT.findall(text)) != 1:

@@ -50,14 +50,14 @@ from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
 from service.providers import costs
 from service.providers.base import Provider
+from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
 from service.settings import Settings
-from service.storage.access_groups import AccessGroupRepository
-from service.storage.db import Database
+from service.storage.catalog import CatalogRepository
+from service.storage.database import Database
 from service.storage.jobs import JobRepository
 from service.storage.ledger import LedgerRepository
-from service.storage.model_groups import ModelGroupRepository
-from service.storage.organizations import OrganizationRepository
+from service.storage.money import money_for
 from service.storage.rows import utcnow
 from service.storage.teams import TeamRepository
 from service.storage.usage import UsageRepository
@@ -86,6 +86,8 @@ SERVICE_NAMES = (
 
 # Seconds the shielded clean-up of RPCs cut at the end of the grace period gets to finish.
 SETTLE_TASKS_S = 5.0
+# Seconds before the end of the grace period at which open streams are ended.
+STREAM_DRAIN_MARGIN_S = 1.0
 
 
 class App:
@@ -93,21 +95,23 @@ class App:
 
     def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
         self.settings = settings
-        self.db = Database(
-            settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
-        )
+        self.db = Database.open(settings.database_url, pool_size=settings.db_pool_size)
+        key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        # EncryptionKeyError here (a malformed ENCRYPTION_KEY) stops the start with its message.
+        credentials = CredentialPolicy.from_settings(key, settings.provider_env_names)
         self.provider: Provider = provider or ProviderRouter(
-            simulate_without_keys=settings.simulate_without_keys
+            simulate_without_keys=settings.simulate_without_keys, credentials=credentials
         )
-        orgs = OrganizationRepository(self.db)
-        groups = ModelGroupRepository(self.db)
-        teams = TeamRepository(self.db, cache_ttl=settings.cache_ttl)
-        self.jobs_repo = JobRepository(self.db)
-        tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
-        usage = UsageService(UsageRepository(self.db), teams, orgs)
-        credits = CreditsService(LedgerRepository(self.db))
+        money = money_for(self.db)
+        catalog = CatalogRepository(self.db)
+        teams = TeamRepository(self.db, money, cache_ttl=settings.cache_ttl)
+        ledger = LedgerRepository(self.db, money)
+        self.jobs_repo = JobRepository(self.db, money)
+        self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
+        usage = UsageService(UsageRepository(self.db), teams, catalog)
+        self.credits = credits = CreditsService(ledger)
         runner = CallRunner(self.provider, settings.default_llm_timeout)
-        self.jobs = JobsService(self.jobs_repo, teams, groups, runner)
+        self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner)
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
@@ -162,6 +166,9 @@ class App:
     async def start(self) -> int:
         # Preload the price map so that the first call pays nothing.
         await asyncio.to_thread(costs.warm)
+        # A wrong or missing ENCRYPTION_KEY stops the start here rather than failing every call
+        # that uses a pasted key (EncryptionKeyError, reported by `python -m service serve`).
+        await self.tenancy.verify_stored_credentials()
         addr = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(addr)
         if self.port == 0:
@@ -170,14 +177,12 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
-        log.info(
-            "listening", extra={"grpc_port": self.port, "database": self.db.engine.dialect.name}
-        )
+        log.info("listening", extra={"grpc_port": self.port, "database": self.db.dialect.name})
         return self.port
 
     async def sweep_once(self) -> int:
         cutoff = utcnow() - timedelta(seconds=self.settings.job_timeout)
-        n = await self.jobs_repo.expire_stale(cutoff)
+        n = await self.jobs_repo.expire_stale_jobs(cutoff)
         if n:
             log.info("expired stale jobs", extra={"expired": n})
         return n
@@ -208,7 +213,15 @@ class App:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        grace = self.settings.shutdown_grace if grace is None else grace
+        # Streams still open near the end of the grace period end with a final error event, so
+        # that a client can tell a cut stream from a finished one.
+        drain = asyncio.get_running_loop().call_later(
+            max(grace - STREAM_DRAIN_MARGIN_S, grace / 2), self.jobs.draining.set
+        )
+        await self.server.stop(grace)
+        drain.cancel()
+        self.jobs.draining.set()
         if settle_tasks > 0:
             me = asyncio.current_task()
             pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]

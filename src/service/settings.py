@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///./data/gateway.db",
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
+        description="sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db",
     )
     master_key: SecretStr | None = Field(
         default=None, description="Admin key; `make run` generates one into data/ when unset."
@@ -44,7 +44,13 @@ class Settings(BaseSettings):
     # earlier (every call needs them). Changes made through the same replica apply at once;
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
-    db_echo: bool = False
+    # Keys that seal provider credentials pasted into model configs (src/service/encryption.py):
+    # comma-separated, the first seals, all open. Unset: literal keys are refused (env references
+    # still work). `make run` generates data/encryption_key.
+    encryption_key: SecretStr | None = None
+    # Extra environment variable names a model config may reference ("os.environ/NAME") besides
+    # names ending in _API_KEY, _KEY, _TOKEN or _SECRET (src/service/providers/credentials.py).
+    provider_env_names: str = ""
     # RPCs one key (a team's, or the master key) may run at once; beyond it RESOURCE_EXHAUSTED.
     # Keeps MAX_CONCURRENT_RPCS, which counts every RPC, out of any one client's reach.
     max_concurrent_rpcs_per_key: int = Field(default=500, ge=1)

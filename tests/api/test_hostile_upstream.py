@@ -196,7 +196,7 @@ async def test_create_and_call_never_stores_a_hostile_answer(
                     select(jobs.c.status, jobs.c.replay_response).where(jobs.c.team_id == team_id)
                 )
             ).one()
-        assert (row.status, row.replay_response) == ("failed", None), model
+        assert (row._mapping["status"], row._mapping["replay_response"]) == ("failed", None), model
     await _assert_ledger_ok(c)
 
 

@@ -101,22 +101,22 @@ async def test_refused_requests_carry_the_callers_request_id(client: Client) -> 
 
 @pytest.mark.postgres
 async def test_a_lost_database_is_unavailable_with_the_request_id(tmp_path: Path) -> None:
-    """Every backend of the service terminated (pg_terminate_backend): the next requests, an
-    admin read and a team key's first lookup, are UNAVAILABLE (503) with the caller's request
-    id, not INTERNAL "Internal error (request id -)"; then the service recovers by itself."""
+    """The database drops every connection of the service (pg_terminate_backend) and takes no
+    new ones for a while: an admin read and a team key's first lookup are UNAVAILABLE (503) with
+    the caller's request id, not INTERNAL "Internal error (request id -)"; once the database is
+    back the service recovers by itself."""
     url = await fresh_database("postgres", tmp_path)
     name = url.rsplit("/", 1)[1]
     c = await start_client(url)
     try:
         team_id, key = await make_team(c)
         fresh_team, fresh_key = await make_team(c)  # its key was never looked up
+        await _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+        await _pg_admin(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
+        )
         for attempt in ("admin read", "key lookup"):
-            # A pooled connection to lose (the previous failure emptied the pool).
-            await c.groups.ListModelGroups(mg_pb.ListModelGroupsRequest(), metadata=admin())
-            await _pg_admin(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                f"WHERE datname = '{name}' AND pid <> pg_backend_pid()"
-            )
             rid = uid("rid")
             if attempt == "admin read":
                 call = c.groups.ListModelGroups(
@@ -132,10 +132,11 @@ async def test_a_lost_database_is_unavailable_with_the_request_id(tmp_path: Path
             assert e.value.code() == grpc.StatusCode.UNAVAILABLE, (attempt, e.value)
             assert error_info(e.value).reason == "UNAVAILABLE"
             assert _trailing_rid(e.value) == rid
-        # Recovered: new connections.
+        await _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         got = await c.teams.GetTeam(team_pb.GetTeamRequest(team_id=team_id), metadata=bearer(key))
         assert got.team_id == team_id
         report = await audit(c.app.db)
         assert report.ok, report.violations
     finally:
+        await _pg_admin(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
         await stop_client(c)

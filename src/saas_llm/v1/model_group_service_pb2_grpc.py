@@ -83,9 +83,12 @@ class ModelGroupServiceServicer:
     """
 
     def CreateModelGroup(self, request, context):
-        """Creates a model group.
-        Errors: INVALID_ARGUMENT (no models, duplicate priorities, a literal
-        api_key in config), ALREADY_EXISTS (group_name taken).
+        """Creates a model group. Provider credentials in `config` are sealed before
+        they are stored (see ModelGroupModel.config).
+        Errors: INVALID_ARGUMENT (no models, duplicate priorities, an env
+        reference to a variable that is not a provider credential, a literal
+        secret while the gateway has no ENCRYPTION_KEY, a redacted value that
+        matches no stored secret), ALREADY_EXISTS (group_name taken).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -99,15 +102,18 @@ class ModelGroupServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetModelGroup(self, request, context):
-        """Returns one model group. Errors: NOT_FOUND, PERMISSION_DENIED.
+        """Returns one model group: credentials as hints ("****abcd") for the master
+        key, left out for a team key. Errors: NOT_FOUND (master key),
+        PERMISSION_DENIED (a team key, for any group not assigned to it, whether
+        it exists or not).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModelGroupModels(self, request, context):
-        """Returns the models of a group in priority order.
-        Errors: NOT_FOUND, PERMISSION_DENIED.
+        """Returns the models of a group in priority order (credentials shown as by
+        GetModelGroup). Errors: as GetModelGroup.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,7 +121,8 @@ class ModelGroupServiceServicer:
 
     def UpdateModelGroup(self, request, context):
         """Replaces a group's models (and priorities) and display fields; the next
-        call uses the new models. Errors: NOT_FOUND, INVALID_ARGUMENT.
+        call uses the new models. A credential sent back as read (its hint) keeps
+        the stored secret. Errors: NOT_FOUND, INVALID_ARGUMENT (as create).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +140,7 @@ class ModelGroupServiceServicer:
         """Tells which model a team should use for a group (seed 003 "Model
         Resolution API"). With the master key, team_has_access answers for any
         team; a team key may only ask for its own team and gets
-        PERMISSION_DENIED for a group it lacks.
+        PERMISSION_DENIED for a group it lacks, whether the group exists or not.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

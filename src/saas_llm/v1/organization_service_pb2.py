@@ -29,7 +29,7 @@ from saas_llm.v1 import common_pb2 as saas__llm_dot_v1_dot_common__pb2
 from saas_llm.v1 import team_service_pb2 as saas__llm_dot_v1_dot_team__service__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&saas_llm/v1/organization_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\x1a\x1esaas_llm/v1/team_service.proto\"\xd0\x01\n\x0cOrganization\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x19\x43reateOrganizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"1\n\x16GetOrganizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"7\n\x1cListOrganizationTeamsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"o\n\x1dListOrganizationTeamsResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12 \n\x05teams\x18\x02 \x03(\x0b\x32\x11.saas_llm.v1.Team\x12\x13\n\x0btotal_teams\x18\x03 \x01(\x05\"F\n\x1bGetOrganizationUsageRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"\x99\x03\n\x1cGetOrganizationUsageResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12J\n\tjob_types\x18\x04 \x03(\x0b\x32\x37.saas_llm.v1.GetOrganizationUsageResponse.JobTypesEntry\x12\x43\n\x05teams\x18\x05 \x03(\x0b\x32\x34.saas_llm.v1.GetOrganizationUsageResponse.TeamsEntry\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x1aG\n\nTeamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary:\x02\x38\x01\x32\xdc\x04\n\x13OrganizationService\x12}\n\x12\x43reateOrganization\x12&.saas_llm.v1.CreateOrganizationRequest\x1a\x19.saas_llm.v1.Organization\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/organizations/create:\x01*\x12\x7f\n\x0fGetOrganization\x12#.saas_llm.v1.GetOrganizationRequest\x1a\x19.saas_llm.v1.Organization\",\x82\xd3\xe4\x93\x02&\x12$/api/organizations/{organization_id}\x12\xa2\x01\n\x15ListOrganizationTeams\x12).saas_llm.v1.ListOrganizationTeamsRequest\x1a*.saas_llm.v1.ListOrganizationTeamsResponse\"2\x82\xd3\xe4\x93\x02,\x12*/api/organizations/{organization_id}/teams\x12\x9f\x01\n\x14GetOrganizationUsage\x12(.saas_llm.v1.GetOrganizationUsageRequest\x1a).saas_llm.v1.GetOrganizationUsageResponse\"2\x82\xd3\xe4\x93\x02,\x12*/api/organizations/{organization_id}/usageb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n&saas_llm/v1/organization_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\x1a\x1esaas_llm/v1/team_service.proto\"\xd0\x01\n\x0cOrganization\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06status\x18\x03 \x01(\t\x12)\n\x08metadata\x18\x04 \x01(\x0b\x32\x17.google.protobuf.Struct\x12.\n\ncreated_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"m\n\x19\x43reateOrganizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12)\n\x08metadata\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"9\n\x18ListOrganizationsRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x05\"j\n\x19ListOrganizationsResponse\x12\x30\n\rorganizations\x18\x01 \x03(\x0b\x32\x19.saas_llm.v1.Organization\x12\x1b\n\x13total_organizations\x18\x02 \x01(\x05\"1\n\x16GetOrganizationRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"7\n\x1cListOrganizationTeamsRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\"o\n\x1dListOrganizationTeamsResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12 \n\x05teams\x18\x02 \x03(\x0b\x32\x11.saas_llm.v1.Team\x12\x13\n\x0btotal_teams\x18\x03 \x01(\x05\"F\n\x1bGetOrganizationUsageRequest\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\"\x99\x03\n\x1cGetOrganizationUsageResponse\x12\x17\n\x0forganization_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12J\n\tjob_types\x18\x04 \x03(\x0b\x32\x37.saas_llm.v1.GetOrganizationUsageResponse.JobTypesEntry\x12\x43\n\x05teams\x18\x05 \x03(\x0b\x32\x34.saas_llm.v1.GetOrganizationUsageResponse.TeamsEntry\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x1aG\n\nTeamsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary:\x02\x38\x01\x32\xdc\x05\n\x13OrganizationService\x12}\n\x12\x43reateOrganization\x12&.saas_llm.v1.CreateOrganizationRequest\x1a\x19.saas_llm.v1.Organization\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/api/organizations/create:\x01*\x12~\n\x11ListOrganizations\x12%.saas_llm.v1.ListOrganizationsRequest\x1a&.saas_llm.v1.ListOrganizationsResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/api/organizations\x12\x7f\n\x0fGetOrganization\x12#.saas_llm.v1.GetOrganizationRequest\x1a\x19.saas_llm.v1.Organization\",\x82\xd3\xe4\x93\x02&\x12$/api/organizations/{organization_id}\x12\xa2\x01\n\x15ListOrganizationTeams\x12).saas_llm.v1.ListOrganizationTeamsRequest\x1a*.saas_llm.v1.ListOrganizationTeamsResponse\"2\x82\xd3\xe4\x93\x02,\x12*/api/organizations/{organization_id}/teams\x12\x9f\x01\n\x14GetOrganizationUsage\x12(.saas_llm.v1.GetOrganizationUsageRequest\x1a).saas_llm.v1.GetOrganizationUsageResponse\"2\x82\xd3\xe4\x93\x02,\x12*/api/organizations/{organization_id}/usageb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETORGANIZATIONUSAGERESPONSE_TEAMSENTRY']._serialized_options = b'8\001'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['CreateOrganization']._loaded_options = None
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['CreateOrganization']._serialized_options = b'\202\323\344\223\002\036\"\031/api/organizations/create:\001*'
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['ListOrganizations']._loaded_options = None
+  _globals['_ORGANIZATIONSERVICE'].methods_by_name['ListOrganizations']._serialized_options = b'\202\323\344\223\002\024\022\022/api/organizations'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetOrganization']._loaded_options = None
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['GetOrganization']._serialized_options = b'\202\323\344\223\002&\022$/api/organizations/{organization_id}'
   _globals['_ORGANIZATIONSERVICE'].methods_by_name['ListOrganizationTeams']._loaded_options = None
@@ -52,20 +54,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ORGANIZATION']._serialized_end=415
   _globals['_CREATEORGANIZATIONREQUEST']._serialized_start=417
   _globals['_CREATEORGANIZATIONREQUEST']._serialized_end=526
-  _globals['_GETORGANIZATIONREQUEST']._serialized_start=528
-  _globals['_GETORGANIZATIONREQUEST']._serialized_end=577
-  _globals['_LISTORGANIZATIONTEAMSREQUEST']._serialized_start=579
-  _globals['_LISTORGANIZATIONTEAMSREQUEST']._serialized_end=634
-  _globals['_LISTORGANIZATIONTEAMSRESPONSE']._serialized_start=636
-  _globals['_LISTORGANIZATIONTEAMSRESPONSE']._serialized_end=747
-  _globals['_GETORGANIZATIONUSAGEREQUEST']._serialized_start=749
-  _globals['_GETORGANIZATIONUSAGEREQUEST']._serialized_end=819
-  _globals['_GETORGANIZATIONUSAGERESPONSE']._serialized_start=822
-  _globals['_GETORGANIZATIONUSAGERESPONSE']._serialized_end=1231
-  _globals['_GETORGANIZATIONUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=1084
-  _globals['_GETORGANIZATIONUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=1158
-  _globals['_GETORGANIZATIONUSAGERESPONSE_TEAMSENTRY']._serialized_start=1160
-  _globals['_GETORGANIZATIONUSAGERESPONSE_TEAMSENTRY']._serialized_end=1231
-  _globals['_ORGANIZATIONSERVICE']._serialized_start=1234
-  _globals['_ORGANIZATIONSERVICE']._serialized_end=1838
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_start=528
+  _globals['_LISTORGANIZATIONSREQUEST']._serialized_end=585
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_start=587
+  _globals['_LISTORGANIZATIONSRESPONSE']._serialized_end=693
+  _globals['_GETORGANIZATIONREQUEST']._serialized_start=695
+  _globals['_GETORGANIZATIONREQUEST']._serialized_end=744
+  _globals['_LISTORGANIZATIONTEAMSREQUEST']._serialized_start=746
+  _globals['_LISTORGANIZATIONTEAMSREQUEST']._serialized_end=801
+  _globals['_LISTORGANIZATIONTEAMSRESPONSE']._serialized_start=803
+  _globals['_LISTORGANIZATIONTEAMSRESPONSE']._serialized_end=914
+  _globals['_GETORGANIZATIONUSAGEREQUEST']._serialized_start=916
+  _globals['_GETORGANIZATIONUSAGEREQUEST']._serialized_end=986
+  _globals['_GETORGANIZATIONUSAGERESPONSE']._serialized_start=989
+  _globals['_GETORGANIZATIONUSAGERESPONSE']._serialized_end=1398
+  _globals['_GETORGANIZATIONUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=1251
+  _globals['_GETORGANIZATIONUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=1325
+  _globals['_GETORGANIZATIONUSAGERESPONSE_TEAMSENTRY']._serialized_start=1327
+  _globals['_GETORGANIZATIONUSAGERESPONSE_TEAMSENTRY']._serialized_end=1398
+  _globals['_ORGANIZATIONSERVICE']._serialized_start=1401
+  _globals['_ORGANIZATIONSERVICE']._serialized_end=2133
 # @@protoc_insertion_point(module_scope)

@@ -39,6 +39,22 @@ class CreateOrganizationRequest(_message.Message):
     metadata: _struct_pb2.Struct
     def __init__(self, organization_id: _Optional[str] = ..., name: _Optional[str] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
+class ListOrganizationsRequest(_message.Message):
+    __slots__ = ("limit", "offset")
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    OFFSET_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    offset: int
+    def __init__(self, limit: _Optional[int] = ..., offset: _Optional[int] = ...) -> None: ...
+
+class ListOrganizationsResponse(_message.Message):
+    __slots__ = ("organizations", "total_organizations")
+    ORGANIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_ORGANIZATIONS_FIELD_NUMBER: _ClassVar[int]
+    organizations: _containers.RepeatedCompositeFieldContainer[Organization]
+    total_organizations: int
+    def __init__(self, organizations: _Optional[_Iterable[_Union[Organization, _Mapping]]] = ..., total_organizations: _Optional[int] = ...) -> None: ...
+
 class GetOrganizationRequest(_message.Message):
     __slots__ = ("organization_id",)
     ORGANIZATION_ID_FIELD_NUMBER: _ClassVar[int]

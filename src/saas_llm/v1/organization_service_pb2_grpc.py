@@ -40,6 +40,11 @@ class OrganizationServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_organization__service__pb2.CreateOrganizationRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_organization__service__pb2.Organization.FromString,
                 _registered_method=True)
+        self.ListOrganizations = channel.unary_unary(
+                '/saas_llm.v1.OrganizationService/ListOrganizations',
+                request_serializer=saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsResponse.FromString,
+                _registered_method=True)
         self.GetOrganization = channel.unary_unary(
                 '/saas_llm.v1.OrganizationService/GetOrganization',
                 request_serializer=saas__llm_dot_v1_dot_organization__service__pb2.GetOrganizationRequest.SerializeToString,
@@ -64,6 +69,15 @@ class OrganizationServiceServicer:
     def CreateOrganization(self, request, context):
         """Creates an organization.
         Errors: INVALID_ARGUMENT (bad id or name), ALREADY_EXISTS (id taken).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListOrganizations(self, request, context):
+        """Lists organizations ordered by id, a page at a time (what the admin dashboard opens on;
+        the API guide has no such read). Master key only.
+        Errors: INVALID_ARGUMENT (limit outside 0-1000, negative offset).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +112,11 @@ def add_OrganizationServiceServicer_to_server(servicer, server):
                     servicer.CreateOrganization,
                     request_deserializer=saas__llm_dot_v1_dot_organization__service__pb2.CreateOrganizationRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_organization__service__pb2.Organization.SerializeToString,
+            ),
+            'ListOrganizations': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListOrganizations,
+                    request_deserializer=saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsResponse.SerializeToString,
             ),
             'GetOrganization': grpc.unary_unary_rpc_method_handler(
                     servicer.GetOrganization,
@@ -143,6 +162,33 @@ class OrganizationService:
             '/saas_llm.v1.OrganizationService/CreateOrganization',
             saas__llm_dot_v1_dot_organization__service__pb2.CreateOrganizationRequest.SerializeToString,
             saas__llm_dot_v1_dot_organization__service__pb2.Organization.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListOrganizations(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.OrganizationService/ListOrganizations',
+            saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsRequest.SerializeToString,
+            saas__llm_dot_v1_dot_organization__service__pb2.ListOrganizationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -31,7 +31,12 @@ from service.api import errors
 from service.api.auth import RULES, Access, Authenticator
 from service.api.context import principal_var, request_id_var
 from service.api.path_bindings import ORIGINAL_PATH, PathBindings, Route
-from service.domain.errors import ConcurrencyLimitExceeded, DomainError, InvalidArgument
+from service.domain.errors import (
+    ConcurrencyLimitExceeded,
+    DomainError,
+    InvalidArgument,
+    from_storage,
+)
 from service.domain.principal import Principal
 from service.domain.validation import MAX_JSON_DEPTH
 
@@ -315,6 +320,7 @@ async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
 
 def _code_of(exc: Exception) -> str:
     """The status name the access log records for an RPC that raised `exc`."""
+    exc = from_storage(exc)
     if isinstance(exc, DomainError):
         return exc.code.name
     if isinstance(exc, NotImplementedError):
@@ -327,8 +333,9 @@ async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str, 
     Called from an `except` block, so that the log keeps the traceback."""
     if _is_abort(exc):
         raise exc  # the handler already chose its status
-    if isinstance(exc, DomainError):
-        await _abort(context, *errors.from_domain(exc), rid)
+    translated = from_storage(exc)
+    if isinstance(translated, DomainError):
+        await _abort(context, *errors.from_domain(translated), rid)
     elif isinstance(exc, NotImplementedError):
         # A generated base method nobody overrides (grpc.health.v1 List).
         await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid)

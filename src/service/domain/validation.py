@@ -25,9 +25,6 @@ MAX_GROUPS_PER_TEAM = 64
 # 32 keeps a value, and the answers that carry it back inside a Job or a page of jobs, decodable.
 MAX_JSON_DEPTH = 32
 
-JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "expired")
-OPEN_STATUSES = ("pending", "in_progress")
-
 
 def require_id(value: str, field: str) -> str:
     if not value:
