@@ -7,37 +7,48 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
-LINT_PATHS := src/service tests scripts gateway $(wildcard bench)
+LINT_PATHS := src/service tests scripts gateway clients/python $(wildcard bench)
+# The generated code: Python stubs (the saas-llm-grpc package), TypeScript stubs, OpenAPI.
+GENERATED := clients/python-grpc/src/saas_llm clients/node/src/gen gateway/openapi.json
+NODE_CLIENT := clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.package-lock.json
 
 .PHONY: help install gen gen-check lint fmt test run migrate bench audit clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python-grpc/pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python-grpc -e '.[dev]' -e 'clients/python[grpc]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+# The TypeScript client's dependencies (ts-proto generates its stubs in `make gen`), exactly as
+# package-lock.json pins them; npm's cache makes a reinstall quick.
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
-gen: $(STAMP) ## Generate Python stubs, the Envoy descriptor set and the OpenAPI document from proto/
+install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its dev tools (and npm packages)
+
+gen: $(STAMP) $(NODE_STAMP) ## Generate Python and TypeScript stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py
 	$(BIN)/python -m gateway.openapi build/descriptor.pb gateway/openapi.json
 
 gen-check: gen ## Fail if generated files differ from the committed ones
-	@git diff --exit-code --stat -- src/saas_llm gateway/openapi.json || \
+	@git diff --exit-code --stat -- $(GENERATED) || \
 	  (echo "generated code is stale: run 'make gen' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- src/saas_llm gateway/openapi.json)" || \
-	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || \
+	  (git status --porcelain -- $(GENERATED); echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
 
-lint: gen ## ruff, mypy --strict, buf lint
+lint: gen ## ruff, mypy --strict, buf lint and breaking (against main), tsc, envoy validate
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null
+	$(BIN)/python scripts/buf_breaking.py
+	cd $(NODE_CLIENT) && node_modules/.bin/tsc -p . --noEmit
 	$(BIN)/envoy --mode validate -c envoy.yaml --log-level warn
 
 fmt: $(STAMP) ## Format the code
@@ -66,4 +77,4 @@ audit: gen ## Check the credit ledger invariants of DATABASE_URL
 	$(BIN)/python -m service audit
 
 clean: ## Remove the venv and generated build files
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist
