@@ -42,10 +42,19 @@ class Settings(BaseSettings):
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
     db_echo: bool = False
+    # Origins a browser app may call the REST API from (Envoy's CORS filter): comma-separated,
+    # e.g. "https://app.example.com,http://localhost:3000", or "*" for any. Empty (the default):
+    # no CORS answers, browsers refuse cross-origin calls. Read by `make run` / `make run-cluster`
+    # when they render envoy.yaml.
+    cors_allowed_origins: str = ""
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -66,9 +66,8 @@ def test_renamed_json_field_fails(tmp_path: Path) -> None:
     repo = _repo_on_branch(tmp_path)
     _commit_edit(
         repo,
-        "What the job does (\"document_analysis\"), at most 128 characters.\n"
-        "  string job_type = 3",
-        "What the job does (\"document_analysis\"), at most 128 characters.\n  string kind = 3",
+        'What the job does ("document_analysis"), at most 128 characters.\n  string job_type = 3',
+        'What the job does ("document_analysis"), at most 128 characters.\n  string kind = 3',
     )
     done = _breaking(repo)
     assert done.returncode != 0, done.stdout
