@@ -29,7 +29,22 @@ $(STAMP): pyproject.toml clients/python-grpc/pyproject.toml clients/python/pypro
 $(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
-install: $(STAMP) $(NODE_STAMP) ## Create .venv and install the project with its dev tools (and npm packages)
+# Go from Debian's packages, for the Go client test (buf generate + go run in GOPATH mode, no
+# module download). Needs root for apt-get; without it the test is skipped outside CI.
+GO_DEBS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+  golang-google-genproto-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+GO_STAMP := build/.go-debs
+
+$(GO_STAMP):
+	@if ! dpkg -s $(GO_DEBS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends $(GO_DEBS) >/dev/null; \
+	  else echo "not root: Go packages not installed, the Go client test will be skipped"; fi; \
+	fi
+	mkdir -p build && touch $@
+
+install: $(STAMP) $(NODE_STAMP) $(GO_STAMP) ## Create .venv and install the project with its dev tools (npm, Go packages)
 
 gen: $(STAMP) $(NODE_STAMP) ## Generate Python and TypeScript stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py
