@@ -52,6 +52,10 @@ def _register_v1_file() -> None:
     pool.AddSerializedFile(file.SerializeToString())
 
 
+# At import, so that the v1 service is in the pool for whoever names it (tests, tools).
+_register_v1_file()
+
+
 class _MemberAwarePool:
     """The default pool, answering "the file containing X" for members too (a method, a field,
     an enum value), which `grpcurl describe saas_llm.v1.JobService.CreateJob` asks for and
