@@ -13,6 +13,7 @@ from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
 from service.api.convert import (
     NULL,
+    chat_content,
     from_struct,
     from_value,
     saturated_int32,
@@ -37,7 +38,7 @@ LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
 def _message(m: common_pb2.ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": from_value(m.content)}
+    out: dict[str, Any] = {"role": m.role, "content": chat_content(m)}
     if m.name:
         out["name"] = m.name
     if m.tool_call_id:
