@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -109,3 +110,98 @@ def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
             raise
     out = proc.stdout.read().decode() if proc.stdout else ""
     assert code == 0, out
+
+
+def test_run_all_comes_up_when_the_envoy_admin_port_is_taken(tmp_path: Path) -> None:
+    """Issue 21, item 11: `make run` used to fail when 9901 was taken (Envoy could not bind its
+    admin port). Without ENVOY_ADMIN_PORT it now picks a free port and says so. (The test makes
+    a port of its own the default instead of taking 9901, which tests must leave alone.)"""
+    http, grpc_port = _free_port(), _free_port()
+    key = "sk-master-" + "k" * 32
+    env = {
+        **os.environ,
+        "HTTP_PORT": str(http),
+        "GRPC_PORT": str(grpc_port),
+        "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+        "MASTER_KEY": key,
+        "PYTHONPATH": str(ROOT / "src"),
+    }
+    env.pop("ENVOY_ADMIN_PORT", None)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        busy = taken.getsockname()[1]
+        script = (
+            "import service.devrun as d; "
+            f"d.DEFAULT_ENVOY_ADMIN_PORT = {busy}; "
+            "raise SystemExit(d.run_all())"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    health = _call(f"http://127.0.0.1:{http}/health", key)
+                    break
+                except OSError:
+                    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
+                    assert time.monotonic() < deadline, "run-all did not come up"
+                    time.sleep(0.2)
+            assert health["status"] == "healthy"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            try:
+                code = proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                raise
+    out = proc.stdout.read().decode() if proc.stdout else ""
+    assert code == 0, out
+    assert f"port {busy} is in use: Envoy's admin interface listens on 127.0.0.1:" in out, out
+
+
+def test_run_all_names_a_taken_envoy_admin_port(tmp_path: Path) -> None:
+    """ENVOY_ADMIN_PORT set to a port in use: run-all stops before starting anything and says
+    which setting to change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        env = {
+            **os.environ,
+            "HTTP_PORT": str(_free_port()),
+            "GRPC_PORT": str(_free_port()),
+            "ENVOY_ADMIN_PORT": str(taken.getsockname()[1]),
+            "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+            "MASTER_KEY": "sk-master-" + "k" * 32,
+            "PYTHONPATH": str(ROOT / "src"),
+        }
+        done = subprocess.run(
+            [sys.executable, "-m", "service", "run-all"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "(ENVOY_ADMIN_PORT) is already in use" in done.stdout, done.stdout
+    assert not (tmp_path / "gw.db").exists()  # nothing started, not even the migration
+
+
+def test_readme_documents_every_setting() -> None:
+    """Every setting of service/settings.py, and the launchers' ENVOY_ADMIN_PORT, has a row in
+    README.md's configuration table."""
+    from service.settings import Settings
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Configuration", 1)[1].split("\n## ", 1)[0]
+    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
+    wanted = {name.upper() for name in Settings.model_fields} | {"ENVOY_ADMIN_PORT"}
+    assert not wanted - documented, sorted(wanted - documented)

@@ -4,9 +4,9 @@
    the database is created when missing, then migrated (`python -m service migrate`).
 2. REPLICAS (default 2) `python -m service serve` processes start on GRPC_PORTS (comma-separated;
    default GRPC_PORT, GRPC_PORT+1, ... from 50051), all on that one database.
-3. One Envoy (REST on HTTP_PORT 8080, admin on ENVOY_ADMIN_PORT 9901) balances over all of them:
-   envoy.yaml rendered by gateway/envoy_config.render with one endpoint per replica into
-   build/envoy.cluster.yaml.
+3. One Envoy (REST on HTTP_PORT 8080, admin on ENVOY_ADMIN_PORT: 9901, or a free port when 9901
+   is taken) balances over all of them: envoy.yaml rendered by gateway/envoy_config.render with
+   one endpoint per replica (127.0.0.1, where the replicas listen) into build/envoy.cluster.yaml.
 4. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
    child (each one SIGTERM, so the replicas drain); if any child exits, the rest are stopped and
    run_cluster returns that child's exit code.
@@ -19,7 +19,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from service.devrun import _port, envoy_config, migrate, ports_free, prepare, run_children
+from service.devrun import (
+    _port,
+    envoy_admin_port,
+    envoy_config,
+    migrate,
+    ports_free,
+    prepare,
+    run_children,
+)
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
 
@@ -90,9 +98,16 @@ def run_cluster() -> int:
         _say(str(exc))
         return 2
     http_port = _port(env, "HTTP_PORT", 8080)
-    admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    admin_port = envoy_admin_port(env, _say)
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(_say, [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]):
+    if not ports_free(
+        _say,
+        [
+            *((p, "GRPC_PORTS") for p in ports),
+            (http_port, "HTTP_PORT"),
+            (admin_port, "ENVOY_ADMIN_PORT"),
+        ],
+    ):
         return 1
 
     try:

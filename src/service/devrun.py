@@ -5,8 +5,9 @@
    provider keys pasted into model configs) likewise comes from the environment or from
    data/encryption_key, generated on the first run and never printed.
 2. `python -m service migrate` applies the migrations to DATABASE_URL.
-3. `python -m service serve` (gRPC on GRPC_PORT) and Envoy (REST on HTTP_PORT, admin on
-   ENVOY_ADMIN_PORT, config build/envoy.rendered.yaml rendered from envoy.yaml) start as children.
+3. `python -m service serve` (gRPC on GRPC_HOST:GRPC_PORT, loopback by default) and Envoy (REST
+   on HTTP_PORT, admin on ENVOY_ADMIN_PORT: 9901, or a free port when 9901 is taken; config
+   build/envoy.rendered.yaml rendered from envoy.yaml) start as children.
 4. Once both are ready the URLs are printed. SIGINT/SIGTERM stop both; if either child exits,
    the other is stopped and run_all returns the child's exit code.
 """
@@ -141,6 +142,27 @@ def _encryption_key(data_dir: Path) -> str:
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name, "").strip()
     return int(value) if value else default
+
+
+DEFAULT_ENVOY_ADMIN_PORT = 9901
+
+
+def envoy_admin_port(env: Mapping[str, str], say: Callable[[str], None]) -> int:
+    """ENVOY_ADMIN_PORT when set; else 9901, or any free port when 9901 is taken: the admin
+    interface only answers the launchers' readiness checks and local operators, so another
+    program on 9901 (a second Envoy, say) is no reason to fail."""
+    if env.get("ENVOY_ADMIN_PORT", "").strip():
+        return _port(env, "ENVOY_ADMIN_PORT", DEFAULT_ENVOY_ADMIN_PORT)
+    if not _tcp_open(DEFAULT_ENVOY_ADMIN_PORT):
+        return DEFAULT_ENVOY_ADMIN_PORT
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    say(
+        f"port {DEFAULT_ENVOY_ADMIN_PORT} is in use: Envoy's admin interface listens on "
+        f"127.0.0.1:{port} instead (set ENVOY_ADMIN_PORT to choose)"
+    )
+    return port
 
 
 def _tcp_open(port: int) -> bool:
@@ -323,10 +345,13 @@ def run_all() -> int:
     env.setdefault("SIMULATE_WITHOUT_KEYS", "true")
     grpc_port = _port(env, "GRPC_PORT", 50051)
     http_port = _port(env, "HTTP_PORT", 8080)
-    admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    admin_port = envoy_admin_port(env, _say)
     env["GRPC_PORT"] = str(grpc_port)
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(_say, [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT")]):
+    if not ports_free(
+        _say,
+        [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT"), (admin_port, "ENVOY_ADMIN_PORT")],
+    ):
         return 1
 
     _say(f"migrating {env['DATABASE_URL']}")

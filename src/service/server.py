@@ -32,8 +32,9 @@ from saas_llm.v1 import (
 from service.api.auth import Authenticator
 from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
-from service.api.interceptor import GatewayInterceptor
+from service.api.interceptor import Admission, GatewayInterceptor
 from service.api.job_servicer import JobServicer
+from service.api.path_bindings import PathBindings
 from service.api.reflection import enable_reflection
 from service.api.tenancy_servicers import (
     ModelAccessGroupServicer,
@@ -41,6 +42,7 @@ from service.api.tenancy_servicers import (
     OrganizationServicer,
     TeamServicer,
 )
+from service.domain.answers import MAX_SEND_BYTES
 from service.domain.credits import CreditsService
 from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
@@ -62,6 +64,15 @@ from service.storage.usage import UsageRepository
 
 log = logging.getLogger("service")
 
+PROTO_FILES = (
+    organization_service_pb2.DESCRIPTOR,
+    model_group_service_pb2.DESCRIPTOR,
+    team_service_pb2.DESCRIPTOR,
+    credit_service_pb2.DESCRIPTOR,
+    job_service_pb2.DESCRIPTOR,
+    health_service_pb2.DESCRIPTOR,
+    access_group_service_pb2.DESCRIPTOR,
+)
 SERVICE_NAMES = (
     organization_service_pb2.DESCRIPTOR.services_by_name["OrganizationService"].full_name,
     model_group_service_pb2.DESCRIPTOR.services_by_name["ModelGroupService"].full_name,
@@ -105,11 +116,21 @@ class App:
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
         max_bytes = settings.max_message_bytes
+        interceptor = GatewayInterceptor(
+            Authenticator(master, teams),
+            admission=Admission(
+                per_key=settings.max_concurrent_rpcs_per_key,
+                public_streams=settings.max_public_streams,
+            ),
+            paths=PathBindings(PROTO_FILES),
+        )
         self.server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(Authenticator(master, teams))],
+            interceptors=[interceptor],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
-                ("grpc.max_send_message_length", 16 * max_bytes),
+                # Answers carry at most MAX_ANSWER_CHARS of provider text (4 bytes each at most
+                # in UTF-8): always below this limit, whatever MAX_MESSAGE_BYTES is.
+                ("grpc.max_send_message_length", max(16 * max_bytes, MAX_SEND_BYTES)),
                 ("grpc.so_reuseport", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
                 ("grpc.http2.max_pings_without_data", 0),

@@ -18,7 +18,10 @@ class Settings(BaseSettings):
     master_key: SecretStr | None = Field(
         default=None, description="Admin key; `make run` generates one into data/ when unset."
     )
-    grpc_host: str = "0.0.0.0"
+    # Interface the gRPC port listens on: loopback by default, so that only Envoy (and local
+    # tools) reach it; "0.0.0.0" (every interface) in containers or when remote gRPC clients call
+    # the service directly.
+    grpc_host: str = "127.0.0.1"
     grpc_port: int = Field(default=50051, ge=0, le=65535)
     http_port: int = Field(default=8080, ge=0, le=65535)
     log_level: str = "INFO"
@@ -53,6 +56,12 @@ class Settings(BaseSettings):
     # no CORS answers, browsers refuse cross-origin calls. Read by `make run` / `make run-cluster`
     # when they render envoy.yaml.
     cors_allowed_origins: str = ""
+    # RPCs one key (a team's, or the master key) may run at once; beyond it RESOURCE_EXHAUSTED.
+    # Keeps MAX_CONCURRENT_RPCS, which counts every RPC, out of any one client's reach.
+    max_concurrent_rpcs_per_key: int = Field(default=500, ge=1)
+    # Long-lived streams anyone may open without a key (grpc.health.v1 Watch, server
+    # reflection), all callers together; beyond it RESOURCE_EXHAUSTED.
+    max_public_streams: int = Field(default=100, ge=1)
 
     @property
     def is_sqlite(self) -> bool:

@@ -22,6 +22,7 @@ between chunks, and the disconnect is counted (`disconnects`, `disconnected`).
 from __future__ import annotations
 
 import asyncio
+import base64
 import socket
 import time
 from dataclasses import dataclass, field, replace
@@ -60,6 +61,15 @@ class Behavior:
     stream_error: dict[str, Any] | None = None
     # Streams: omit the `data: [DONE]` terminator.
     send_done: bool = True
+    # Hostile answers (a provider is untrusted input). Non-stream: keys merged into the
+    # answer's `message` as they are, e.g. {"content": [1, 2]} or {"tool_calls": "abc"}.
+    message_override: dict[str, Any] | None = None
+    # Streams: these raw `delta` objects, one event each, instead of the content chunks.
+    stream_deltas: list[Any] | None = None
+    # For status >= 400: build `error.message` from the request instead, one part per name:
+    # "key" (the Authorization key as sent), "key_short" (its last character dropped),
+    # "key_base64" (base64 of it), "prompt" (the last message's content as sent).
+    error_echo: tuple[str, ...] = ()
 
 
 @dataclass
@@ -83,6 +93,19 @@ def _words(text: str) -> list[str]:
     for i, word in enumerate(text.split(" ")):
         parts.append(word if i == 0 else " " + word)
     return [p for p in parts if p]
+
+
+def _echo(parts: tuple[str, ...], request: web.Request, body: dict[str, Any]) -> str:
+    """An error message that quotes the request back, as a careless upstream does."""
+    key = request.headers.get("Authorization", "").removeprefix("Bearer ")
+    messages = body.get("messages") or [{}]
+    texts = {
+        "key": f"Incorrect API key provided: {key}.",
+        "key_short": f"Incorrect API key provided: {key[:-1]}.",
+        "key_base64": f"Bad credentials {base64.b64encode(key.encode()).decode()}.",
+        "prompt": f"Could not process your input '{messages[-1].get('content')}'.",
+    }
+    return " ".join(texts[p] for p in parts)
 
 
 def closed_port() -> int:
@@ -219,6 +242,8 @@ class FakeUpstream:
                 error: dict[str, Any] = {"type": "fake_error", "code": behavior.status}
                 if behavior.error_message is not None:
                     error["message"] = behavior.error_message
+                if behavior.error_echo:
+                    error["message"] = _echo(behavior.error_echo, request, body)
                 payload = behavior.raw_body or orjson.dumps({"error": error})
                 return web.Response(
                     body=payload, status=behavior.status, content_type="application/json"
@@ -237,6 +262,8 @@ class FakeUpstream:
         if behavior.tool_calls:
             message["tool_calls"] = behavior.tool_calls
             message["content"] = None
+        if behavior.message_override:
+            message.update(behavior.message_override)
         answer: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -280,6 +307,10 @@ class FakeUpstream:
         chunks = behavior.stream_chunks
         if chunks is None:
             chunks = _words(behavior.content)
+        if behavior.stream_deltas is not None:
+            chunks = []
+            for delta in behavior.stream_deltas:
+                await send({"choices": [{"index": 0, "delta": delta}]})
         for i, chunk in enumerate(chunks):
             if behavior.drop_after_chunks is not None and i >= behavior.drop_after_chunks:
                 # Abrupt close mid-stream, as a crashing upstream would.

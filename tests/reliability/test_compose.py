@@ -73,3 +73,12 @@ def test_envoy_config_of_the_compose_cluster_is_valid(compose: dict, tmp_path: P
         timeout=60,
     )
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_replicas_listen_on_the_compose_network(compose: dict) -> None:
+    """The service listens on loopback by default (GRPC_HOST); inside a container Envoy reaches
+    it over the compose network, so the replicas set 0.0.0.0 (their port is not published)."""
+    for name in ("service-1", "service-2"):
+        service = compose["services"][name]
+        assert service["environment"]["GRPC_HOST"] == "0.0.0.0"
+        assert "ports" not in service

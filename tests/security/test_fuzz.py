@@ -270,14 +270,26 @@ json_values = st.recursive(
 )
 @settings(database=None, max_examples=80, suppress_health_check=[HealthCheck.too_slow])
 def test_metadata_bounded_by_its_json_size(value: dict, pad: int) -> None:
+    """Accepted when its JSON fits 16 KiB and (issue 21) no string or key in it holds a NUL,
+    which PostgreSQL cannot store."""
     if pad:
         value = {**value, "pad": "x" * pad}
     size = len(orjson.dumps(value))
-    if size <= v.MAX_METADATA_BYTES:
+    if size <= v.MAX_METADATA_BYTES and not _holds_nul(value):
         assert v.metadata(value) == (value or {})
     else:
         with pytest.raises(InvalidArgument):
             v.metadata(value)
+
+
+def _holds_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(x) for k, x in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(x) for x in value)
+    return False
 
 
 @given(st.integers(-(2**31), 2**31 - 1), st.integers(-(2**31), 2**31 - 1))

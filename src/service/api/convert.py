@@ -11,6 +11,13 @@ from saas_llm.v1 import common_pb2
 from service.domain.errors import InvalidArgument
 
 NULL = struct_pb2.Value(null_value=struct_pb2.NULL_VALUE)
+INT32_MAX = 2**31 - 1
+
+
+def saturated_int32(value: int) -> int:
+    """A token total for an int32 field: past 2,147,483,647 it stays there (the contract's
+    documented saturation; int64 would print as a JSON string)."""
+    return value if value <= INT32_MAX else INT32_MAX
 
 
 def ts(value: datetime) -> timestamp_pb2.Timestamp:

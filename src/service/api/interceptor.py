@@ -1,9 +1,19 @@
-"""The one server interceptor: request id, authentication, error mapping and
-the access log, for unary and server-streaming RPCs alike.
+"""The one server interceptor: request id, authentication, admission, error
+mapping and the access log, for every RPC.
 
 grpc.aio interceptors only see the method name and metadata, so this one
 wraps each method's handler (once per method, cached) with a behaviour that
-does the per-call work inside the RPC.
+does the per-call work inside the RPC, and a request deserializer that turns
+an undecodable message into a clean INVALID_ARGUMENT.
+
+Admission (docs/decisions.md, "Hardening (issue 21)"): grpc.aio's
+MAX_CONCURRENT_RPCS is the global cap, which only a real overload should
+reach. Below it, each key (a team's, or the master key) may run at most
+MAX_CONCURRENT_RPCS_PER_KEY RPCs at once, and the long-lived streams anyone
+may open without a key (grpc.health.v1 Watch, server reflection) share
+MAX_PUBLIC_STREAMS. Both refusals are RESOURCE_EXHAUSTED, reason
+CONCURRENCY_LIMIT_EXCEEDED. The cap is per key, not per peer: Envoy is one
+peer for every REST client.
 """
 
 from __future__ import annotations
@@ -18,28 +28,118 @@ from typing import Any, cast
 import grpc
 
 from service.api import errors
-from service.api.auth import Authenticator
+from service.api.auth import RULES, Access, Authenticator
 from service.api.context import principal_var, request_id_var
-from service.domain.errors import DomainError, from_storage
+from service.api.path_bindings import ORIGINAL_PATH, PathBindings, Route
+from service.domain.errors import (
+    ConcurrencyLimitExceeded,
+    DomainError,
+    InvalidArgument,
+    from_storage,
+)
+from service.domain.principal import Principal
+from service.domain.validation import MAX_JSON_DEPTH
 
 log = logging.getLogger("service.access")
 REQUEST_ID = "x-request-id"
 
 
-def _meta(context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
+def _meta(context: grpc.aio.ServicerContext) -> tuple[str | None, str, str | None]:
+    """(authorization, request id, the REST path Envoy's transcoder bound the request from)."""
     auth: str | None = None
     rid: str | None = None
+    path: str | None = None
     for k, v in context.invocation_metadata() or ():
         if k == "authorization":
             auth = v if isinstance(v, str) else None
         elif k == REQUEST_ID:
             rid = v if isinstance(v, str) and len(v) <= 128 else None
-    return auth, rid or uuid.uuid4().hex
+        elif k == ORIGINAL_PATH:
+            path = v if isinstance(v, str) else None
+    return auth, rid or uuid.uuid4().hex, path
+
+
+class _Undecodable:
+    """What the request deserializer returns for bytes that are not the RPC's message."""
+
+    __slots__ = ()
+
+
+UNDECODABLE = _Undecodable()
+
+
+def _undecodable() -> InvalidArgument:
+    # The protobuf decoder's own text (and class name) stays internal.
+    return InvalidArgument(
+        "The request could not be decoded: it is not a valid message of this RPC, or it nests "
+        f"JSON values more than {MAX_JSON_DEPTH} levels deep"
+    )
+
+
+def _safe_deserializer(
+    deserialize: Callable[[bytes], Any] | None,
+) -> Callable[[bytes], Any] | None:
+    """The handler's deserializer, returning UNDECODABLE instead of raising: grpc.aio would
+    answer a raising one with UNKNOWN and the exception's class name."""
+    if deserialize is None:
+        return None
+
+    def decode(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:
+            return UNDECODABLE
+
+    return decode
+
+
+class Admission:
+    """Concurrent RPCs per key and unauthenticated streams (see the module docstring). Counters
+    only: the event loop is the one thread that touches them."""
+
+    def __init__(self, per_key: int, public_streams: int) -> None:
+        self.per_key = per_key
+        self.public_streams = public_streams
+        self.active: dict[str, int] = {}
+        self.open_public_streams = 0
+
+    def admit(self, who: Principal) -> str:
+        # A team's id, or the master key's own name (no team id starts with a space).
+        label = who.team_id if who.team_id is not None else " admin"
+        n = self.active.get(label, 0)
+        if n >= self.per_key:
+            raise ConcurrencyLimitExceeded(
+                f"Too many concurrent requests for this key (limit {self.per_key}); retry later",
+                metadata={"limit": str(self.per_key)},
+            )
+        self.active[label] = n + 1
+        return label
+
+    def release(self, label: str) -> None:
+        n = self.active[label] - 1
+        if n:
+            self.active[label] = n
+        else:
+            del self.active[label]
+
+    def admit_public_stream(self) -> None:
+        if self.open_public_streams >= self.public_streams:
+            raise ConcurrencyLimitExceeded(
+                "Too many open health-watch and reflection streams "
+                f"(limit {self.public_streams}); retry later",
+                metadata={"limit": str(self.public_streams)},
+            )
+        self.open_public_streams += 1
+
+    def release_public_stream(self) -> None:
+        self.open_public_streams -= 1
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, *, admission: Admission, paths: PathBindings) -> None:
         self.auth = auth
+        self.admission = admission
+        self.paths = paths
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -59,37 +159,63 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         return wrapped
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+        decode = _safe_deserializer(handler.request_deserializer)
+        route = self.paths.route(method)
+        public_stream = RULES.get(method) is Access.PUBLIC
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                self._unary(method, handler.unary_unary, route),
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                self._stream(method, handler.unary_stream, route, public_stream),
+                request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
-        # Client/bidi streaming (reflection, health Watch): auth only.
+        if handler.stream_stream is not None:
+            # Server reflection.
+            return grpc.stream_stream_rpc_method_handler(
+                self._bidi(method, handler.stream_stream),
+                request_deserializer=decode,
+                response_serializer=handler.response_serializer,
+            )
+        # Client streaming: no RPC of ours is.
         return handler
 
-    async def _begin(self, method: str, context: grpc.aio.ServicerContext) -> str:
-        authorization, rid = _meta(context)
+    def _start(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str, str | None]:
+        """The request id first, so that every answer (a refused key, a database failure
+        during the key lookup) and every log line carries the caller's x-request-id."""
+        authorization, rid, original_path = _meta(context)
         request_id_var.set(rid)
         context.set_trailing_metadata(((REQUEST_ID, rid),))
-        principal_var.set(await self.auth.authenticate(method, authorization))
-        return rid
+        return authorization, rid, original_path
+
+    async def _authenticate(self, method: str, authorization: str | None) -> Principal:
+        who = await self.auth.authenticate(method, authorization)
+        principal_var.set(who)
+        return who
 
     def _unary(
-        self, method: str, behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+        self,
+        method: str,
+        behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        route: Route | None,
     ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started = time.perf_counter()
-            rid = "-"
+            authorization, rid, original_path = self._start(context)
             code = "OK"
+            admitted: str | None = None
             try:
-                rid = await self._begin(method, context)
+                who = await self._authenticate(method, authorization)
+                if request is UNDECODABLE:
+                    raise _undecodable()
+                if route is not None and original_path is not None:
+                    route.check(original_path, request)
+                if who.is_admin or who.team_id is not None:
+                    admitted = self.admission.admit(who)
                 return await behavior(request, context)
             except (asyncio.CancelledError, GeneratorExit):
                 code = "CANCELLED"
@@ -98,6 +224,8 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = _code_of(exc)
                 await _fail(context, exc, method, rid)
             finally:
+                if admitted is not None:
+                    self.admission.release(admitted)
                 _access(method, rid, code, started)
 
         return call
@@ -106,13 +234,26 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self,
         method: str,
         behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        route: Route | None,
+        public_stream: bool,
     ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
         async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             started = time.perf_counter()
-            rid = "-"
+            authorization, rid, original_path = self._start(context)
             code = "OK"
+            admitted: str | None = None
+            public = False
             try:
-                rid = await self._begin(method, context)
+                who = await self._authenticate(method, authorization)
+                if request is UNDECODABLE:
+                    raise _undecodable()
+                if route is not None and original_path is not None:
+                    route.check(original_path, request)
+                if public_stream:
+                    self.admission.admit_public_stream()
+                    public = True
+                else:
+                    admitted = self.admission.admit(who)
                 stream = behavior(request, context)
                 if hasattr(stream, "__aiter__"):
                     async for item in stream:
@@ -128,9 +269,53 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = _code_of(exc)
                 await _fail(context, exc, method, rid)
             finally:
+                if admitted is not None:
+                    self.admission.release(admitted)
+                if public:
+                    self.admission.release_public_stream()
                 _access(method, rid, code, started)
 
         return call
+
+    def _bidi(
+        self,
+        method: str,
+        behavior: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]],
+    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        """Server reflection: public, bounded with the other unauthenticated streams."""
+
+        async def call(
+            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        ) -> AsyncIterator[Any]:
+            started = time.perf_counter()
+            authorization, rid, _ = self._start(context)
+            code = "OK"
+            public = False
+            try:
+                await self._authenticate(method, authorization)
+                self.admission.admit_public_stream()
+                public = True
+                async for item in behavior(_decoded(requests), context):
+                    yield item
+            except (asyncio.CancelledError, GeneratorExit):
+                code = "CANCELLED"
+                raise
+            except Exception as exc:
+                code = _code_of(exc)
+                await _fail(context, exc, method, rid)
+            finally:
+                if public:
+                    self.admission.release_public_stream()
+                _access(method, rid, code, started)
+
+        return call
+
+
+async def _decoded(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    async for request in requests:
+        if request is UNDECODABLE:
+            raise _undecodable()
+        yield request
 
 
 def _code_of(exc: Exception) -> str:

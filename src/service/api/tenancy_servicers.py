@@ -35,7 +35,7 @@ from saas_llm.v1 import (
     team_service_pb2_grpc as team_grpc,
 )
 from service.api.context import principal
-from service.api.convert import from_struct, struct, ts
+from service.api.convert import from_struct, saturated_int32, struct, ts
 from service.domain.models import AccessGroup, ModelGroup, Organization, Team, UsageRow
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
@@ -108,7 +108,7 @@ def usage_pb(r: UsageRow) -> common_pb2.UsageSummary:
         successful_jobs=r.successful_jobs,
         failed_jobs=r.failed_jobs,
         total_cost_usd=r.total_cost_usd,
-        total_tokens=r.total_tokens,
+        total_tokens=saturated_int32(r.total_tokens),
         avg_cost_per_job=round(r.total_cost_usd / r.total_jobs, 6) if r.total_jobs else 0.0,
     )
 

@@ -107,6 +107,13 @@ class Unavailable(DomainError):
     reason = Reason.UNAVAILABLE
 
 
+class ConcurrencyLimitExceeded(DomainError):
+    """Too many requests of one key (or unauthenticated streams) at once: RESOURCE_EXHAUSTED."""
+
+    code = Code.RESOURCE_EXHAUSTED
+    reason = Reason.CONCURRENCY_LIMIT_EXCEEDED
+
+
 class NotImplementedYet(DomainError):
     code = Code.UNIMPLEMENTED
     reason = Reason.NOT_IMPLEMENTED

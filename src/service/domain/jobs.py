@@ -56,6 +56,8 @@ _INTERNAL, _UNAVAILABLE, _PERMISSION_DENIED = 13, 14, 7
 # Attempts to create a job when the reservation and the read that explains its refusal disagree
 # (credits added or a suspension lifted in between).
 _CREATE_ATTEMPTS = 3
+# Call parameters that carry client JSON (checked like metadata: no NUL, bounded nesting).
+JSON_PARAMS = ("tools", "tool_choice", "response_format", "stop", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +132,16 @@ def validate_call(call: CallInput) -> None:
                 "messages.role must be one of system, user, assistant, tool, developer",
                 field="messages.role",
             )
+        content = m.get("content")
+        if len(m) == 2 and type(content) is str:
+            # The common message, {role, content: "text"} (the role was just checked): one scan.
+            v.json_value(content, "messages")
+        else:
+            v.json_value(m, "messages")
     p = call.request.params
+    for key in JSON_PARAMS:
+        if key in p:
+            v.json_value(p[key], key)
     t = p.get("temperature")
     if t is not None and not 0 <= t <= 2:
         raise InvalidArgument("temperature must be between 0 and 2", field="temperature")

@@ -1,6 +1,7 @@
 """Running one LLM call against a model group: models in priority order,
 fallback on retryable failures, every attempt recorded, time bounded by the
-request deadline."""
+request deadline. Every answer passes domain/answers.py's checks: one that
+fails them is a failed attempt like a provider error."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service.domain.answers import check_result, checked_stream, safe_error
 from service.domain.errors import DeadlineExceeded
 from service.domain.models import ModelGroup
 from service.providers.base import (
@@ -83,6 +85,7 @@ class CallRunner:
     async def _fallback(
         self,
         group: ModelGroup,
+        request: ChatRequest,
         deadline: float | None,
         attempt: Callable[[ModelSpec, float], Awaitable[T]],
     ) -> tuple[ModelSpec, T, Attempts] | Outcome:
@@ -104,7 +107,7 @@ class CallRunner:
             try:
                 value = await attempt(model, timeout)
             except ProviderError as exc:
-                attempts.add(model, exc.message, started)
+                attempts.add(model, safe_error(exc, request).message, started)
                 if not exc.retryable:
                     break
                 continue
@@ -115,10 +118,10 @@ class CallRunner:
     async def complete(
         self, group: ModelGroup, request: ChatRequest, deadline: float | None
     ) -> Outcome:
-        def attempt(model: ModelSpec, timeout: float) -> Awaitable[ChatResult]:
-            return self.provider.complete(model, request, timeout)
+        async def attempt(model: ModelSpec, timeout: float) -> ChatResult:
+            return check_result(await self.provider.complete(model, request, timeout))
 
-        done = await self._fallback(group, deadline, attempt)
+        done = await self._fallback(group, request, deadline, attempt)
         if isinstance(done, Outcome):
             return done
         model, result, attempts = done
@@ -135,7 +138,7 @@ class CallRunner:
         async def attempt(
             model: ModelSpec, timeout: float
         ) -> tuple[StreamChunk, AsyncIterator[StreamChunk]]:
-            stream = self.provider.stream(model, request, timeout)
+            stream = checked_stream(self.provider.stream(model, request, timeout), request)
             try:
                 first = await anext(stream)
             except StopAsyncIteration:
@@ -146,7 +149,7 @@ class CallRunner:
                 raise
             return first, stream
 
-        done = await self._fallback(group, deadline, attempt)
+        done = await self._fallback(group, request, deadline, attempt)
         if isinstance(done, Outcome):
             return done
         model, (first, stream), attempts = done

@@ -25,6 +25,10 @@ class UsageReport:
 def month_bounds(period: str) -> tuple[datetime, datetime]:
     year, month = v.period(period)
     start = datetime(year, month, 1, tzinfo=UTC)
+    if (year, month) == (9999, 12):
+        # The next month's first day is past datetime's range: the month ends at its last
+        # representable instant instead.
+        return start, datetime.max.replace(tzinfo=UTC)
     end = datetime(year + (month == 12), month % 12 + 1, 1, tzinfo=UTC)
     return start, end
 

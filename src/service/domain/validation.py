@@ -19,6 +19,11 @@ MAX_PAGE = 1000
 MAX_OFFSET = 10_000_000
 MAX_MODELS_PER_GROUP = 32
 MAX_GROUPS_PER_TEAM = 64
+# Deepest nesting of objects and arrays in any JSON value a client sends (metadata, model config,
+# message content, tools, ...). The protobuf decoders on both sides (the service's and Envoy's)
+# stop at 100 message levels, and every JSON level costs up to three (Struct, map entry, Value):
+# 32 keeps a value, and the answers that carry it back inside a Job or a page of jobs, decodable.
+MAX_JSON_DEPTH = 32
 
 
 def require_id(value: str, field: str) -> str:
@@ -53,6 +58,44 @@ def metadata(value: dict[str, Any], field: str = "metadata") -> dict[str, Any]:
         raise InvalidArgument(
             f"{field} is {size} bytes; the limit is {MAX_METADATA_BYTES}", field=field
         )
+    json_value(value, field)
+    return value
+
+
+def json_value(value: Any, field: str) -> Any:
+    """A JSON value from a client (metadata, model config, message content, tools, ...): no NUL
+    character anywhere, keys included (PostgreSQL can store none in text or jsonb, so refusing it
+    here gives the same answer on both databases), and at most MAX_JSON_DEPTH levels of nesting.
+    A string, the common case, costs one scan; a container one pass over its nodes, level by
+    level, without recursion."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise InvalidArgument(f"{field} contains a NUL character", field=field)
+        return value
+    level = [value] if isinstance(value, dict | list) else []
+    depth = 0
+    while level:
+        depth += 1
+        if depth > MAX_JSON_DEPTH:
+            raise InvalidArgument(
+                f"{field} is nested more than {MAX_JSON_DEPTH} levels deep", field=field
+            )
+        below: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                for key in node:
+                    if "\x00" in key:
+                        raise InvalidArgument(f"{field} contains a NUL character", field=field)
+                items: Any = node.values()
+            else:
+                items = node
+            for item in items:
+                if isinstance(item, str):
+                    if "\x00" in item:
+                        raise InvalidArgument(f"{field} contains a NUL character", field=field)
+                elif isinstance(item, dict | list):
+                    below.append(item)
+        level = below
     return value
 
 
@@ -72,7 +115,7 @@ def page(limit: int, offset: int, *, default_limit: int) -> tuple[int, int]:
 
 
 def period(value: str) -> tuple[int, int]:
-    """'YYYY-MM' -> (year, month)."""
+    """'YYYY-MM' -> (year, month), from 1970-01 to 9999-12."""
     m = PERIOD_PATTERN.fullmatch(value or "")
     if not m or not 1 <= int(m.group(2)) <= 12 or int(m.group(1)) < 1970:
         raise InvalidArgument("period must be a month in the form YYYY-MM", field="period")

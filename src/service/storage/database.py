@@ -59,6 +59,16 @@ LOCK_WAIT_S = 10.0
 CHECKPOINT_EVERY = 200
 # deadlock_detected, serialization_failure: PostgreSQL rolled back, a retry succeeds.
 _RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+# A connection the server dropped (class 08, connection exception; the backend terminated by an
+# administrator, a crash or a shutdown: 57P01-57P03), whatever asyncpg class reports it: a new
+# connection may succeed, so it is unavailable (503), not an internal error.
+_LOST_SQLSTATES = frozenset({"57P01", "57P02", "57P03"})
+
+
+def is_lost_connection(sqlstate: str | None) -> bool:
+    return sqlstate is not None and (sqlstate.startswith("08") or sqlstate in _LOST_SQLSTATES)
+
+
 _SELECT_1 = prepared(select(literal(1)))
 
 
@@ -370,6 +380,9 @@ def _pg_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseExcept
         asyncpg.ConnectionDoesNotExistError,
         asyncpg.AdminShutdownError,
         asyncpg.TooManyConnectionsError,
+        # A statement sent on a connection whose backend was just terminated can find the
+        # protocol mid-way through the server's goodbye ("cannot switch to state ...").
+        asyncpg.InternalClientError,
         OSError,
         TimeoutError,
     )
@@ -458,7 +471,7 @@ class PostgresDatabase(Database):
     def _translate(self, exc: BaseException) -> BaseException | None:
         if isinstance(exc, self._integrity):
             return ConstraintViolation(str(exc))
-        if isinstance(exc, self._unavailable):
+        if isinstance(exc, self._unavailable) or is_lost_connection(getattr(exc, "sqlstate", None)):
             return StorageUnavailable("Database unavailable, retry later")
         if getattr(exc, "sqlstate", None) in _RETRYABLE_SQLSTATES:
             return StorageUnavailable("Database conflict, retry later")
@@ -469,13 +482,21 @@ class PostgresDatabase(Database):
         """A pooled raw asyncpg connection (the money writers' statements)."""
         try:
             pool = await self._get_pool()
-            async with pool.acquire() as raw:
-                yield raw
+            raw = await pool.acquire()
+        except Exception as exc:
+            # Whatever stops a connection from being made (the server down, the database not
+            # accepting connections, a failover in progress): the client may retry later.
+            unavailable = StorageUnavailable("Database unavailable, retry later")
+            raise (self._translate(exc) or unavailable) from exc
+        try:
+            yield raw
         except Exception as exc:
             translated = self._translate(exc)
             if translated is None:
                 raise
             raise translated from exc
+        finally:
+            await pool.release(raw)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Any]:

@@ -52,11 +52,13 @@ _CREATE_JOB = (
     "'null'::jsonb, false, $6::varchar, $7::varchar, $8::timestamptz, $8::timestamptz FROM team "
     "RETURNING job_id"
 )
-# The call and its job's totals, one statement ($17 = created_at).
+# The call and its job's totals, one statement ($17 = created_at). The token total saturates at
+# the int32 maximum (the column's and the contract's type; docs/decisions.md "Hardening (issue
+# 21)"), summed as bigint so that the sum itself cannot overflow.
 _RECORD_CALL = (
     f"WITH call AS (INSERT INTO llm_calls ({', '.join(CALL_COLUMNS)}) VALUES "
     f"({', '.join(f'${i + 1}' for i in range(len(CALL_COLUMNS)))})) "
-    "UPDATE jobs SET total_tokens = total_tokens + $9 + $10, "
+    "UPDATE jobs SET total_tokens = least(total_tokens::bigint + $9 + $10, 2147483647), "
     "total_cost_usd = total_cost_usd + coalesce($12, 0), "
     "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN $17 ELSE updated_at END, "
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "

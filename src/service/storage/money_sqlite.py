@@ -63,9 +63,10 @@ _INSERT_CALL = (
     f"VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
 )
 # Adds the call to the job's totals (whatever its status: a call that ends after its job still
-# cost money) and moves an open job to in_progress.
+# cost money; tokens saturate at the int32 maximum, as on PostgreSQL) and moves an open job to
+# in_progress.
 _TOUCH_JOB = (
-    "UPDATE jobs SET total_tokens = total_tokens + ?, "
+    "UPDATE jobs SET total_tokens = min(total_tokens + ?, 2147483647), "
     "total_cost_usd = total_cost_usd + coalesce(?, 0), "
     "updated_at = CASE WHEN status IN ('pending', 'in_progress') THEN ? ELSE updated_at END, "
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "

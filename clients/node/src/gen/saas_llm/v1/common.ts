@@ -91,7 +91,12 @@ export interface Usage {
   promptTokens: number;
   /** Tokens generated. */
   completionTokens: number;
-  /** prompt_tokens + completion_tokens. */
+  /**
+   * prompt_tokens + completion_tokens. A provider may report at most
+   * 1,000,000,000 prompt and as many completion tokens for one call (an answer
+   * reporting more, or fewer than 0, is a failed attempt), so this always
+   * fits.
+   */
   totalTokens: number;
   /**
    * True when the provider reported no usage and the numbers are an estimate
@@ -113,7 +118,10 @@ export interface UsageSummary {
   failedJobs: number;
   /** Provider cost of the priced calls, in USD. */
   totalCostUsd: number;
-  /** Tokens of all calls. */
+  /**
+   * Tokens of all calls. Saturates at 2147483647 (the int32 maximum, which
+   * then means "at least that many"): int64 would print as a JSON string.
+   */
   totalTokens: number;
   /** total_cost_usd / total_jobs (0 when there are no jobs). */
   avgCostPerJob: number;

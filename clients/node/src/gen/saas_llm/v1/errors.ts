@@ -110,6 +110,13 @@ export enum ErrorReason {
    * expected).
    */
   ERROR_REASON_NO_ACCESS_RULE = 27,
+  /**
+   * ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED - RESOURCE_EXHAUSTED (HTTP 429): the key already runs
+   * MAX_CONCURRENT_RPCS_PER_KEY RPCs, or MAX_PUBLIC_STREAMS unauthenticated
+   * streams (health Watch, reflection) are open; metadata.limit gives the
+   * limit. Retry later.
+   */
+  ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED = 28,
   UNRECOGNIZED = -1,
 }
 
@@ -199,6 +206,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 27:
     case "ERROR_REASON_NO_ACCESS_RULE":
       return ErrorReason.ERROR_REASON_NO_ACCESS_RULE;
+    case 28:
+    case "ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED":
+      return ErrorReason.ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -264,6 +274,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_ACCESS_GROUP_NOT_FOUND";
     case ErrorReason.ERROR_REASON_NO_ACCESS_RULE:
       return "ERROR_REASON_NO_ACCESS_RULE";
+    case ErrorReason.ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED:
+      return "ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -102,7 +102,16 @@ export interface LlmCallRequest {
   responseFormat: { [key: string]: any } | undefined;
 }
 
-/** The model's answer. */
+/**
+ * The model's answer. A provider's answer is checked before it is used: text
+ * fields are strings without NUL characters, tool calls are JSON objects nested
+ * at most 32 levels, the content plus the tool calls' JSON is at most
+ * 2,097,152 characters (for a stream: all its chunks together), and token
+ * counts are between 0 and 1,000,000,000 each. An answer that fails a check is
+ * a failed attempt, like a provider error: the next model of the group is
+ * tried, the attempt is recorded and nothing is charged for it (mid-stream, the
+ * stream ends with `error` and the call is recorded as failed).
+ */
 export interface LlmResponse {
   /** Text of the answer ("" when the model only called tools). */
   content: string;
@@ -142,7 +151,10 @@ export interface LlmCallResponse {
 export interface StreamError {
   /** gRPC status code number (13 = INTERNAL). */
   code: number;
-  /** "LLM call failed: ...". */
+  /**
+   * "LLM call failed: ...", the provider's text made safe as JobCall.error
+   * says.
+   */
   message: string;
 }
 
@@ -194,7 +206,10 @@ export interface JobCosts {
   successfulCalls: number;
   /** Calls that failed (a failed call means no charge). */
   failedCalls: number;
-  /** Tokens of all calls. */
+  /**
+   * Tokens of all calls. Saturates at 2147483647 (the int32 maximum, which
+   * then means "at least that many").
+   */
   totalTokens: number;
   /** Provider cost of the priced calls, USD. */
   totalCostUsd: number;
@@ -220,7 +235,12 @@ export interface JobCall {
   tokens: number;
   /** Wall time, ms. */
   latencyMs: number;
-  /** null, or the error message of a failed call. */
+  /**
+   * null, or the error message of a failed call. A provider's own error text
+   * is kept at most 300 characters long, without control characters, without
+   * anything that looks like a credential and without echoes of the request's
+   * messages (each replaced by "[redacted]").
+   */
   error:
     | any
     | undefined;

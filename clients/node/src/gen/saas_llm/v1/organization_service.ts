@@ -99,7 +99,7 @@ export interface ListOrganizationTeamsResponse {
 export interface GetOrganizationUsageRequest {
   /** The organization. */
   organizationId: string;
-  /** A UTC month, "YYYY-MM". */
+  /** A UTC month, "YYYY-MM", from 1970-01 to 9999-12. */
   period: string;
 }
 

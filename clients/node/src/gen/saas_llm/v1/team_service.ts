@@ -165,7 +165,7 @@ export interface AssignModelGroupsRequest {
 export interface GetTeamUsageRequest {
   /** The team. */
   teamId: string;
-  /** A UTC month, "YYYY-MM". */
+  /** A UTC month, "YYYY-MM", from 1970-01 to 9999-12. */
   period: string;
 }
 
