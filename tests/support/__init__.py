@@ -1,0 +1,1 @@
+"""Test support shared by the test suites: in-memory ports, scripted providers."""
