@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -16,6 +16,7 @@ from service.domain.models import ModelGroup
 from service.providers.base import (
     ChatRequest,
     ChatResult,
+    EmbeddingResult,
     ModelSpec,
     Provider,
     ProviderError,
@@ -123,6 +124,21 @@ class CallRunner:
             return done
         model, result, attempts = done
         return Outcome(model=model, result=result, attempts=attempts, error=None)
+
+    async def embed(
+        self,
+        group: ModelGroup,
+        inputs: Any,
+        params: Mapping[str, Any],
+        deadline: float | None,
+    ) -> tuple[ModelSpec, EmbeddingResult, Attempts] | Outcome:
+        """Embeddings from the group's models in priority order (same fallback rules as
+        `complete`); an Outcome with the error when none succeeded."""
+
+        def attempt(model: ModelSpec, timeout: float) -> Awaitable[EmbeddingResult]:
+            return self.provider.embed(model, inputs, params, timeout)
+
+        return await self._fallback(group, deadline, attempt)
 
     async def open_stream(
         self, group: ModelGroup, request: ChatRequest, deadline: float | None
