@@ -266,7 +266,9 @@ def envoy_config(root: Path, name: str, **render_args: Any) -> Path:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from gateway.envoy_config import render
+    from service.settings import Settings
 
+    render_args.setdefault("cors_allowed_origins", Settings().cors_origins)
     config = root / "build" / name
     config.write_text(render(descriptor_path=root / "build" / "descriptor.pb", **render_args))
     return config

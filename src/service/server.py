@@ -12,7 +12,6 @@ from datetime import timedelta
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from saas_llm.v1 import (
     access_group_service_pb2,
@@ -35,6 +34,7 @@ from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
 from service.api.interceptor import GatewayInterceptor
 from service.api.job_servicer import JobServicer
+from service.api.reflection import enable_reflection
 from service.api.tenancy_servicers import (
     ModelAccessGroupServicer,
     ModelGroupServicer,
@@ -131,13 +131,8 @@ class App:
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            s,
+        enable_reflection(
+            s, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         )
         self.port = 0
         self._sweeper: asyncio.Task[None] | None = None

@@ -48,10 +48,19 @@ class Settings(BaseSettings):
     # Extra environment variable names a model config may reference ("os.environ/NAME") besides
     # names ending in _API_KEY, _KEY, _TOKEN or _SECRET (src/service/providers/credentials.py).
     provider_env_names: str = ""
+    # Origins a browser app may call the REST API from (Envoy's CORS filter): comma-separated,
+    # e.g. "https://app.example.com,http://localhost:3000", or "*" for any. Empty (the default):
+    # no CORS answers, browsers refuse cross-origin calls. Read by `make run` / `make run-cluster`
+    # when they render envoy.yaml.
+    cors_allowed_origins: str = ""
 
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
 
 
 @lru_cache(maxsize=1)

@@ -11,7 +11,15 @@ from saas_llm.v1 import common_pb2
 from saas_llm.v1 import job_service_pb2 as pb
 from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
-from service.api.convert import NULL, from_struct, from_value, string_or_null, struct, ts
+from service.api.convert import (
+    NULL,
+    chat_content,
+    from_struct,
+    from_value,
+    string_or_null,
+    struct,
+    ts,
+)
 from service.domain.jobs import (
     CallAnswer,
     CallInput,
@@ -29,7 +37,7 @@ LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
 def _message(m: common_pb2.ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": from_value(m.content)}
+    out: dict[str, Any] = {"role": m.role, "content": chat_content(m)}
     if m.name:
         out["name"] = m.name
     if m.tool_call_id:
