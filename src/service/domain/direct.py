@@ -18,7 +18,7 @@ import asyncio
 import math
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +106,7 @@ class ChatStream:
     call_id: str
     created: int
     model: str
-    events: AsyncIterator[ChatEvent]
+    events: AsyncGenerator[ChatEvent, None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -452,7 +452,7 @@ class DirectService:
         request: ChatRequest,
         started: float,
         capped: bool,
-    ) -> AsyncIterator[ChatEvent]:
+    ) -> AsyncGenerator[ChatEvent, None]:
         model, first, rest, attempts = opened
         ttft_ms = int((time.perf_counter() - started) * 1000)
         seen = Relayed()
@@ -572,8 +572,10 @@ def _check_embedding_input(inputs: Any) -> None:
             and all(isinstance(t, int) and not isinstance(t, bool) for t in item)
         )
 
-    if isinstance(inputs, list) and inputs and all(
-        isinstance(t, int) and not isinstance(t, bool) for t in inputs
+    if (
+        isinstance(inputs, list)
+        and inputs
+        and all(isinstance(t, int) and not isinstance(t, bool) for t in inputs)
     ):
         return  # one token array
     items = inputs if isinstance(inputs, list) else [inputs]
@@ -583,6 +585,4 @@ def _check_embedding_input(inputs: Any) -> None:
             field="input",
         )
     if len(items) > MAX_EMBEDDING_INPUTS:
-        raise InvalidArgument(
-            f"input has more than {MAX_EMBEDDING_INPUTS} entries", field="input"
-        )
+        raise InvalidArgument(f"input has more than {MAX_EMBEDDING_INPUTS} entries", field="input")

@@ -22,6 +22,7 @@ from service.domain.models import (
     AccessGroup,
     CallRecord,
     Credits,
+    DirectUsageRow,
     Job,
     JobRef,
     LedgerEntry,
@@ -372,6 +373,17 @@ class UsageStore(Protocol):
         org_id: str | None = None,
     ) -> dict[tuple[str, str], UsageRow]:
         """{(team_id, job_type): aggregates} of jobs created in [start, end)."""
+        ...
+
+    async def direct_calls(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        team_id: str | None = None,
+        org_id: str | None = None,
+    ) -> DirectUsageRow:
+        """Aggregates of the direct calls made in [start, end)."""
         ...
 
 

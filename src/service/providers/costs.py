@@ -108,9 +108,7 @@ def map_prices(model_name: str) -> tuple[float, float] | None:
 SIMULATOR_DEFAULT_PRICES = (1e-6, 2e-6)
 
 
-def prices_of(
-    model: ModelSpec, *, simulator_default: bool = False
-) -> tuple[float, float] | None:
+def prices_of(model: ModelSpec, *, simulator_default: bool = False) -> tuple[float, float] | None:
     """(input, output) USD per token of `model`, or None if it is unpriced.
 
     Each of `input_cost_per_token` / `output_cost_per_token` in the model config overrides the

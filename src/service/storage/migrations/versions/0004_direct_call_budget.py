@@ -32,9 +32,7 @@ def upgrade() -> None:
             sa.Column("budget_spent_nanos", sa.BigInteger(), server_default="0", nullable=False)
         )
         batch_op.add_column(
-            sa.Column(
-                "budget_reserved_nanos", sa.BigInteger(), server_default="0", nullable=False
-            )
+            sa.Column("budget_reserved_nanos", sa.BigInteger(), server_default="0", nullable=False)
         )
         batch_op.create_check_constraint(
             "budget_reserved_nonnegative", "budget_reserved_nanos >= 0"
@@ -69,7 +67,8 @@ def upgrade() -> None:
             "kind IN ('chat','embeddings')", name=op.f("ck_direct_calls_kind_known")
         ),
         sa.CheckConstraint(
-            "reserved_nanos >= 0 AND cost_nanos >= 0", name=op.f("ck_direct_calls_money_nonnegative")
+            "reserved_nanos >= 0 AND cost_nanos >= 0",
+            name=op.f("ck_direct_calls_money_nonnegative"),
         ),
         sa.ForeignKeyConstraint(
             ["team_id"], ["teams.team_id"], name=op.f("fk_direct_calls_team_id_teams")
