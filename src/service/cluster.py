@@ -19,7 +19,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from service.devrun import _port, envoy_config, migrate, ports_free, prepare, run_children
+from service.devrun import (
+    DEFAULT_DIRECT_HTTP_PORT,
+    _port,
+    envoy_config,
+    migrate,
+    ports_free,
+    prepare,
+    run_children,
+)
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
 
@@ -91,8 +99,15 @@ def run_cluster() -> int:
         return 2
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
+    first_direct = _port(env, "DIRECT_HTTP_PORT", DEFAULT_DIRECT_HTTP_PORT)
+    direct_ports = [first_direct + i for i in range(len(ports))]
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(_say, [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]):
+    busy = [
+        *((p, "GRPC_PORTS") for p in ports),
+        (http_port, "HTTP_PORT"),
+        *((p, "DIRECT_HTTP_PORT") for p in direct_ports),
+    ]
+    if not ports_free(_say, busy):
         return 1
 
     try:
@@ -110,5 +125,8 @@ def run_cluster() -> int:
         http_port=http_port,
         admin_port=admin_port,
         grpc_hosts=[("127.0.0.1", p) for p in ports],
+        direct_hosts=[("127.0.0.1", p) for p in direct_ports],
     )
-    return run_children(env, root, config, ports, http_port, admin_port, key, from_file)
+    return run_children(
+        env, root, config, ports, http_port, admin_port, key, from_file, direct_ports
+    )
