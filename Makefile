@@ -12,6 +12,9 @@ LINT_PATHS := src/service tests scripts gateway clients/python $(wildcard bench)
 GENERATED := clients/python-grpc/src/saas_llm clients/node/src/gen gateway/openapi.json
 NODE_CLIENT := clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.package-lock.json
+# The seeds' Node.js examples that import npm packages (the official `openai` SDK, Pattern B).
+SEED_NODE := tests/contract/node
+SEED_NODE_STAMP := $(SEED_NODE)/node_modules/.package-lock.json
 # The admin dashboard's browser tests drive Debian's Chromium (Playwright is pointed at it: no
 # browser is downloaded). Installed by `make test` when missing; root, or sudo.
 CHROMIUM := /usr/bin/chromium
@@ -33,6 +36,9 @@ $(STAMP): pyproject.toml clients/python-grpc/pyproject.toml clients/python/pypro
 $(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
+$(SEED_NODE_STAMP): $(SEED_NODE)/package.json $(SEED_NODE)/package-lock.json
+	cd $(SEED_NODE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
+
 # Go from Debian's packages, for the Go client test (buf generate + go run in GOPATH mode, no
 # module download). Needs root for apt-get; without it the test is skipped outside CI.
 GO_DEBS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
@@ -48,7 +54,7 @@ $(GO_STAMP):
 	fi
 	mkdir -p build && touch $@
 
-install: $(STAMP) $(NODE_STAMP) $(GO_STAMP) ## Create .venv and install the project with its dev tools (npm, Go packages)
+install: $(STAMP) $(NODE_STAMP) $(SEED_NODE_STAMP) $(GO_STAMP) ## Create .venv and install the project with its dev tools (npm, Go packages)
 
 gen: $(STAMP) $(NODE_STAMP) ## Generate Python and TypeScript stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py
@@ -91,7 +97,7 @@ $(CHROMIUM):
 	$(SUDO) apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
 
-test: gen $(CHROMIUM) ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST, the dashboard in Chromium)
+test: gen $(CHROMIUM) $(SEED_NODE_STAMP) ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST, the dashboard in Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: gen ## Measure throughput and latency; writes bench/results/
@@ -101,4 +107,4 @@ audit: gen ## Check the credit ledger invariants of DATABASE_URL
 	$(BIN)/python -m service audit
 
 clean: ## Remove the venv and generated build files
-	rm -rf $(VENV) build $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist
+	rm -rf $(VENV) build $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist $(SEED_NODE)/node_modules

@@ -33,13 +33,22 @@ _CLUSTER_TYPE = "    type: STATIC\n"
 _VIRTUAL_HOST = '            - name: gateway\n              domains: ["*"]\n'
 _CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
 _CORS_HEADERS = "authorization, content-type, x-request-id, traceparent"
-# The one upstream endpoint of cluster grpc_service, with its indentation.
-_ENDPOINT = re.compile(
-    r"^(?P<indent> *)- endpoint:\n"
-    r"(?P=indent)    address:\n"
-    r"(?P=indent)      socket_address: \{address: 127\.0\.0\.1, port_value: 50051\}\n",
-    re.MULTILINE,
-)
+
+
+def _endpoint_pattern(port: int) -> re.Pattern[str]:
+    """The one upstream endpoint 127.0.0.1:`port` of a cluster, with its indentation."""
+    return re.compile(
+        r"^(?P<indent> *)- endpoint:\n"
+        r"(?P=indent)    address:\n"
+        rf"(?P=indent)      socket_address: \{{address: 127\.0\.0\.1, port_value: {port}\}}\n",
+        re.MULTILINE,
+    )
+
+
+# Cluster grpc_service (the gRPC port) and cluster openai_http (the service's HTTP handler for
+# the OpenAI-compatible paths, DIRECT_HTTP_PORT).
+_ENDPOINT = _endpoint_pattern(50051)
+_DIRECT_ENDPOINT = _endpoint_pattern(50090)
 
 Endpoint = tuple[str, int]
 
@@ -105,6 +114,7 @@ def render(
     listen_address: str = "0.0.0.0",
     admin_address: str = "127.0.0.1",
     cors_allowed_origins: Sequence[str] = (),
+    direct_hosts: Sequence[str | int | Endpoint] | None = None,
     source: str | Path = ENVOY_YAML,
 ) -> str:
     """Return envoy.yaml with the given ports, descriptor path and upstream endpoints.
@@ -112,7 +122,9 @@ def render(
     grpc_hosts, when given, replaces the single upstream 127.0.0.1:grpc_port by one endpoint per
     entry ("host:port", a port, or (host, port)); hosts that are names rather than IP addresses
     switch the cluster to STRICT_DNS (docker-compose service names). cors_allowed_origins, when
-    given, turns CORS on for those origins (settings.CORS_ALLOWED_ORIGINS).
+    given, turns CORS on for those origins (settings.CORS_ALLOWED_ORIGINS). direct_hosts, when
+    given, are the replicas' HTTP handlers for the OpenAI-compatible paths (DIRECT_HTTP_PORT;
+    default 127.0.0.1:50090).
     """
     text = Path(source).read_text()
     endpoints = [parse_endpoint(h) for h in grpc_hosts] if grpc_hosts else []
@@ -132,9 +144,18 @@ def render(
     if cors_allowed_origins:
         text = _replace_once(text, _VIRTUAL_HOST, _VIRTUAL_HOST + cors_policy(cors_allowed_origins))
 
-    match = _ENDPOINT.search(text)
-    if match is None or len(_ENDPOINT.findall(text)) != 1:
-        raise ValueError("envoy.yaml: cannot find the single endpoint 127.0.0.1:50051")
+    text = _set_endpoints(text, _ENDPOINT, endpoints)
+    if direct_hosts:
+        text = _set_endpoints(text, _DIRECT_ENDPOINT, [parse_endpoint(h) for h in direct_hosts])
+    if not all(_is_ip(host) for host, _ in endpoints):
+        text = _replace_once(text, _CLUSTER_TYPE, "    type: STRICT_DNS\n")
+    return text
+
+
+def _set_endpoints(text: str, pattern: re.Pattern[str], endpoints: Sequence[Endpoint]) -> str:
+    match = pattern.search(text)
+    if match is None or len(pattern.findall(text)) != 1:
+        raise ValueError(f"envoy.yaml: cannot find the single endpoint {pattern.pattern!r}")
     indent = match.group("indent")
     block = "".join(
         f"{indent}- endpoint:\n"
@@ -142,10 +163,7 @@ def render(
         f"{indent}      socket_address: {{address: {host}, port_value: {port}}}\n"
         for host, port in endpoints
     )
-    text = text[: match.start()] + block + text[match.end() :]
-    if not all(_is_ip(host) for host, _ in endpoints):
-        text = _replace_once(text, _CLUSTER_TYPE, "    type: STRICT_DNS\n")
-    return text
+    return text[: match.start()] + block + text[match.end() :]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,6 +179,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable)"
     )
+    parser.add_argument(
+        "--direct",
+        action="append",
+        default=[],
+        help="a replica's HTTP handler for the OpenAI-compatible paths, host:port (repeatable)",
+    )
     parser.add_argument("-o", "--output", help="write here instead of stdout")
     args = parser.parse_args(argv)
     text = render(
@@ -171,6 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         listen_address=args.listen_address,
         admin_address=args.admin_address,
         cors_allowed_origins=args.cors_origin,
+        direct_hosts=args.direct or None,
     )
     if args.output:
         Path(args.output).write_text(text)

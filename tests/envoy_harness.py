@@ -133,9 +133,11 @@ async def start_envoy(
     concurrency: int = 2,
     startup_timeout: float = 15.0,
     cors_allowed_origins: Sequence[str] = (),
+    direct_hosts: Sequence[int | str] = (),
 ) -> Envoy:
     """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
-    its listener accepts connections."""
+    its listener accepts connections. `direct_hosts`: the services' HTTP handlers for the
+    OpenAI-compatible paths (their DIRECT_HTTP_PORT)."""
     descriptor = Path(descriptor).resolve()
     if not descriptor.exists():
         raise RuntimeError(f"{descriptor} is missing: run `make gen`")
@@ -150,6 +152,7 @@ async def start_envoy(
             grpc_hosts=hosts,
             listen_address="127.0.0.1",
             cors_allowed_origins=cors_allowed_origins,
+            direct_hosts=list(direct_hosts) or None,
         )
     )
     admin_path = workdir / "admin.address"

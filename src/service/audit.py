@@ -33,7 +33,7 @@ from service.settings import get_settings
 from service.storage.database import Database
 from service.storage.rows import utcnow
 from service.storage.schema import credit_transactions as ct
-from service.storage.schema import jobs, teams
+from service.storage.schema import direct_calls, jobs, teams
 from service.storage.sql import one_of
 
 # Signed effect of each ledger row on credits_remaining (allocated - used - reserved).
@@ -55,6 +55,7 @@ class Report:
     teams: int = 0
     jobs: int = 0
     transactions: int = 0
+    direct_calls: int = 0
     violations: list[str] = field(default_factory=list)
     _suppressed: int = 0
 
@@ -111,6 +112,23 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
                 )
             ).all()
         }
+        # The budget of the OpenAI-compatible API: per team, what its settled direct calls cost
+        # and what those in flight hold.
+        d = direct_calls
+        in_flight = d.c.status == "in_flight"
+        direct = {
+            r[0]: (int(r[1]), int(r[2]), int(r[3]))
+            for r in (
+                await conn.execute(
+                    select(
+                        d.c.team_id,
+                        func.coalesce(func.sum(case((in_flight, 0), else_=d.c.cost_nanos)), 0),
+                        func.coalesce(func.sum(case((in_flight, d.c.reserved_nanos), else_=0)), 0),
+                        func.count(),
+                    ).group_by(d.c.team_id)
+                )
+            ).all()
+        }
         team_ids: set[str] = set()
         for t in (await conn.execute(select(teams))).all():
             m = t._mapping
@@ -130,6 +148,15 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
                 report.add(f"{row}: negative available credits {have[0] - have[1] - have[2]}")
             if have[2] != open_jobs.get(tid, 0):
                 report.add(f"{row}: {open_jobs.get(tid, 0)} open jobs hold reservations")
+            spent, held, calls = direct.get(tid, (0, 0, 0))
+            report.direct_calls += calls
+            budget = (m["budget_spent_nanos"], m["budget_reserved_nanos"])
+            if budget != (spent, held):
+                report.add(
+                    f"team row {{team_id={tid!r}, budget_spent_nanos={budget[0]}, "
+                    f"budget_reserved_nanos={budget[1]}}}: its direct calls cost {spent} and "
+                    f"those in flight hold {held}"
+                )
         for tid in sorted(set(ledger) - team_ids):
             report.add(f"ledger rows of team {tid!r}, which does not exist")
 
@@ -254,7 +281,9 @@ async def _main(url: str, stale_after_s: float | None) -> int:
     for v in report.violations:
         print("VIOLATION", v)
     print(
-        f"audited {report.teams} teams, {report.jobs} jobs, {report.transactions} ledger rows: "
+        f"audited {report.teams} teams, {report.jobs} jobs, {report.transactions} ledger rows"
+        + (f", {report.direct_calls} direct calls" if report.direct_calls else "")
+        + ": "
         + ("OK" if report.ok else f"{len(report.violations)} violations")
     )
     return 0 if report.ok else 1

@@ -20,6 +20,7 @@ import asyncio
 from collections.abc import Mapping
 
 from service.devrun import (
+    DEFAULT_DIRECT_HTTP_PORT,
     _port,
     envoy_admin_port,
     envoy_config,
@@ -99,15 +100,16 @@ def run_cluster() -> int:
         return 2
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = envoy_admin_port(env, _say)
+    first_direct = _port(env, "DIRECT_HTTP_PORT", DEFAULT_DIRECT_HTTP_PORT)
+    direct_ports = [first_direct + i for i in range(len(ports))]
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(
-        _say,
-        [
-            *((p, "GRPC_PORTS") for p in ports),
-            (http_port, "HTTP_PORT"),
-            (admin_port, "ENVOY_ADMIN_PORT"),
-        ],
-    ):
+    busy = [
+        *((p, "GRPC_PORTS") for p in ports),
+        (http_port, "HTTP_PORT"),
+        (admin_port, "ENVOY_ADMIN_PORT"),
+        *((p, "DIRECT_HTTP_PORT") for p in direct_ports),
+    ]
+    if not ports_free(_say, busy):
         return 1
 
     try:
@@ -125,5 +127,8 @@ def run_cluster() -> int:
         http_port=http_port,
         admin_port=admin_port,
         grpc_hosts=[("127.0.0.1", p) for p in ports],
+        direct_hosts=[("127.0.0.1", p) for p in direct_ports],
     )
-    return run_children(env, root, config, ports, http_port, admin_port, key, from_file)
+    return run_children(
+        env, root, config, ports, http_port, admin_port, key, from_file, direct_ports
+    )

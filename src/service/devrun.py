@@ -33,6 +33,9 @@ from typing import Any
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/gateway.db"
+# Where `make run` puts the service's HTTP handler for the OpenAI-compatible paths (replica i of
+# `make run-cluster`: this + i); Envoy on HTTP_PORT routes /v1/... there.
+DEFAULT_DIRECT_HTTP_PORT = 50090
 
 
 def _root() -> Path:
@@ -62,6 +65,7 @@ def spawn_children(
     root: Path,
     config: Path,
     grpc_ports: list[int],
+    direct_ports: list[int] | None = None,
 ) -> None:
     """Start one `python -m service serve` per port ("service", or "service-N" for several)
     and Envoy with `config`, adding each to `children` as soon as it runs (so that the caller
@@ -71,7 +75,12 @@ def spawn_children(
         name = "service" if len(grpc_ports) == 1 else f"service-{i + 1}"
         children[name] = subprocess.Popen(
             [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
-            env={**env, "GRPC_PORT": str(port)},
+            env={
+                **env,
+                "GRPC_PORT": str(port),
+                # Its HTTP handler for the OpenAI-compatible paths, where Envoy sends them.
+                **({"DIRECT_HTTP_PORT": str(direct_ports[i])} if direct_ports else {}),
+            },
             cwd=root,
             start_new_session=True,
         )
@@ -305,6 +314,7 @@ def run_children(
     admin_port: int,
     key: str,
     from_file: bool,
+    direct_ports: list[int] | None = None,
 ) -> int:
     """Start the services and Envoy, supervise them until a signal or a child's exit, and
     stop them all whatever happens."""
@@ -316,7 +326,7 @@ def run_children(
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     children: dict[str, subprocess.Popen[bytes]] = {}
     try:
-        spawn_children(children, env, root, config, grpc_ports)
+        spawn_children(children, env, root, config, grpc_ports, direct_ports)
         return supervise(
             children,
             stopping,
@@ -346,12 +356,16 @@ def run_all() -> int:
     grpc_port = _port(env, "GRPC_PORT", 50051)
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = envoy_admin_port(env, _say)
+    direct_port = _port(env, "DIRECT_HTTP_PORT", DEFAULT_DIRECT_HTTP_PORT)
     env["GRPC_PORT"] = str(grpc_port)
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(
-        _say,
-        [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT"), (admin_port, "ENVOY_ADMIN_PORT")],
-    ):
+    ports = [
+        (grpc_port, "GRPC_PORT"),
+        (http_port, "HTTP_PORT"),
+        (admin_port, "ENVOY_ADMIN_PORT"),
+        (direct_port, "DIRECT_HTTP_PORT"),
+    ]
+    if not ports_free(_say, ports):
         return 1
 
     _say(f"migrating {env['DATABASE_URL']}")
@@ -363,8 +377,11 @@ def run_all() -> int:
         http_port=http_port,
         grpc_port=grpc_port,
         admin_port=admin_port,
+        direct_hosts=[("127.0.0.1", direct_port)],
     )
-    return run_children(env, root, config, [grpc_port], http_port, admin_port, key, from_file)
+    return run_children(
+        env, root, config, [grpc_port], http_port, admin_port, key, from_file, [direct_port]
+    )
 
 
 def supervise(

@@ -24,6 +24,8 @@ from saas_llm.v1 import (
     job_service_pb2_grpc,
     model_group_service_pb2,
     model_group_service_pb2_grpc,
+    openai_service_pb2,
+    openai_service_pb2_grpc,
     organization_service_pb2,
     organization_service_pb2_grpc,
     team_service_pb2,
@@ -34,6 +36,8 @@ from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
 from service.api.interceptor import Admission, GatewayInterceptor
 from service.api.job_servicer import JobServicer
+from service.api.openai_http import OpenAIHttp
+from service.api.openai_servicer import OpenAIServicer
 from service.api.path_bindings import PathBindings
 from service.api.reflection import enable_reflection
 from service.api.tenancy_servicers import (
@@ -44,6 +48,7 @@ from service.api.tenancy_servicers import (
 )
 from service.domain.answers import MAX_SEND_BYTES
 from service.domain.credits import CreditsService
+from service.domain.direct import DirectService
 from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
 from service.domain.tenancy import TenancyService
@@ -81,6 +86,7 @@ SERVICE_NAMES = (
     job_service_pb2.DESCRIPTOR.services_by_name["JobService"].full_name,
     health_service_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,
     access_group_service_pb2.DESCRIPTOR.services_by_name["ModelAccessGroupService"].full_name,
+    openai_service_pb2.DESCRIPTOR.services_by_name["OpenAIService"].full_name,
 )
 
 
@@ -109,20 +115,29 @@ class App:
         self.jobs_repo = JobRepository(self.db, money)
         self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
         usage = UsageService(UsageRepository(self.db), teams, catalog)
-        self.credits = credits = CreditsService(ledger)
+        self.credits = credits = CreditsService(ledger, ledger)
         runner = CallRunner(self.provider, settings.default_llm_timeout)
         self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner)
+        self.ledger = ledger
+        self.direct = DirectService(
+            teams,
+            ledger,
+            runner,
+            self.jobs.draining,
+            default_max_tokens=settings.direct_default_max_tokens,
+        )
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
         max_bytes = settings.max_message_bytes
+        authenticator = Authenticator(master, teams)
+        admission = Admission(
+            per_key=settings.max_concurrent_rpcs_per_key,
+            public_streams=settings.max_public_streams,
+        )
+        self.openai_http = OpenAIHttp(self.direct, authenticator, admission)
         interceptor = GatewayInterceptor(
-            Authenticator(master, teams),
-            admission=Admission(
-                per_key=settings.max_concurrent_rpcs_per_key,
-                public_streams=settings.max_public_streams,
-            ),
-            paths=PathBindings(PROTO_FILES),
+            authenticator, admission=admission, paths=PathBindings(PROTO_FILES)
         )
         self.server = grpc.aio.server(
             interceptors=[interceptor],
@@ -150,12 +165,14 @@ class App:
         team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy, usage), s)
         credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(credits), s)
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
+        openai_service_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(self.direct), s)
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)
         enable_reflection(
             s, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         )
         self.port = 0
+        self.direct_http_port = 0
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -169,10 +186,20 @@ class App:
         if self.port == 0:
             raise RuntimeError(f"cannot bind {addr}")
         await self.server.start()
+        self.direct_http_port = await self.openai_http.start(
+            self.settings.direct_http_host, self.settings.direct_http_port
+        )
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
-        log.info("listening", extra={"grpc_port": self.port, "database": self.db.dialect.name})
+        log.info(
+            "listening",
+            extra={
+                "grpc_port": self.port,
+                "direct_http_port": self.direct_http_port,
+                "database": self.db.dialect.name,
+            },
+        )
         return self.port
 
     async def sweep_once(self) -> int:
@@ -180,7 +207,12 @@ class App:
         n = await self.jobs_repo.expire_stale_jobs(cutoff)
         if n:
             log.info("expired stale jobs", extra={"expired": n})
-        return n
+        # Direct calls in flight that long belong to a replica that stopped: their reservations
+        # are released.
+        d = await self.ledger.expire_direct_calls(cutoff)
+        if d:
+            log.info("expired direct calls", extra={"expired": d})
+        return n + d
 
     async def _sweep_forever(self) -> None:
         while True:
@@ -191,6 +223,15 @@ class App:
             except Exception:
                 log.exception("job sweeper failed; retrying")
             await asyncio.sleep(self.settings.sweeper_interval)
+
+    async def _stop_http(self, grace: float) -> None:
+        # aiohttp's cleanup waits for the handlers in flight (their streams end with the drain
+        # at the end of the grace period at the latest).
+        try:
+            async with asyncio.timeout(grace + SETTLE_TASKS_S):
+                await self.openai_http.stop()
+        except TimeoutError:
+            log.warning("OpenAI-compatible HTTP handler did not stop in time")
 
     async def stop(self, grace: float | None = None, *, settle_tasks: float = 0.0) -> None:
         """Refuse new work (health NOT_SERVING), let in-flight RPCs finish
@@ -214,7 +255,8 @@ class App:
         drain = asyncio.get_running_loop().call_later(
             max(grace - STREAM_DRAIN_MARGIN_S, grace / 2), self.jobs.draining.set
         )
-        await self.server.stop(grace)
+        # The HTTP handler's streams are ended by the same drain; its server closes after them.
+        await asyncio.gather(self.server.stop(grace), self._stop_http(grace))
         drain.cancel()
         self.jobs.draining.set()
         if settle_tasks > 0:

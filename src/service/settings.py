@@ -63,6 +63,15 @@ class Settings(BaseSettings):
     # reflection), all callers together; beyond it RESOURCE_EXHAUSTED.
     max_public_streams: int = Field(default=100, ge=1)
 
+    # The OpenAI-compatible REST paths (/v1/chat/completions, /v1/models, /v1/embeddings) are
+    # served by the service's own HTTP handler, which Envoy routes to (api/openai_http.py). Only
+    # Envoy needs to reach it: loopback by default. 0 = a free port (`make run` uses 50090).
+    direct_http_host: str = "127.0.0.1"
+    direct_http_port: int = Field(default=0, ge=0, le=65535)
+    # Output tokens a direct call without max_tokens is assumed to produce when its upper-bound
+    # cost is reserved from the team's budget (domain/direct.py).
+    direct_default_max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

@@ -68,7 +68,8 @@ COSTS_KEYS = [
     "credits_remaining",
 ]
 CALL_KEYS = ["call_id", "purpose", "model_group", "tokens", "latency_ms", "error"]
-USAGE_KEYS = ["team_id", "period", "summary", "job_types"]
+# The seed's keys, then ours: the OpenAI-compatible API's calls (issue 15).
+USAGE_KEYS = ["team_id", "period", "summary", "job_types", "direct_calls"]
 SUMMARY_KEYS = [
     "total_jobs",
     "successful_jobs",

@@ -184,6 +184,7 @@ class FakeUpstream:
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/embeddings", self._embeddings)
         # handler_cancellation: a dropped client cancels the handler at once,
         # which is how disconnects are observed.
         runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
@@ -216,6 +217,32 @@ class FakeUpstream:
     async def _models(self, request: web.Request) -> web.Response:
         data = [{"id": name, "object": "model"} for name in self._behaviors]
         return web.json_response({"object": "list", "data": data})
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        """OpenAI's /embeddings: a 3-number vector per input ([index, length, 0.5]); `usage`
+        reports Behavior.prompt_tokens."""
+        body = orjson.loads(await request.read())
+        self.requests.append(
+            RecordedRequest(request.method, request.path, dict(request.headers), body)
+        )
+        behavior = self.behavior_for(str(body.get("model", "")))
+        if behavior.status >= 400:
+            error = {"type": "fake_error", "message": behavior.error_message or "error"}
+            return web.json_response({"error": error}, status=behavior.status)
+        inputs = body.get("input")
+        items = (
+            inputs
+            if isinstance(inputs, list) and inputs and isinstance(inputs[0], str)
+            else [inputs]
+        )
+        data = [
+            {"object": "embedding", "index": i, "embedding": [float(i), float(len(str(x))), 0.5]}
+            for i, x in enumerate(items)
+        ]
+        usage = {"prompt_tokens": behavior.prompt_tokens, "total_tokens": behavior.prompt_tokens}
+        return web.json_response(
+            {"object": "list", "data": data, "model": body.get("model"), "usage": usage}
+        )
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         generation = self._generation
@@ -264,6 +291,7 @@ class FakeUpstream:
             message["content"] = None
         if behavior.message_override:
             message.update(behavior.message_override)
+        n = body.get("n") if isinstance(body.get("n"), int) else 1
         answer: dict[str, Any] = {
             "id": "chatcmpl-fake",
             "object": "chat.completion",
@@ -271,11 +299,12 @@ class FakeUpstream:
             "model": body.get("model"),
             "choices": [
                 {
-                    "index": 0,
+                    "index": i,
                     "message": message,
                     "finish_reason": behavior.finish_reason
                     or ("tool_calls" if behavior.tool_calls else "stop"),
                 }
+                for i in range(n)
             ],
         }
         if behavior.usage:

@@ -77,7 +77,7 @@ class Replica:
         self.jobs_repo = JobRepository(self.db, money)
         runner = CallRunner(SimulatorProvider(), 30.0)
         self.jobs = JobsService(self.jobs_repo, teams, catalog, self.ledger_repo, runner)
-        self.credits = CreditsService(self.ledger_repo)
+        self.credits = CreditsService(self.ledger_repo, self.ledger_repo)
         self.tenancy = TenancyService(catalog, teams)
 
     def create(self, team_id: str, request_id: str | None, job_type: str) -> Any:

@@ -103,7 +103,7 @@ async def serve_real(kind: str, tmp: Path, **overrides: object) -> AsyncIterator
     url = await fresh_database(kind, tmp)
     client = await start_client(url, **overrides)
     try:
-        envoy = await start_envoy(client.app.port)
+        envoy = await start_envoy(client.app.port, direct_hosts=[client.app.direct_http_port])
         try:
             yield RestService(kind, envoy.base_url, MASTER_KEY, envoy, client)
         finally:
@@ -146,8 +146,8 @@ async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
             stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
         )  # fmt: skip
     try:
-        port = await _wait_listening(proc, log_path)
-        envoy = await start_envoy(port)
+        port, direct_port = await _wait_listening(proc, log_path)
+        envoy = await start_envoy(port, direct_hosts=[direct_port])
         try:
             yield RestService("subprocess", envoy.base_url, MASTER_KEY, envoy)
         finally:
@@ -163,8 +163,8 @@ async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _wait_listening(proc: asyncio.subprocess.Process, log_path: Path) -> int:
-    """The port from the service's JSON "listening" log line."""
+async def _wait_listening(proc: asyncio.subprocess.Process, log_path: Path) -> tuple[int, int]:
+    """The gRPC and direct HTTP ports from the service's JSON "listening" log line."""
     for _ in range(300):
         if proc.returncode is not None:
             raise RuntimeError(f"service exited: {log_path.read_text(errors='replace')}")
@@ -172,7 +172,7 @@ async def _wait_listening(proc: asyncio.subprocess.Process, log_path: Path) -> i
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if record.get("msg") == "listening":
-                    return int(record["grpc_port"])
+                    return int(record["grpc_port"]), int(record["direct_http_port"])
         await asyncio.sleep(0.05)
     raise TimeoutError(f"service not listening: {log_path.read_text(errors='replace')}")
 

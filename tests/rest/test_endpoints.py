@@ -517,7 +517,7 @@ async def test_credits(api_any: RestClient) -> None:
     tk = api.with_key(key)
     balance = await tk.ok("GET", f"/api/credits/teams/{team}/balance")
     # Seed 003 "Get Credit Balance": credit_limit null, auto_refill false (plus the reserved
-    # credits of open jobs).
+    # credits of open jobs, and the OpenAI-compatible API's budget: 5 credits x $0.10).
     assert balance == {
         "team_id": team,
         "credits_allocated": 5,
@@ -526,6 +526,9 @@ async def test_credits(api_any: RestClient) -> None:
         "credits_remaining": 5,
         "credit_limit": None,
         "auto_refill": False,
+        "budget_usd": 0.5,
+        "spend_usd": 0,
+        "budget_remaining_usd": 0.5,
     }
     assert_seed_keys(
         balance,

@@ -213,8 +213,10 @@ def _value_for(rpc: str, f: FieldDescriptor, w: World, creating: bool) -> Any:
         return [mg(model_name="simulator/ok", priority=0)]
     if n == "messages":
         return [user_msg("matrix prompt")]
-    if n == "model_group":
+    if n in ("model_group", "model"):  # model: the OpenAI-compatible API, a group's name
         return w.group
+    if n == "input":
+        return ["matrix text"]
     if n in ("name", "display_name", "description", "team_alias", "reason", "purpose"):
         return "x"
     if n == "job_type":

@@ -65,6 +65,12 @@ RULES: Mapping[str, Access] = {
     _S + "JobService/ListTeamJobs": Access.TENANT,
     _S + "JobService/CreateAndCall": Access.TENANT,
     _S + "JobService/CreateAndCallStream": Access.TENANT,
+    # The OpenAI-compatible API (gRPC and its REST paths): a team's key; the domain refuses the
+    # master key (it has no team and no budget).
+    _S + "OpenAIService/CreateChatCompletion": Access.TENANT,
+    _S + "OpenAIService/StreamChatCompletion": Access.TENANT,
+    _S + "OpenAIService/ListModels": Access.TENANT,
+    _S + "OpenAIService/CreateEmbeddings": Access.TENANT,
 }
 
 ANONYMOUS = Principal(is_admin=False, team_id=None)

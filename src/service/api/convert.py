@@ -80,3 +80,35 @@ def _content_part(part: common_pb2.ContentPart) -> dict[str, Any]:
             image["detail"] = part.image_url.detail
         return {"type": "image_url", "image_url": image}
     raise InvalidArgument("A content part sets text or image_url", field="parts")
+
+
+def chat_message(m: common_pb2.ChatMessage) -> dict[str, Any]:
+    """A ChatMessage as the OpenAI message dict the providers send."""
+    out: dict[str, Any] = {"role": m.role, "content": chat_content(m)}
+    if m.name:
+        out["name"] = m.name
+    if m.tool_call_id:
+        out["tool_call_id"] = m.tool_call_id
+    if m.tool_calls:
+        out["tool_calls"] = [from_struct(t) for t in m.tool_calls]
+    return out
+
+
+def params_of(r: Any) -> dict[str, Any]:
+    """The sampling and tool parameters a request set (LlmCallRequest, CreateAndCallRequest,
+    ChatCompletionRequest share these fields), as OpenAI request fields."""
+    params: dict[str, Any] = {}
+    for name in ("temperature", "max_tokens", "top_p", "seed"):
+        if r.HasField(name):
+            params[name] = getattr(r, name)
+    if r.HasField("stop") and r.stop.WhichOneof("kind") not in (None, "null_value"):
+        params["stop"] = from_value(r.stop)
+    if r.user:
+        params["user"] = r.user
+    if r.tools:
+        params["tools"] = [from_struct(t) for t in r.tools]
+    if r.HasField("tool_choice") and r.tool_choice.WhichOneof("kind") not in (None, "null_value"):
+        params["tool_choice"] = from_value(r.tool_choice)
+    if r.HasField("response_format") and r.response_format.fields:
+        params["response_format"] = from_struct(r.response_format)
+    return params

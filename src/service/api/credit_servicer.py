@@ -11,6 +11,7 @@ from saas_llm.v1 import credit_service_pb2_grpc as pb_grpc
 from service.api.context import principal
 from service.api.convert import NULL, from_struct, string_or_null, ts
 from service.domain.credits import CreditsService
+from service.domain.ports import NANOS_PER_USD
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -22,7 +23,7 @@ class CreditServicer(pb_grpc.CreditServiceServicer):  # type: ignore[misc]
     async def GetCreditBalance(
         self, request: pb.GetCreditBalanceRequest, context: Ctx
     ) -> pb.GetCreditBalanceResponse:
-        c = await self.credits.balance(principal(), request.team_id)
+        c, b = await self.credits.balance_and_budget(principal(), request.team_id)
         return pb.GetCreditBalanceResponse(
             team_id=request.team_id,
             credits_allocated=c.allocated,
@@ -31,6 +32,9 @@ class CreditServicer(pb_grpc.CreditServiceServicer):  # type: ignore[misc]
             credits_remaining=c.remaining,
             credit_limit=NULL,
             auto_refill=False,
+            budget_usd=b.budget_nanos / NANOS_PER_USD,
+            spend_usd=b.spent_nanos / NANOS_PER_USD,
+            budget_remaining_usd=b.remaining_nanos / NANOS_PER_USD,
         )
 
     async def AddCredits(

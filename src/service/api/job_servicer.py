@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 import grpc
 
@@ -13,9 +13,9 @@ from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
 from service.api.convert import (
     NULL,
-    chat_content,
+    chat_message,
     from_struct,
-    from_value,
+    params_of,
     saturated_int32,
     string_or_null,
     struct,
@@ -37,41 +37,11 @@ Ctx: TypeAlias = grpc.aio.ServicerContext
 LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
-def _message(m: common_pb2.ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": chat_content(m)}
-    if m.name:
-        out["name"] = m.name
-    if m.tool_call_id:
-        out["tool_call_id"] = m.tool_call_id
-    if m.tool_calls:
-        out["tool_calls"] = [from_struct(t) for t in m.tool_calls]
-    return out
-
-
 def call_input(r: LlmRequest) -> CallInput:
-    params: dict[str, Any] = {}
-    if r.HasField("temperature"):
-        params["temperature"] = r.temperature
-    if r.HasField("max_tokens"):
-        params["max_tokens"] = r.max_tokens
-    if r.HasField("top_p"):
-        params["top_p"] = r.top_p
-    if r.HasField("seed"):
-        params["seed"] = r.seed
-    if r.HasField("stop") and r.stop.WhichOneof("kind") not in (None, "null_value"):
-        params["stop"] = from_value(r.stop)
-    if r.user:
-        params["user"] = r.user
-    if r.tools:
-        params["tools"] = [from_struct(t) for t in r.tools]
-    if r.HasField("tool_choice") and r.tool_choice.WhichOneof("kind") not in (None, "null_value"):
-        params["tool_choice"] = from_value(r.tool_choice)
-    if r.HasField("response_format") and r.response_format.fields:
-        params["response_format"] = from_struct(r.response_format)
     return CallInput(
         model_group=r.model_group,
         purpose=r.purpose,
-        request=ChatRequest(messages=[_message(m) for m in r.messages], params=params),
+        request=ChatRequest(messages=[chat_message(m) for m in r.messages], params=params_of(r)),
     )
 
 

@@ -36,7 +36,14 @@ from saas_llm.v1 import (
 )
 from service.api.context import principal
 from service.api.convert import from_struct, saturated_int32, struct, ts
-from service.domain.models import AccessGroup, ModelGroup, Organization, Team, UsageRow
+from service.domain.models import (
+    AccessGroup,
+    DirectUsageRow,
+    ModelGroup,
+    Organization,
+    Team,
+    UsageRow,
+)
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
@@ -113,6 +120,15 @@ def usage_pb(r: UsageRow) -> common_pb2.UsageSummary:
     )
 
 
+def direct_usage_pb(r: DirectUsageRow) -> common_pb2.DirectUsage:
+    return common_pb2.DirectUsage(
+        total_calls=r.total_calls,
+        successful_calls=r.successful_calls,
+        total_tokens=r.total_tokens,
+        total_cost_usd=r.total_cost_usd,
+    )
+
+
 def job_types_pb(rows: dict[str, UsageRow]) -> dict[str, common_pb2.JobTypeUsage]:
     return {
         k: common_pb2.JobTypeUsage(count=r.total_jobs, cost_usd=r.total_cost_usd)
@@ -170,6 +186,7 @@ class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignor
             summary=usage_pb(report.summary),
             job_types=job_types_pb(report.job_types),
             teams={k: usage_pb(r) for k, r in report.teams.items()},
+            direct_calls=direct_usage_pb(report.direct_calls),
         )
 
 
@@ -325,6 +342,7 @@ class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
             period=report.period,
             summary=usage_pb(report.summary),
             job_types=job_types_pb(report.job_types),
+            direct_calls=direct_usage_pb(report.direct_calls),
         )
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -36,7 +37,15 @@ import orjson
 
 from service.domain import validation as v
 from service.domain.errors import InvalidArgument
-from service.providers.base import ChatRequest, ChatResult, ProviderError, StreamChunk, TokenUsage
+from service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    Choice,
+    EmbeddingResult,
+    ProviderError,
+    StreamChunk,
+    TokenUsage,
+)
 
 # Characters of answer text (content plus tool-call JSON) one call may return: about 500k
 # tokens. At most 8 MiB in UTF-8, half the gRPC send limit (MAX_SEND_BYTES).
@@ -107,10 +116,32 @@ def _check_text(content: Any, finish_reason: Any) -> None:
 
 def check_result(result: ChatResult) -> ChatResult:
     """`result` if it is a valid answer, else a retryable ProviderError."""
-    _check_text(result.content, result.finish_reason)
-    size = len(result.content)
-    if result.tool_calls:
-        size += _tool_calls_size(result.tool_calls)
+    size = 0
+    choices: list[ChatResult | Choice] = [result, *result.more_choices]
+    for choice in choices:
+        _check_text(choice.content, choice.finish_reason)
+        size += len(choice.content)
+        if choice.tool_calls:
+            size += _tool_calls_size(choice.tool_calls)
+    if size > MAX_ANSWER_CHARS:
+        raise _too_large()
+    _check_usage(result.usage)
+    return result
+
+
+def check_embeddings(result: EmbeddingResult, inputs: int) -> EmbeddingResult:
+    """`result` if it holds one finite vector of numbers per input (at most MAX_ANSWER_CHARS
+    numbers in all), else a retryable ProviderError."""
+    vectors = result.vectors
+    if type(vectors) is not list or len(vectors) != inputs:
+        raise _invalid(f"expected {inputs} embedding vectors")
+    size = 0
+    for vector in vectors:
+        if type(vector) is not list or not all(
+            type(x) is float and math.isfinite(x) for x in vector
+        ):
+            raise _invalid("an embedding is not a list of finite numbers")
+        size += len(vector)
     if size > MAX_ANSWER_CHARS:
         raise _too_large()
     _check_usage(result.usage)

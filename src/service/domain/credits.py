@@ -9,7 +9,7 @@ from service.domain import validation as v
 from service.domain.errors import AlreadyExists, FailedPrecondition, team_not_found
 from service.domain.idempotency import body_hash
 from service.domain.models import Credits, LedgerEntry
-from service.domain.ports import ConstraintViolation, Ledger, NewAddition
+from service.domain.ports import Budget, BudgetStore, ConstraintViolation, Ledger, NewAddition
 from service.domain.principal import Principal
 
 # Totals are int32 on the wire (proto3 JSON prints int64 as strings), so a team's running total
@@ -18,8 +18,9 @@ MAX_TOTAL_CREDITS = 2_000_000_000
 
 
 class CreditsService:
-    def __init__(self, ledger: Ledger) -> None:
+    def __init__(self, ledger: Ledger, budget: BudgetStore) -> None:
         self.ledger = ledger
+        self.budget = budget
 
     async def balance(self, who: Principal, team_id: str) -> Credits:
         v.require_id(team_id, "team_id")
@@ -28,6 +29,14 @@ class CreditsService:
         if credits is None:
             raise team_not_found(team_id)
         return credits
+
+    async def balance_and_budget(self, who: Principal, team_id: str) -> tuple[Credits, Budget]:
+        """The credits (job API) and the budget (OpenAI-compatible API) of a team."""
+        credits = await self.balance(who, team_id)
+        found = await self.budget.budget_state(team_id)
+        if found is None:
+            raise team_not_found(team_id)
+        return credits, found[1]
 
     async def add(
         self,

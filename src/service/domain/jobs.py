@@ -44,20 +44,16 @@ from service.domain.models import (
 )
 from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
 from service.domain.principal import Principal
-from service.domain.streaming import Relayed, StreamStopped, relay
+from service.domain.streaming import Relayed, relay, stop_when
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
 from service.providers.costs import cost_of
 
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
-# Seconds between the checks of a streaming call's team (a suspension ends its streams).
-STREAM_CHECK_S = 1.0
-# gRPC codes of a stream's final error event.
-_INTERNAL, _UNAVAILABLE, _PERMISSION_DENIED = 13, 14, 7
+# gRPC code of a stream's final error event when the provider failed.
+_INTERNAL = 13
 # Attempts to create a job when the reservation and the read that explains its refusal disagree
 # (credits added or a suspension lifted in between).
 _CREATE_ATTEMPTS = 3
-# Call parameters that carry client JSON (checked like metadata: no NUL, bounded nesting).
-JSON_PARAMS = ("tools", "tool_choice", "response_format", "stop", "user")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,7 +117,12 @@ def validate_call(call: CallInput) -> None:
     if call.model_group:
         v.require_id(call.model_group, "model_group")
     v.text(call.purpose, "purpose", max_len=128)
-    msgs = call.request.messages
+    validate_request(call.request)
+
+
+def validate_request(request: ChatRequest) -> None:
+    """The bounds of a chat request, whichever API it came through."""
+    msgs = request.messages
     if not msgs:
         raise InvalidArgument("messages must contain at least one message", field="messages")
     if len(msgs) > v.MAX_MESSAGES:
@@ -138,10 +139,12 @@ def validate_call(call: CallInput) -> None:
             v.json_value(content, "messages")
         else:
             v.json_value(m, "messages")
-    p = call.request.params
-    for key in JSON_PARAMS:
-        if key in p:
-            v.json_value(p[key], key)
+    p = request.params
+    # Every parameter (the OpenAI-compatible API passes any OpenAI field through): no NUL, no
+    # deeper nesting than the limit.
+    for key, value in p.items():
+        if type(value) is not int and type(value) is not float:
+            v.json_value(value, key)
     t = p.get("temperature")
     if t is not None and not 0 <= t <= 2:
         raise InvalidArgument("temperature must be between 0 and 2", field="temperature")
@@ -586,7 +589,8 @@ class JobsService:
         ttft_ms = int((time.perf_counter() - started) * 1000)
         seen = Relayed()
         try:
-            async for text, tool_calls in relay(first, rest, seen, self._stop_for(job.team_id)):
+            stop = stop_when(self.draining, self._team_active(job.team_id), job.team_id)
+            async for text, tool_calls in relay(first, rest, seen, stop):
                 yield StreamDelta(text, tool_calls)
         finally:
             usage = seen.usage
@@ -622,26 +626,12 @@ class JobsService:
         else:
             yield StreamDone(call=record, finish_reason=seen.finish_reason, usage=usage)
 
-    def _stop_for(self, team_id: str) -> Callable[[], Awaitable[StreamStopped]]:
-        """What ends a stream early: the process shutting down, or the team's suspension
-        (checked every STREAM_CHECK_S, so that it reaches streams on every replica)."""
+    def _team_active(self, team_id: str) -> Callable[[], Awaitable[bool]]:
+        async def active() -> bool:
+            state = await self.ledger.team_state(team_id)
+            return state is None or state.status == "active"
 
-        async def stop() -> StreamStopped:
-            drain = asyncio.ensure_future(self.draining.wait())
-            try:
-                while True:
-                    done, _ = await asyncio.wait([drain], timeout=STREAM_CHECK_S)
-                    if done:
-                        return StreamStopped(
-                            "Server shutting down; the stream was cut, retry", _UNAVAILABLE
-                        )
-                    state = await self.ledger.team_state(team_id)
-                    if state is not None and state.status != "active":
-                        return StreamStopped(f"Team '{team_id}' is suspended", _PERMISSION_DENIED)
-            finally:
-                drain.cancel()
-
-        return stop
+        return active
 
     # Create and call -----------------------------------------------------------------
 

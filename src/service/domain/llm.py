@@ -8,16 +8,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from service.domain.answers import check_result, checked_stream, safe_error
+from service.domain.answers import check_embeddings, check_result, checked_stream, safe_error
 from service.domain.errors import DeadlineExceeded
 from service.domain.models import ModelGroup
 from service.providers.base import (
     ChatRequest,
     ChatResult,
+    EmbeddingResult,
     ModelSpec,
     Provider,
     ProviderError,
@@ -127,6 +128,27 @@ class CallRunner:
         model, result, attempts = done
         return Outcome(model=model, result=result, attempts=attempts, error=None)
 
+    async def embed(
+        self,
+        group: ModelGroup,
+        inputs: Any,
+        params: Mapping[str, Any],
+        deadline: float | None,
+    ) -> tuple[ModelSpec, EmbeddingResult, Attempts] | Outcome:
+        """Embeddings from the group's models in priority order (same fallback rules as
+        `complete`); an Outcome with the error when none succeeded."""
+
+        count = len(inputs) if isinstance(inputs, list) and not _token_array(inputs) else 1
+
+        async def attempt(model: ModelSpec, timeout: float) -> EmbeddingResult:
+            return check_embeddings(
+                await self.provider.embed(model, inputs, params, timeout), count
+            )
+
+        # The inputs stand for the prompt when an error message is scrubbed of echoes.
+        echo = ChatRequest(messages=[{"role": "user", "content": str(inputs)[:4096]}])
+        return await self._fallback(group, echo, deadline, attempt)
+
     async def open_stream(
         self, group: ModelGroup, request: ChatRequest, deadline: float | None
     ) -> tuple[ModelSpec, StreamChunk, AsyncIterator[StreamChunk], Attempts] | Outcome:
@@ -154,6 +176,10 @@ class CallRunner:
             return done
         model, (first, stream), attempts = done
         return model, first, stream, attempts
+
+
+def _token_array(inputs: list[Any]) -> bool:
+    return bool(inputs) and all(type(t) is int for t in inputs)
 
 
 async def _close(stream: AsyncIterator[StreamChunk]) -> None:

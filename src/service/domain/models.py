@@ -189,6 +189,16 @@ class JobCosts:
 
 
 @dataclass(frozen=True, slots=True)
+class DirectUsageRow:
+    """Calls of the OpenAI-compatible API within a period."""
+
+    total_calls: int = 0
+    successful_calls: int = 0
+    total_tokens: int = 0
+    total_cost_usd: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
 class UsageRow:
     """Aggregates of one slice (a team, a job type) of a period."""
 

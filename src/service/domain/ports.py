@@ -22,6 +22,7 @@ from service.domain.models import (
     AccessGroup,
     CallRecord,
     Credits,
+    DirectUsageRow,
     Job,
     JobRef,
     LedgerEntry,
@@ -149,6 +150,55 @@ class NewTeam:
     key_prefix: str
 
 
+# A team's budget for the OpenAI-compatible API: credits_allocated x $0.10, in nano-USD.
+NANOS_PER_USD = 1_000_000_000
+BUDGET_NANOS_PER_CREDIT = 100_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    budget_nanos: int
+    spent_nanos: int
+    reserved_nanos: int
+
+    @property
+    def remaining_nanos(self) -> int:
+        return self.budget_nanos - self.spent_nanos - self.reserved_nanos
+
+
+@dataclass(frozen=True, slots=True)
+class NewDirectCall:
+    """A call of the OpenAI-compatible API being admitted: it holds `reserved_nanos` of its
+    team's budget until it is settled."""
+
+    call_id: str
+    team_id: str
+    kind: str  # chat | embeddings
+    requested_model: str
+    model_group: str
+    model: str
+    streamed: bool
+    reserved_nanos: int
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class DirectSettlement:
+    """A direct call's end: its actual cost replaces its reservation."""
+
+    call_id: str
+    status: str  # success | failed | cancelled
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    usage_estimated: bool
+    cost_nanos: int
+    latency_ms: int
+    ttft_ms: int | None
+    error: str | None
+    attempts: list[dict[str, Any]]
+
+
 # The ports ----------------------------------------------------------------------------------
 
 
@@ -212,6 +262,30 @@ class Ledger(Protocol):
     async def transactions(
         self, team_id: str, limit: int, offset: int
     ) -> tuple[int, list[LedgerEntry]]: ...
+
+
+class BudgetStore(Protocol):
+    """The budget of the OpenAI-compatible API, on the same ledger rows as the credits."""
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        """Hold `reserved_nanos` of the team's budget and record the call as in flight,
+        atomically. False when nothing was written: no such team, suspended, or not enough
+        budget left."""
+        ...
+
+    async def settle_budget(self, settlement: DirectSettlement) -> bool:
+        """Release the call's reservation and spend its actual cost, with its record, in one
+        transaction. False when the call was no longer in flight (settled or expired)."""
+        ...
+
+    async def budget_state(self, team_id: str) -> tuple[str, Budget] | None:
+        """(team status, budget), or None when there is no such team."""
+        ...
+
+    async def expire_direct_calls(self, cutoff: datetime) -> int:
+        """Settle direct calls in flight since before `cutoff` (a crashed replica's) at no cost,
+        releasing their reservations."""
+        ...
 
 
 class TeamDirectory(Protocol):
@@ -299,6 +373,17 @@ class UsageStore(Protocol):
         org_id: str | None = None,
     ) -> dict[tuple[str, str], UsageRow]:
         """{(team_id, job_type): aggregates} of jobs created in [start, end)."""
+        ...
+
+    async def direct_calls(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        team_id: str | None = None,
+        org_id: str | None = None,
+    ) -> DirectUsageRow:
+        """Aggregates of the direct calls made in [start, end)."""
         ...
 
 

@@ -20,6 +20,11 @@ from service.providers.base import ProviderError, StreamChunk, TokenUsage
 
 # Chunks read ahead of the client at most (then the provider's connection is not read).
 STREAM_BACKLOG = 256
+# Seconds between the checks of a streaming call's team (a suspension ends its streams on every
+# replica within this time).
+STREAM_CHECK_S = 1.0
+# gRPC codes of the final error event of a stream the gateway ended.
+UNAVAILABLE, PERMISSION_DENIED = 14, 7
 _NOTHING = object()
 
 
@@ -126,6 +131,29 @@ async def relay(
             # Best effort: the upstream is gone either way.
             with contextlib.suppress(Exception):
                 await asyncio.shield(closer())
+
+
+def stop_when(
+    draining: asyncio.Event, team_active: Callable[[], Awaitable[bool]], team_id: str = ""
+) -> Callable[[], Awaitable[StreamStopped]]:
+    """What ends a stream early: the process shutting down (`draining`), or its team's
+    suspension (`team_active()` polled every STREAM_CHECK_S)."""
+
+    async def stop() -> StreamStopped:
+        drain = asyncio.ensure_future(draining.wait())
+        try:
+            while True:
+                done, _ = await asyncio.wait([drain], timeout=STREAM_CHECK_S)
+                if done:
+                    return StreamStopped(
+                        "Server shutting down; the stream was cut, retry", UNAVAILABLE
+                    )
+                if not await team_active():
+                    return StreamStopped(f"Team '{team_id}' is suspended", PERMISSION_DENIED)
+        finally:
+            drain.cancel()
+
+    return stop
 
 
 async def _pump(

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 from service.domain import validation as v
 from service.domain.errors import organization_not_found, team_not_found
-from service.domain.models import UsageRow
+from service.domain.models import DirectUsageRow, UsageRow
 from service.domain.ports import Catalog, TeamDirectory, UsageStore
 from service.domain.principal import Principal
 
@@ -20,6 +20,7 @@ class UsageReport:
     summary: UsageRow
     job_types: dict[str, UsageRow]
     teams: dict[str, UsageRow]
+    direct_calls: DirectUsageRow
 
 
 def month_bounds(period: str) -> tuple[datetime, datetime]:
@@ -43,7 +44,9 @@ def _sum(rows: list[UsageRow]) -> UsageRow:
     )
 
 
-def _report(period: str, rows: dict[tuple[str, str], UsageRow]) -> UsageReport:
+def _report(
+    period: str, rows: dict[tuple[str, str], UsageRow], direct: DirectUsageRow
+) -> UsageReport:
     by_type: dict[str, list[UsageRow]] = {}
     by_team: dict[str, list[UsageRow]] = {}
     for (team, job_type), row in rows.items():
@@ -54,6 +57,7 @@ def _report(period: str, rows: dict[tuple[str, str], UsageRow]) -> UsageReport:
         summary=_sum(list(rows.values())),
         job_types={k: _sum(v) for k, v in sorted(by_type.items())},
         teams={k: _sum(v) for k, v in sorted(by_team.items())},
+        direct_calls=direct,
     )
 
 
@@ -69,7 +73,11 @@ class UsageService:
         start, end = month_bounds(period)
         if await self.teams.get_team(team_id) is None:
             raise team_not_found(team_id)
-        return _report(period, await self.usage.by_team_and_type(start, end, team_id=team_id))
+        return _report(
+            period,
+            await self.usage.by_team_and_type(start, end, team_id=team_id),
+            await self.usage.direct_calls(start, end, team_id=team_id),
+        )
 
     async def organization(self, who: Principal, organization_id: str, period: str) -> UsageReport:
         who.require_admin()
@@ -78,5 +86,7 @@ class UsageService:
         if await self.catalog.get_organization(organization_id) is None:
             raise organization_not_found(organization_id)
         return _report(
-            period, await self.usage.by_team_and_type(start, end, org_id=organization_id)
+            period,
+            await self.usage.by_team_and_type(start, end, org_id=organization_id),
+            await self.usage.direct_calls(start, end, org_id=organization_id),
         )

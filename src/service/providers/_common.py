@@ -129,6 +129,21 @@ def estimate_usage(messages: Iterable[Mapping[str, Any]], output_chars: int) -> 
     )
 
 
+def embedding_usage_estimate(inputs: Any) -> TokenUsage:
+    """Usage of an embeddings request whose provider reported none: ~4 characters per token
+    for text, one token per element of a token array."""
+    items = inputs if isinstance(inputs, list) else [inputs]
+    tokens = 0
+    for item in items:
+        if isinstance(item, str):
+            tokens += estimate_tokens_from_chars(len(item))
+        elif isinstance(item, list):
+            tokens += len(item)
+        elif isinstance(item, int):
+            tokens += 1
+    return TokenUsage(prompt_tokens=max(tokens, 1), completion_tokens=0, estimated=True)
+
+
 def parse_usage(raw: Any) -> TokenUsage | None:
     """OpenAI-style `usage` object → TokenUsage, or None if absent/invalid."""
     if not isinstance(raw, Mapping):

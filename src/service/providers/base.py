@@ -45,11 +45,30 @@ class TokenUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class Choice:
+    """One more answer of a request with `n` > 1."""
+
+    content: str
+    finish_reason: str
+    tool_calls: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
 class ChatResult:
     content: str
     finish_reason: str
     usage: TokenUsage
     tool_calls: list[dict[str, Any]] = field(default_factory=list)
+    # The answers after the first when the request asked for `n` > 1 (usage covers them all).
+    more_choices: tuple[Choice, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EmbeddingResult:
+    """One vector per input, in input order."""
+
+    vectors: list[list[float]]
+    usage: TokenUsage
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +114,13 @@ class Provider(Protocol):
         """Yield chunks as the upstream produces them. Closing the iterator
         (aclose, or cancellation of the consuming task) must close the upstream
         connection promptly."""
+        ...
+
+    async def embed(
+        self, model: ModelSpec, inputs: Any, params: Mapping[str, Any], timeout: float
+    ) -> EmbeddingResult:
+        """Embeddings of `inputs` (a string, a list of strings, or token arrays, as OpenAI's
+        `input`); `params` are the request's other fields (dimensions, user, ...)."""
         ...
 
     async def aclose(self) -> None:

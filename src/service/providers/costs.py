@@ -103,30 +103,42 @@ def map_prices(model_name: str) -> tuple[float, float] | None:
     return found
 
 
-def cost_of(model: ModelSpec, usage: TokenUsage) -> float | None:
-    """USD cost of `usage` on `model`, or None if the model is unpriced.
+# What a simulator model costs on the OpenAI-compatible API when its config gives no price (a
+# budget can only be enforced on priced calls). Job calls report them as unpriced instead.
+SIMULATOR_DEFAULT_PRICES = (1e-6, 2e-6)
 
-    Each of `input_cost_per_token` / `output_cost_per_token` in the model
-    config overrides the map's price; a price missing from both makes the
-    call unpriced. `base_model` in the config (LiteLLM's convention, e.g. for
-    Azure deployments) names the map entry to use. Simulator models are
-    priced only by their config.
+
+def prices_of(model: ModelSpec, *, simulator_default: bool = False) -> tuple[float, float] | None:
+    """(input, output) USD per token of `model`, or None if it is unpriced.
+
+    Each of `input_cost_per_token` / `output_cost_per_token` in the model config overrides the
+    map's price; a price missing from both makes the model unpriced. `base_model` in the config
+    (LiteLLM's convention, e.g. for Azure deployments) names the map entry to use. Simulator
+    models are priced only by their config, or by SIMULATOR_DEFAULT_PRICES when asked.
     """
     config: Mapping[str, Any] = model.config
     prompt = _price(config.get("input_cost_per_token"))
     completion = _price(config.get("output_cost_per_token"))
-    if prompt is None or completion is None:
-        name = model.model_name
-        if name.startswith(SIMULATOR_PREFIX):
+    if prompt is not None and completion is not None:
+        return prompt, completion
+    name = model.model_name
+    if name.startswith(SIMULATOR_PREFIX):
+        if not simulator_default:
             return None
+        found: tuple[float, float] | None = SIMULATOR_DEFAULT_PRICES
+    else:
         base_model = config.get("base_model")
         found = map_prices(str(base_model)) if base_model else None
         if found is None:
             found = map_prices(name)
-        if found is None:
-            return None
-        if prompt is None:
-            prompt = found[0]
-        if completion is None:
-            completion = found[1]
-    return usage.prompt_tokens * prompt + usage.completion_tokens * completion
+    if found is None:
+        return None
+    return (found[0] if prompt is None else prompt, found[1] if completion is None else completion)
+
+
+def cost_of(model: ModelSpec, usage: TokenUsage) -> float | None:
+    """USD cost of `usage` on `model`, or None if the model is unpriced (see prices_of)."""
+    prices = prices_of(model)
+    if prices is None:
+        return None
+    return usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]

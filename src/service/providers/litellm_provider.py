@@ -15,11 +15,12 @@ import importlib
 import inspect
 import os
 import re
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 from service.providers._common import (
     ENV_PREFIX,
+    embedding_usage_estimate,
     estimate_usage,
     http_error,
     resolve_api_key,
@@ -29,6 +30,8 @@ from service.providers._common import (
 from service.providers.base import (
     ChatRequest,
     ChatResult,
+    Choice,
+    EmbeddingResult,
     ModelSpec,
     ProviderError,
     StreamChunk,
@@ -106,6 +109,18 @@ def _dump(obj: Any) -> dict[str, Any]:
     return dumped if isinstance(dumped, dict) else {}
 
 
+def _dump_all(items: Any) -> list[dict[str, Any]]:
+    return [_dump(i) for i in items]
+
+
+def _choice(raw: Any) -> Choice:
+    message = raw.message
+    content = message.content or ""
+    tool_calls = [_dump(tc) for tc in (getattr(message, "tool_calls", None) or [])]
+    finish_reason = raw.finish_reason or ("tool_calls" if tool_calls else "stop")
+    return Choice(content=content, finish_reason=finish_reason, tool_calls=tool_calls)
+
+
 def _usage(raw: Any) -> TokenUsage | None:
     if raw is None:
         return None
@@ -169,19 +184,45 @@ class LiteLLMProvider:
         try:
             async with asyncio.timeout(timeout):
                 response = await lib.acompletion(**kwargs)
-            choice = response.choices[0]
-            message = choice.message
-            content = message.content or ""
-            tool_calls = [_dump(tc) for tc in (getattr(message, "tool_calls", None) or [])]
-            finish_reason = choice.finish_reason or ("tool_calls" if tool_calls else "stop")
+            choices = [_choice(c) for c in response.choices]
+            first = choices[0]
             usage = _usage(getattr(response, "usage", None))
         except Exception as exc:
             raise self._error(exc, key) from exc
         if usage is None or (usage.prompt_tokens == 0 and usage.completion_tokens == 0):
-            usage = estimate_usage(request.messages, len(content) + tool_call_chars(tool_calls))
+            out = sum(len(c.content) + tool_call_chars(c.tool_calls) for c in choices)
+            usage = estimate_usage(request.messages, out)
         return ChatResult(
-            content=content, finish_reason=finish_reason, usage=usage, tool_calls=tool_calls
+            content=first.content,
+            finish_reason=first.finish_reason,
+            usage=usage,
+            tool_calls=first.tool_calls,
+            more_choices=tuple(choices[1:]),
         )
+
+    async def embed(
+        self, model: ModelSpec, inputs: Any, params: Mapping[str, Any], timeout: float
+    ) -> EmbeddingResult:
+        if timeout <= 0:
+            raise timeout_error()
+        lib = await load_litellm()
+        kwargs = self._kwargs(model, ChatRequest(messages=[], params=dict(params)), timeout)
+        kwargs.pop("messages", None)
+        kwargs["input"] = inputs
+        key = kwargs.get("api_key")
+        try:
+            async with asyncio.timeout(timeout):
+                response = await lib.aembedding(**kwargs)
+            data = sorted(_dump_all(response.data), key=lambda d: d.get("index", 0))
+            vectors = [[float(x) for x in d["embedding"]] for d in data]
+            prompt = getattr(getattr(response, "usage", None), "prompt_tokens", None)
+        except Exception as exc:
+            raise self._error(exc, key) from exc
+        if isinstance(prompt, int) and prompt > 0:
+            usage = TokenUsage(prompt_tokens=prompt, completion_tokens=0)
+        else:
+            usage = embedding_usage_estimate(inputs)
+        return EmbeddingResult(vectors=vectors, usage=usage)
 
     async def stream(
         self,

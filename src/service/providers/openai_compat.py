@@ -28,6 +28,7 @@ import orjson
 from service.providers._common import (
     clean_message,
     connection_error,
+    embedding_usage_estimate,
     estimate_usage,
     http_error,
     parse_usage,
@@ -38,9 +39,12 @@ from service.providers._common import (
 from service.providers.base import (
     ChatRequest,
     ChatResult,
+    Choice,
+    EmbeddingResult,
     ModelSpec,
     ProviderError,
     StreamChunk,
+    TokenUsage,
 )
 from service.providers.http1 import (
     ConnectError,
@@ -110,32 +114,44 @@ class OpenAICompatProvider:
             headers={"Content-Type": "application/json", "Accept": "application/json"},
             keepalive_timeout=keepalive_timeout,
         )
-        # api_base -> its chat-completions endpoint.
-        self._endpoints: dict[str, Endpoint] = {}
+        # (api_base, path) -> its endpoint.
+        self._endpoints: dict[tuple[str, str], Endpoint] = {}
 
-    def _endpoint(self, api_base: str) -> Endpoint:
-        endpoint = self._endpoints.get(api_base)
+    def _endpoint(self, api_base: str, path: str = "/chat/completions") -> Endpoint:
+        endpoint = self._endpoints.get((api_base, path))
         if endpoint is None:
             try:
-                endpoint = self._client.endpoint(api_base.rstrip("/") + "/chat/completions")
+                endpoint = self._client.endpoint(api_base.rstrip("/") + path)
             except ValueError as exc:
                 # The operator's configuration, not the tenant's request: the next model of the
                 # group may work.
                 raise ProviderError(
                     "The model's api_base is not a valid http(s) URL", retryable=True
                 ) from exc
-            self._endpoints[api_base] = endpoint
+            self._endpoints[(api_base, path)] = endpoint
         return endpoint
 
-    def _prepare(
-        self, model: ModelSpec, request: ChatRequest, stream: bool
-    ) -> tuple[Endpoint, bytes, bytes, str | None]:
+    def _auth(self, model: ModelSpec) -> tuple[str, bytes, str | None, str]:
+        """(api_base, Authorization header line, key, the model's name upstream)."""
         config = model.config
-        api_base = config.get("api_base") or self._default_api_base
+        api_base = str(config.get("api_base") or self._default_api_base)
         key = resolve_api_key(config, OPENAI_KEY_ENV if api_base == DEFAULT_API_BASE else None)
         name = model.model_name
         if name.startswith(OPENAI_PREFIX):
             name = name[len(OPENAI_PREFIX) :]
+        if key:
+            if not header_value_ok(key):
+                raise ProviderError(
+                    "The model's API key has characters not allowed in an HTTP header",
+                    retryable=True,
+                )
+            return api_base, b"Authorization: Bearer %s\r\n" % key.encode(), key, name
+        return api_base, b"", None, name
+
+    def _prepare(
+        self, model: ModelSpec, request: ChatRequest, stream: bool
+    ) -> tuple[Endpoint, bytes, bytes, str | None]:
+        api_base, auth, key, name = self._auth(model)
         body: dict[str, Any] = dict(request.params)
         body["model"] = name
         body["messages"] = request.messages
@@ -144,16 +160,7 @@ class OpenAICompatProvider:
             body["stream_options"] = _STREAM_OPTIONS
         else:
             body.pop("stream", None)
-        if key:
-            if not header_value_ok(key):
-                raise ProviderError(
-                    "The model's API key has characters not allowed in an HTTP header",
-                    retryable=True,
-                )
-            auth = b"Authorization: Bearer %s\r\n" % key.encode()
-        else:
-            auth = b""
-        return self._endpoint(str(api_base)), orjson.dumps(body), auth, key
+        return self._endpoint(api_base), orjson.dumps(body), auth, key
 
     async def complete(
         self,
@@ -178,6 +185,29 @@ class OpenAICompatProvider:
         if status >= 300:
             raise http_error(status, _upstream_message(raw), key)
         return _parse_completion(raw, request)
+
+    async def embed(
+        self, model: ModelSpec, inputs: Any, params: Mapping[str, Any], timeout: float
+    ) -> EmbeddingResult:
+        if timeout <= 0:
+            raise timeout_error()
+        api_base, auth, key, name = self._auth(model)
+        body = {**params, "model": name, "input": inputs, "encoding_format": "float"}
+        endpoint = self._endpoint(api_base, "/embeddings")
+        deadline = asyncio.get_running_loop().time() + timeout
+        conn: Connection | None = None
+        try:
+            conn = await endpoint.send(orjson.dumps(body), auth, deadline)
+            status = await conn.read_head(deadline)
+            raw = await conn.read_body(deadline)
+        except BaseException as exc:
+            if conn is not None:
+                conn.close()
+            _raise_transport_error(exc)
+        conn.release()
+        if status >= 300:
+            raise http_error(status, _upstream_message(raw), key)
+        return _parse_embeddings(raw, inputs)
 
     async def stream(
         self,
@@ -310,20 +340,45 @@ def _stream_error(err: Any, key: str | None) -> ProviderError:
     return ProviderError(text, retryable=True)
 
 
+def _choice(raw: Any) -> Choice:
+    message = raw.get("message") or {}
+    content = message.get("content") or ""
+    tool_calls = message.get("tool_calls") or []
+    finish_reason = raw.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
+    return Choice(content=content, finish_reason=finish_reason, tool_calls=tool_calls)
+
+
 def _parse_completion(raw: bytes, request: ChatRequest) -> ChatResult:
     try:
         obj = orjson.loads(raw)
-        choice = obj["choices"][0]
-        message = choice.get("message") or {}
-        content = message.get("content") or ""
-        tool_calls = message.get("tool_calls") or []
-        finish_reason = choice.get("finish_reason") or ("tool_calls" if tool_calls else "stop")
+        choices = [_choice(c) for c in obj["choices"]]
+        first = choices[0]
         usage = parse_usage(obj.get("usage"))
     except (orjson.JSONDecodeError, LookupError, AttributeError, TypeError) as exc:
         raise _invalid_error() from exc
     if usage is None:
-        out_chars = len(content) + tool_call_chars(tool_calls)
+        out_chars = sum(len(c.content) + tool_call_chars(c.tool_calls) for c in choices)
         usage = estimate_usage(request.messages, out_chars)
     return ChatResult(
-        content=content, finish_reason=finish_reason, usage=usage, tool_calls=tool_calls
+        content=first.content,
+        finish_reason=first.finish_reason,
+        usage=usage,
+        tool_calls=first.tool_calls,
+        more_choices=tuple(choices[1:]),
     )
+
+
+def _parse_embeddings(raw: bytes, inputs: Any) -> EmbeddingResult:
+    try:
+        obj = orjson.loads(raw)
+        data = sorted(obj["data"], key=lambda d: d.get("index", 0))
+        vectors = [[float(x) for x in d["embedding"]] for d in data]
+        raw_usage = obj.get("usage") or {}
+        prompt = raw_usage.get("prompt_tokens")
+    except (orjson.JSONDecodeError, LookupError, AttributeError, TypeError, ValueError) as exc:
+        raise _invalid_error() from exc
+    if isinstance(prompt, int) and not isinstance(prompt, bool) and prompt >= 0:
+        usage = TokenUsage(prompt_tokens=prompt, completion_tokens=0)
+    else:
+        usage = embedding_usage_estimate(inputs)
+    return EmbeddingResult(vectors=vectors, usage=usage)

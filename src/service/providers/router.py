@@ -29,9 +29,17 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
-from service.providers.base import ChatRequest, ChatResult, ModelSpec, Provider, StreamChunk
+from service.providers.base import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingResult,
+    ModelSpec,
+    Provider,
+    StreamChunk,
+)
 from service.providers.credentials import CredentialPolicy
 from service.providers.litellm_provider import LiteLLMProvider
 from service.providers.openai_compat import OpenAICompatProvider
@@ -240,6 +248,13 @@ class ProviderRouter:
         # aclose/cancellation reach it directly and no per-chunk hop is added.
         # A secret that cannot be had raises here, inside the caller's attempt.
         return self.route(model).stream(self.credentials.for_call(model), request, timeout)
+
+    async def embed(
+        self, model: ModelSpec, inputs: Any, params: Mapping[str, Any], timeout: float
+    ) -> EmbeddingResult:
+        return await self.route(model).embed(
+            self.credentials.for_call(model), inputs, params, timeout
+        )
 
     async def aclose(self) -> None:
         await self.openai.aclose()

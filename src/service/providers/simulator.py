@@ -37,10 +37,16 @@ from typing import Any
 
 import orjson
 
-from service.providers._common import is_retryable_status, timeout_error
+from service.providers._common import (
+    embedding_usage_estimate,
+    is_retryable_status,
+    timeout_error,
+)
 from service.providers.base import (
     ChatRequest,
     ChatResult,
+    Choice,
+    EmbeddingResult,
     ModelSpec,
     ProviderError,
     StreamChunk,
@@ -126,12 +132,40 @@ class SimulatorProvider:
         await self._start(model, timeout, generation_s)
         if generation_s > 0:
             await asyncio.sleep(generation_s)
+        content = "".join(plan.tokens)
+        # `n` > 1: the same deterministic answer n times (usage counts each).
+        n = request.params.get("n")
+        more = max(0, min(int(n), 16) - 1) if isinstance(n, int) else 0
         return ChatResult(
-            content="".join(plan.tokens),
+            content=content,
             finish_reason=plan.finish_reason,
-            usage=TokenUsage(plan.prompt_tokens, _completion_tokens(plan)),
+            usage=TokenUsage(plan.prompt_tokens, _completion_tokens(plan) * (more + 1)),
             tool_calls=plan.tool_calls,
+            more_choices=tuple(
+                Choice(content, plan.finish_reason, plan.tool_calls) for _ in range(more)
+            ),
         )
+
+    async def embed(
+        self, model: ModelSpec, inputs: Any, params: Mapping[str, Any], timeout: float
+    ) -> EmbeddingResult:
+        """A unit vector per input, derived from its SHA-256 (`dimensions`, default 16)."""
+        await self._start(model, timeout, 0.0)
+        items = (
+            inputs
+            if isinstance(inputs, list) and inputs and not isinstance(inputs[0], int)
+            else [inputs]
+        )
+        dims = params.get("dimensions")
+        size = dims if isinstance(dims, int) and 1 <= dims <= 4096 else 16
+        vectors = []
+        for item in items:
+            seed = hashlib.sha256(orjson.dumps(item)).digest()
+            rng = random.Random(seed)
+            raw = [rng.uniform(-1.0, 1.0) for _ in range(size)]
+            norm = sum(x * x for x in raw) ** 0.5 or 1.0
+            vectors.append([x / norm for x in raw])
+        return EmbeddingResult(vectors=vectors, usage=embedding_usage_estimate(inputs))
 
     async def stream(
         self,

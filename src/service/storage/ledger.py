@@ -13,10 +13,20 @@ Signed effect of each row type on the team totals:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import bindparam, func, select
 
 from service.domain.models import Credits, LedgerEntry
-from service.domain.ports import NewAddition, StoredAddition, TeamState
+from service.domain.ports import (
+    BUDGET_NANOS_PER_CREDIT,
+    Budget,
+    DirectSettlement,
+    NewAddition,
+    NewDirectCall,
+    StoredAddition,
+    TeamState,
+)
 from service.storage.database import Database
 from service.storage.money import Money
 from service.storage.rows import credits_of, ledger_entry_of, utcnow
@@ -27,6 +37,14 @@ _TEAM = teams.c.team_id == bindparam("p_team_id")
 _TOTALS = (teams.c.credits_allocated, teams.c.credits_used, teams.c.credits_reserved)
 _BALANCE = prepared(select(*_TOTALS).where(_TEAM))
 _STATE = prepared(select(*_TOTALS, teams.c.status).where(_TEAM))
+_BUDGET = prepared(
+    select(
+        teams.c.status,
+        teams.c.credits_allocated,
+        teams.c.budget_spent_nanos,
+        teams.c.budget_reserved_nanos,
+    ).where(_TEAM)
+)
 _ADDITION = prepared(
     select(credit_transactions).where(
         credit_transactions.c.team_id == bindparam("p_team_id"),
@@ -63,6 +81,27 @@ class LedgerRepository:
         if row is None:
             return None
         return TeamState(status=row._mapping["status"], credits=credits_of(row._mapping))
+
+    async def budget_state(self, team_id: str) -> tuple[str, Budget] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(_BUDGET, {"p_team_id": team_id})).first()
+        if row is None:
+            return None
+        status, allocated, spent, reserved = row
+        return status, Budget(
+            budget_nanos=int(allocated) * BUDGET_NANOS_PER_CREDIT,
+            spent_nanos=int(spent),
+            reserved_nanos=int(reserved),
+        )
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        return await self.money.reserve_budget(call)
+
+    async def settle_budget(self, settlement: DirectSettlement) -> bool:
+        return await self.money.settle_budget(settlement, utcnow())
+
+    async def expire_direct_calls(self, cutoff: datetime, batch: int = 100) -> int:
+        return await self.money.expire_direct_calls(cutoff, utcnow(), batch)
 
     async def add_credits(self, addition: NewAddition) -> tuple[LedgerEntry, Credits] | None:
         return await self.money.add_credits(addition, utcnow())

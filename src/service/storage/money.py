@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from service.domain.models import Credits, LedgerEntry
-from service.domain.ports import JobClaim, NewAddition, NewJob
+from service.domain.ports import DirectSettlement, JobClaim, NewAddition, NewDirectCall, NewJob
 from service.storage.database import Connection, Database, PostgresDatabase, SqliteDatabase
 
 
@@ -46,6 +46,18 @@ class Money(Protocol):
     async def allocate(
         self, conn: Connection, team_id: str, amount: int, now: datetime
     ) -> None: ...
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        """Hold the call's upper-bound cost and record it in flight; False (nothing written)
+        when the team is missing, suspended or short of budget."""
+        ...
+
+    async def settle_budget(self, settlement: DirectSettlement, now: datetime) -> bool:
+        """Replace the call's reservation by its cost, with its record; False when it was no
+        longer in flight."""
+        ...
+
+    async def expire_direct_calls(self, cutoff: datetime, now: datetime, batch: int) -> int: ...
 
 
 def money_for(db: Database) -> Money:

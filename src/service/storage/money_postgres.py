@@ -18,8 +18,16 @@ import orjson
 
 from service.domain import ledger_text
 from service.domain.models import OPEN_STATUSES, Credits, LedgerEntry
-from service.domain.ports import JobClaim, NewAddition, NewJob
+from service.domain.ports import (
+    BUDGET_NANOS_PER_CREDIT,
+    DirectSettlement,
+    JobClaim,
+    NewAddition,
+    NewDirectCall,
+    NewJob,
+)
 from service.storage.database import Connection, PostgresDatabase
+from service.storage.direct import expiry_settlement
 from service.storage.rows import CALL_COLUMNS, new_id
 from service.storage.sql import POSTGRES
 from service.storage.statements import SELECT_CALLS, SELECT_JOB
@@ -128,6 +136,34 @@ _ADD = (
     )
     + ") SELECT credits_allocated, credits_used, credits_reserved FROM team"
 )
+# The budget of the OpenAI-compatible API (credits_allocated x $0.10 in nano-USD): a direct call
+# holds an upper bound of its cost and is recorded in flight, in one statement ($8 = the bound).
+_RESERVE_BUDGET = (
+    "WITH team AS (UPDATE teams SET budget_reserved_nanos = budget_reserved_nanos + $8 "
+    "WHERE team_id = $2 AND status = 'active' AND credits_allocated::bigint * 100000000 "
+    "- budget_spent_nanos - budget_reserved_nanos >= $8 RETURNING 1) "
+    "INSERT INTO direct_calls (call_id, team_id, kind, requested_model, model_group, model, "
+    "status, streamed, prompt_tokens, completion_tokens, usage_estimated, reserved_nanos, "
+    "cost_nanos, latency_ms, ttft_ms, error, attempts, created_at, settled_at) "
+    "SELECT $1::varchar, $2::varchar, $3::varchar, $4::varchar, $5::varchar, $6::varchar, "
+    "'in_flight', $7::boolean, 0, 0, false, $8::bigint, 0, 0, NULL, NULL, '[]'::jsonb, "
+    "$9::timestamptz, NULL FROM team RETURNING 1"
+)
+# Its end: the record, and the reservation replaced by the actual cost ($7), in one statement.
+_SETTLE_DIRECT = (
+    "WITH call AS (UPDATE direct_calls SET status = $2, model = $3, prompt_tokens = $4, "
+    "completion_tokens = $5, usage_estimated = $6, cost_nanos = $7, latency_ms = $8, "
+    "ttft_ms = $9, error = $10, attempts = $11::jsonb, settled_at = $12 "
+    "WHERE call_id = $1 AND status = 'in_flight' RETURNING team_id, reserved_nanos) "
+    "UPDATE teams SET budget_reserved_nanos = teams.budget_reserved_nanos - call.reserved_nanos, "
+    "budget_spent_nanos = teams.budget_spent_nanos + $7 FROM call "
+    "WHERE teams.team_id = call.team_id RETURNING 1"
+)
+_STALE_DIRECT = (
+    "SELECT call_id, model FROM direct_calls WHERE status = 'in_flight' AND created_at < $1 "
+    "LIMIT $2"
+)
+assert BUDGET_NANOS_PER_CREDIT == 100_000_000
 _ALLOCATE = _ENTRY.format(
     select="VALUES ($1, $2, 'allocation', $3, $3, $4, NULL, '{}'::jsonb, NULL, NULL, $5)"
 )
@@ -310,6 +346,49 @@ class PostgresMoney:
             created_at=now,
         )
         return entry, credits
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        async with self.db.connection() as conn:
+            held = await conn.fetchval(
+                _RESERVE_BUDGET,
+                call.call_id,
+                call.team_id,
+                call.kind,
+                call.requested_model,
+                call.model_group,
+                call.model,
+                call.streamed,
+                call.reserved_nanos,
+                call.created_at,
+            )
+        return held is not None
+
+    async def settle_budget(self, s: DirectSettlement, now: datetime) -> bool:
+        async with self.db.connection() as conn:
+            done = await conn.fetchval(
+                _SETTLE_DIRECT,
+                s.call_id,
+                s.status,
+                s.model,
+                s.prompt_tokens,
+                s.completion_tokens,
+                s.usage_estimated,
+                s.cost_nanos,
+                s.latency_ms,
+                s.ttft_ms,
+                s.error,
+                _json(s.attempts),
+                now,
+            )
+        return done is not None
+
+    async def expire_direct_calls(self, cutoff: datetime, now: datetime, batch: int) -> int:
+        async with self.db.connection() as conn:
+            stale = [(r[0], r[1]) for r in await conn.fetch(_STALE_DIRECT, cutoff, batch)]
+        expired = 0
+        for call_id, model in stale:
+            expired += await self.settle_budget(expiry_settlement(call_id, model), now)
+        return expired
 
     async def allocate(self, conn: Connection, team_id: str, amount: int, now: datetime) -> None:
         """The allocation row of a team being created, inside the team's transaction."""

@@ -19,8 +19,16 @@ import orjson
 
 from service.domain import ledger_text
 from service.domain.models import OPEN_STATUSES, Credits, LedgerEntry
-from service.domain.ports import JobClaim, NewAddition, NewJob
+from service.domain.ports import (
+    BUDGET_NANOS_PER_CREDIT,
+    DirectSettlement,
+    JobClaim,
+    NewAddition,
+    NewDirectCall,
+    NewJob,
+)
 from service.storage.database import Connection, SqliteDatabase
+from service.storage.direct import expiry_settlement
 from service.storage.rows import CALL_COLUMNS, new_id
 from service.storage.sql import SQLITE
 from service.storage.statements import SELECT_CALLS, SELECT_JOB
@@ -94,6 +102,33 @@ _FAIL_OPEN_JOBS = (
 )
 
 assert _INSERT_CALL.count("?") == len(CALL_COLUMNS)
+
+# The budget of the OpenAI-compatible API: a direct call holds an upper bound of its cost
+# (credits_allocated x $0.10 in nano-USD is the budget), then spends its actual cost.
+_RESERVE_BUDGET = (
+    "UPDATE teams SET budget_reserved_nanos = budget_reserved_nanos + ? "
+    "WHERE team_id = ? AND status = 'active' AND credits_allocated * 100000000 "
+    "- budget_spent_nanos - budget_reserved_nanos >= ? RETURNING 1"
+)
+_INSERT_DIRECT = (
+    "INSERT INTO direct_calls (call_id, team_id, kind, requested_model, model_group, model, "
+    "status, streamed, prompt_tokens, completion_tokens, usage_estimated, reserved_nanos, "
+    "cost_nanos, latency_ms, ttft_ms, error, attempts, created_at, settled_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, 'in_flight', ?, 0, 0, 0, ?, 0, 0, NULL, NULL, '[]', ?, NULL)"
+)
+_SETTLE_DIRECT = (
+    "UPDATE direct_calls SET status = ?, model = ?, prompt_tokens = ?, completion_tokens = ?, "
+    "usage_estimated = ?, cost_nanos = ?, latency_ms = ?, ttft_ms = ?, error = ?, attempts = ?, "
+    "settled_at = ? WHERE call_id = ? AND status = 'in_flight' RETURNING team_id, reserved_nanos"
+)
+_SPEND_BUDGET = (
+    "UPDATE teams SET budget_reserved_nanos = budget_reserved_nanos - ?, "
+    "budget_spent_nanos = budget_spent_nanos + ? WHERE team_id = ?"
+)
+_STALE_DIRECT = (
+    "SELECT call_id, model FROM direct_calls WHERE status = 'in_flight' AND created_at < ? LIMIT ?"
+)
+assert BUDGET_NANOS_PER_CREDIT == 100_000_000
 
 
 def timestamp(value: datetime) -> str:
@@ -363,6 +398,67 @@ class SqliteMoney:
             return (entry, credits), True
 
         return await self.db.write(write)
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        values = (
+            call.call_id,
+            call.team_id,
+            call.kind,
+            call.requested_model,
+            call.model_group,
+            call.model,
+            int(call.streamed),
+            call.reserved_nanos,
+            timestamp(call.created_at),
+        )
+
+        def write(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            held = conn.execute(
+                _RESERVE_BUDGET, (call.reserved_nanos, call.team_id, call.reserved_nanos)
+            ).fetchone()
+            if held is None:
+                return False, False
+            conn.execute(_INSERT_DIRECT, values)
+            return True, True
+
+        return await self.db.write(write)
+
+    async def settle_budget(self, s: DirectSettlement, now: datetime) -> bool:
+        values = (
+            s.status,
+            s.model,
+            s.prompt_tokens,
+            s.completion_tokens,
+            int(s.usage_estimated),
+            s.cost_nanos,
+            s.latency_ms,
+            s.ttft_ms,
+            s.error,
+            _json(s.attempts),
+            timestamp(now),
+            s.call_id,
+        )
+
+        def write(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            row = conn.execute(_SETTLE_DIRECT, values).fetchone()
+            if row is None:
+                return False, False  # settled or expired already
+            team_id, reserved = row
+            conn.execute(_SPEND_BUDGET, (reserved, s.cost_nanos, team_id))
+            return True, True
+
+        return await self.db.write(write)
+
+    async def expire_direct_calls(self, cutoff_dt: datetime, now: datetime, batch: int) -> int:
+        cutoff = timestamp(cutoff_dt)
+
+        def stale(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+            return [(r[0], r[1]) for r in conn.execute(_STALE_DIRECT, (cutoff, batch)).fetchall()]
+
+        expired = 0
+        for call_id, model in await self.db.query(stale):
+            expired += await self.settle_budget(expiry_settlement(call_id, model), now)
+        return expired
 
     async def allocate(self, conn: Connection, team_id: str, amount: int, now_dt: datetime) -> None:
         """The allocation row of a team being created, inside the team's transaction."""

@@ -104,6 +104,11 @@ teams = Table(
     Column("credits_reserved", Integer, nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # The OpenAI-compatible API's budget (credits_allocated x $0.10), in nano-USD: the settled
+    # cost of the team's direct calls, and the upper bounds held by those in flight.
+    Column("budget_spent_nanos", BigInteger, nullable=False, server_default="0"),
+    Column("budget_reserved_nanos", BigInteger, nullable=False, server_default="0"),
+    CheckConstraint("budget_reserved_nanos >= 0", name="budget_reserved_nonnegative"),
     # The ledger's guarantees, enforced by the database itself.
     CheckConstraint(
         "credits_allocated - credits_used - credits_reserved >= 0", name="available_nonnegative"
@@ -270,4 +275,41 @@ llm_calls = Table(
     _ts("created_at"),
     CheckConstraint("status IN ('success','failed','cancelled')", name="status_known"),
     Index("ix_llm_calls_job_id", "job_id"),
+)
+
+# Calls of the OpenAI-compatible API (no job): each reserves an upper bound of its cost from the
+# team's budget when admitted (status in_flight) and settles to its actual cost when it ends.
+direct_calls = Table(
+    "direct_calls",
+    metadata,
+    Column("id", SeqId, primary_key=True, autoincrement=True),
+    Column("call_id", String(36), nullable=False, unique=True),
+    Column("team_id", String(128), ForeignKey("teams.team_id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # chat | embeddings
+    # The name the client asked for (an actual model or a model group's name).
+    Column("requested_model", String(256), nullable=False),
+    # The group the model was found in (or the group asked for).
+    Column("model_group", String(128), nullable=False),
+    # The model that answered (or the last one tried).
+    Column("model", String(256), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("streamed", Boolean, nullable=False),
+    Column("prompt_tokens", Integer, nullable=False),
+    Column("completion_tokens", Integer, nullable=False),
+    Column("usage_estimated", Boolean, nullable=False),
+    Column("reserved_nanos", BigInteger, nullable=False),
+    Column("cost_nanos", BigInteger, nullable=False),
+    Column("latency_ms", Integer, nullable=False),
+    Column("ttft_ms", Integer, nullable=True),
+    Column("error", Text, nullable=True),
+    Column("attempts", Json, nullable=False),
+    _ts("created_at"),
+    _ts("settled_at", nullable=True),
+    CheckConstraint(
+        "status IN ('in_flight','success','failed','cancelled','expired')", name="status_known"
+    ),
+    CheckConstraint("kind IN ('chat','embeddings')", name="kind_known"),
+    CheckConstraint("reserved_nanos >= 0 AND cost_nanos >= 0", name="money_nonnegative"),
+    Index("ix_direct_calls_team_created", "team_id", "created_at"),
+    Index("ix_direct_calls_status_created", "status", "created_at"),
 )

@@ -8,9 +8,10 @@ from datetime import datetime
 
 from sqlalchemy import FromClause, and_, case, func, select
 
-from service.domain.models import UsageRow
+from service.domain.models import DirectUsageRow, UsageRow
+from service.domain.ports import NANOS_PER_USD
 from service.storage.database import Database
-from service.storage.schema import jobs, teams
+from service.storage.schema import direct_calls, jobs, teams
 from service.storage.sql import one_of
 
 
@@ -62,3 +63,38 @@ class UsageRepository:
             )
             for t, jt, total, ok, failed, cost, tokens in rows
         }
+
+    async def direct_calls(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        team_id: str | None = None,
+        org_id: str | None = None,
+    ) -> DirectUsageRow:
+        d = direct_calls
+        cond = and_(d.c.created_at >= start, d.c.created_at < end)
+        base: FromClause = d
+        if team_id is not None:
+            cond = and_(cond, d.c.team_id == team_id)
+        if org_id is not None:
+            base = d.join(teams, teams.c.team_id == d.c.team_id)
+            cond = and_(cond, teams.c.organization_id == org_id)
+        query = (
+            select(
+                func.count(),
+                func.coalesce(func.sum(case((d.c.status == "success", 1), else_=0)), 0),
+                func.coalesce(func.sum(d.c.prompt_tokens + d.c.completion_tokens), 0),
+                func.coalesce(func.sum(d.c.cost_nanos), 0),
+            )
+            .select_from(base)
+            .where(cond)
+        )
+        async with self.db.read() as conn:
+            total, ok, tokens, cost = (await conn.execute(query)).one()
+        return DirectUsageRow(
+            total_calls=int(total),
+            successful_calls=int(ok),
+            total_tokens=int(tokens),
+            total_cost_usd=int(cost) / NANOS_PER_USD,
+        )

@@ -88,6 +88,18 @@ class UsageSummary(_message.Message):
     avg_cost_per_job: float
     def __init__(self, total_jobs: _Optional[int] = ..., successful_jobs: _Optional[int] = ..., failed_jobs: _Optional[int] = ..., total_cost_usd: _Optional[float] = ..., total_tokens: _Optional[int] = ..., avg_cost_per_job: _Optional[float] = ...) -> None: ...
 
+class DirectUsage(_message.Message):
+    __slots__ = ("total_calls", "successful_calls", "total_tokens", "total_cost_usd")
+    TOTAL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    SUCCESSFUL_CALLS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_COST_USD_FIELD_NUMBER: _ClassVar[int]
+    total_calls: int
+    successful_calls: int
+    total_tokens: int
+    total_cost_usd: float
+    def __init__(self, total_calls: _Optional[int] = ..., successful_calls: _Optional[int] = ..., total_tokens: _Optional[int] = ..., total_cost_usd: _Optional[float] = ...) -> None: ...
+
 class JobTypeUsage(_message.Message):
     __slots__ = ("count", "cost_usd")
     COUNT_FIELD_NUMBER: _ClassVar[int]

@@ -19,7 +19,7 @@ class GetCreditBalanceRequest(_message.Message):
     def __init__(self, team_id: _Optional[str] = ...) -> None: ...
 
 class GetCreditBalanceResponse(_message.Message):
-    __slots__ = ("team_id", "credits_allocated", "credits_used", "credits_reserved", "credits_remaining", "credit_limit", "auto_refill")
+    __slots__ = ("team_id", "credits_allocated", "credits_used", "credits_reserved", "credits_remaining", "credit_limit", "auto_refill", "budget_usd", "spend_usd", "budget_remaining_usd")
     TEAM_ID_FIELD_NUMBER: _ClassVar[int]
     CREDITS_ALLOCATED_FIELD_NUMBER: _ClassVar[int]
     CREDITS_USED_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,9 @@ class GetCreditBalanceResponse(_message.Message):
     CREDITS_REMAINING_FIELD_NUMBER: _ClassVar[int]
     CREDIT_LIMIT_FIELD_NUMBER: _ClassVar[int]
     AUTO_REFILL_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_USD_FIELD_NUMBER: _ClassVar[int]
+    SPEND_USD_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_REMAINING_USD_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     credits_allocated: int
     credits_used: int
@@ -34,7 +37,10 @@ class GetCreditBalanceResponse(_message.Message):
     credits_remaining: int
     credit_limit: _struct_pb2.Value
     auto_refill: bool
-    def __init__(self, team_id: _Optional[str] = ..., credits_allocated: _Optional[int] = ..., credits_used: _Optional[int] = ..., credits_reserved: _Optional[int] = ..., credits_remaining: _Optional[int] = ..., credit_limit: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., auto_refill: _Optional[bool] = ...) -> None: ...
+    budget_usd: float
+    spend_usd: float
+    budget_remaining_usd: float
+    def __init__(self, team_id: _Optional[str] = ..., credits_allocated: _Optional[int] = ..., credits_used: _Optional[int] = ..., credits_reserved: _Optional[int] = ..., credits_remaining: _Optional[int] = ..., credit_limit: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., auto_refill: _Optional[bool] = ..., budget_usd: _Optional[float] = ..., spend_usd: _Optional[float] = ..., budget_remaining_usd: _Optional[float] = ...) -> None: ...
 
 class AddCreditsRequest(_message.Message):
     __slots__ = ("team_id", "credits_amount", "reason", "metadata", "request_id")

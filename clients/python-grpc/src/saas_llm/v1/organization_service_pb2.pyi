@@ -87,7 +87,7 @@ class GetOrganizationUsageRequest(_message.Message):
     def __init__(self, organization_id: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
 
 class GetOrganizationUsageResponse(_message.Message):
-    __slots__ = ("organization_id", "period", "summary", "job_types", "teams")
+    __slots__ = ("organization_id", "period", "summary", "job_types", "teams", "direct_calls")
     class JobTypesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -107,9 +107,11 @@ class GetOrganizationUsageResponse(_message.Message):
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPES_FIELD_NUMBER: _ClassVar[int]
     TEAMS_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_CALLS_FIELD_NUMBER: _ClassVar[int]
     organization_id: str
     period: str
     summary: _common_pb2.UsageSummary
     job_types: _containers.MessageMap[str, _common_pb2.JobTypeUsage]
     teams: _containers.MessageMap[str, _common_pb2.UsageSummary]
-    def __init__(self, organization_id: _Optional[str] = ..., period: _Optional[str] = ..., summary: _Optional[_Union[_common_pb2.UsageSummary, _Mapping]] = ..., job_types: _Optional[_Mapping[str, _common_pb2.JobTypeUsage]] = ..., teams: _Optional[_Mapping[str, _common_pb2.UsageSummary]] = ...) -> None: ...
+    direct_calls: _common_pb2.DirectUsage
+    def __init__(self, organization_id: _Optional[str] = ..., period: _Optional[str] = ..., summary: _Optional[_Union[_common_pb2.UsageSummary, _Mapping]] = ..., job_types: _Optional[_Mapping[str, _common_pb2.JobTypeUsage]] = ..., teams: _Optional[_Mapping[str, _common_pb2.UsageSummary]] = ..., direct_calls: _Optional[_Union[_common_pb2.DirectUsage, _Mapping]] = ...) -> None: ...

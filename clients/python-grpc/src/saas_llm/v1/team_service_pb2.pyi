@@ -140,7 +140,7 @@ class GetTeamUsageRequest(_message.Message):
     def __init__(self, team_id: _Optional[str] = ..., period: _Optional[str] = ...) -> None: ...
 
 class GetTeamUsageResponse(_message.Message):
-    __slots__ = ("team_id", "period", "summary", "job_types")
+    __slots__ = ("team_id", "period", "summary", "job_types", "direct_calls")
     class JobTypesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -152,8 +152,10 @@ class GetTeamUsageResponse(_message.Message):
     PERIOD_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     JOB_TYPES_FIELD_NUMBER: _ClassVar[int]
+    DIRECT_CALLS_FIELD_NUMBER: _ClassVar[int]
     team_id: str
     period: str
     summary: _common_pb2.UsageSummary
     job_types: _containers.MessageMap[str, _common_pb2.JobTypeUsage]
-    def __init__(self, team_id: _Optional[str] = ..., period: _Optional[str] = ..., summary: _Optional[_Union[_common_pb2.UsageSummary, _Mapping]] = ..., job_types: _Optional[_Mapping[str, _common_pb2.JobTypeUsage]] = ...) -> None: ...
+    direct_calls: _common_pb2.DirectUsage
+    def __init__(self, team_id: _Optional[str] = ..., period: _Optional[str] = ..., summary: _Optional[_Union[_common_pb2.UsageSummary, _Mapping]] = ..., job_types: _Optional[_Mapping[str, _common_pb2.JobTypeUsage]] = ..., direct_calls: _Optional[_Union[_common_pb2.DirectUsage, _Mapping]] = ...) -> None: ...

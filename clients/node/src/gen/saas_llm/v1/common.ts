@@ -127,6 +127,18 @@ export interface UsageSummary {
   avgCostPerJob: number;
 }
 
+/** Calls of the OpenAI-compatible API (no job) within a period. */
+export interface DirectUsage {
+  /** Calls made, whatever their outcome. */
+  totalCalls: number;
+  /** Calls that succeeded. */
+  successfulCalls: number;
+  /** Tokens of all calls. */
+  totalTokens: number;
+  /** What they cost, in USD (spent from the team's budget, not its credits). */
+  totalCostUsd: number;
+}
+
 /** Usage of one job type within a period. */
 export interface JobTypeUsage {
   /** Jobs of this type created in the period. */
@@ -986,6 +998,139 @@ export const UsageSummary: MessageFns<UsageSummary> = {
     message.totalCostUsd = object.totalCostUsd ?? 0;
     message.totalTokens = object.totalTokens ?? 0;
     message.avgCostPerJob = object.avgCostPerJob ?? 0;
+    return message;
+  },
+};
+
+function createBaseDirectUsage(): DirectUsage {
+  return { totalCalls: 0, successfulCalls: 0, totalTokens: 0, totalCostUsd: 0 };
+}
+
+export const DirectUsage: MessageFns<DirectUsage> = {
+  encode(message: DirectUsage, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.totalCalls !== 0) {
+      writer.uint32(8).int32(message.totalCalls);
+    }
+    if (message.successfulCalls !== 0) {
+      writer.uint32(16).int32(message.successfulCalls);
+    }
+    if (message.totalTokens !== 0) {
+      writer.uint32(24).int32(message.totalTokens);
+    }
+    if (message.totalCostUsd !== 0) {
+      writer.uint32(33).double(message.totalCostUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DirectUsage {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseDirectUsage();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.totalCalls = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.successfulCalls = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.totalTokens = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.totalCostUsd = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): DirectUsage {
+    return {
+      totalCalls: isSet(object.totalCalls)
+        ? globalThis.Number(object.totalCalls)
+        : isSet(object.total_calls)
+        ? globalThis.Number(object.total_calls)
+        : 0,
+      successfulCalls: isSet(object.successfulCalls)
+        ? globalThis.Number(object.successfulCalls)
+        : isSet(object.successful_calls)
+        ? globalThis.Number(object.successful_calls)
+        : 0,
+      totalTokens: isSet(object.totalTokens)
+        ? globalThis.Number(object.totalTokens)
+        : isSet(object.total_tokens)
+        ? globalThis.Number(object.total_tokens)
+        : 0,
+      totalCostUsd: isSet(object.totalCostUsd)
+        ? globalThis.Number(object.totalCostUsd)
+        : isSet(object.total_cost_usd)
+        ? globalThis.Number(object.total_cost_usd)
+        : 0,
+    };
+  },
+
+  toJSON(message: DirectUsage): unknown {
+    const obj: any = {};
+    if (message.totalCalls !== 0) {
+      obj.totalCalls = Math.round(message.totalCalls);
+    }
+    if (message.successfulCalls !== 0) {
+      obj.successfulCalls = Math.round(message.successfulCalls);
+    }
+    if (message.totalTokens !== 0) {
+      obj.totalTokens = Math.round(message.totalTokens);
+    }
+    if (message.totalCostUsd !== 0) {
+      obj.totalCostUsd = floatToJson(message.totalCostUsd);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DirectUsage>): DirectUsage {
+    return DirectUsage.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DirectUsage>): DirectUsage {
+    const message = createBaseDirectUsage();
+    message.totalCalls = object.totalCalls ?? 0;
+    message.successfulCalls = object.successfulCalls ?? 0;
+    message.totalTokens = object.totalTokens ?? 0;
+    message.totalCostUsd = object.totalCostUsd ?? 0;
     return message;
   },
 };

@@ -49,6 +49,19 @@ export interface GetCreditBalanceResponse {
     | undefined;
   /** Always false: automatic refill is not offered. */
   autoRefill: boolean;
+  /**
+   * The budget of the OpenAI-compatible API (/v1/chat/completions, OpenAIService), in US
+   * dollars: credits_allocated x 0.10 (adding credits raises it). The job API's credits above
+   * are not spent by direct calls, nor the budget by jobs.
+   */
+  budgetUsd: number;
+  /** What the team's direct calls have cost (settled calls). */
+  spendUsd: number;
+  /**
+   * budget_usd - spend_usd - what calls in flight hold; what a new call may reserve. Negative
+   * only if calls without max_tokens cost more than their reservation.
+   */
+  budgetRemainingUsd: number;
 }
 
 /** Request of AddCredits. */
@@ -233,6 +246,9 @@ function createBaseGetCreditBalanceResponse(): GetCreditBalanceResponse {
     creditsRemaining: 0,
     creditLimit: undefined,
     autoRefill: false,
+    budgetUsd: 0,
+    spendUsd: 0,
+    budgetRemainingUsd: 0,
   };
 }
 
@@ -258,6 +274,15 @@ export const GetCreditBalanceResponse: MessageFns<GetCreditBalanceResponse> = {
     }
     if (message.autoRefill !== false) {
       writer.uint32(56).bool(message.autoRefill);
+    }
+    if (message.budgetUsd !== 0) {
+      writer.uint32(65).double(message.budgetUsd);
+    }
+    if (message.spendUsd !== 0) {
+      writer.uint32(73).double(message.spendUsd);
+    }
+    if (message.budgetRemainingUsd !== 0) {
+      writer.uint32(81).double(message.budgetRemainingUsd);
     }
     return writer;
   },
@@ -331,6 +356,30 @@ export const GetCreditBalanceResponse: MessageFns<GetCreditBalanceResponse> = {
             message.autoRefill = reader.bool();
             continue;
           }
+          case 8: {
+            if (tag !== 65) {
+              break;
+            }
+
+            message.budgetUsd = reader.double();
+            continue;
+          }
+          case 9: {
+            if (tag !== 73) {
+              break;
+            }
+
+            message.spendUsd = reader.double();
+            continue;
+          }
+          case 10: {
+            if (tag !== 81) {
+              break;
+            }
+
+            message.budgetRemainingUsd = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -380,6 +429,21 @@ export const GetCreditBalanceResponse: MessageFns<GetCreditBalanceResponse> = {
         : isSet(object.auto_refill)
         ? globalThis.Boolean(object.auto_refill)
         : false,
+      budgetUsd: isSet(object.budgetUsd)
+        ? globalThis.Number(object.budgetUsd)
+        : isSet(object.budget_usd)
+        ? globalThis.Number(object.budget_usd)
+        : 0,
+      spendUsd: isSet(object.spendUsd)
+        ? globalThis.Number(object.spendUsd)
+        : isSet(object.spend_usd)
+        ? globalThis.Number(object.spend_usd)
+        : 0,
+      budgetRemainingUsd: isSet(object.budgetRemainingUsd)
+        ? globalThis.Number(object.budgetRemainingUsd)
+        : isSet(object.budget_remaining_usd)
+        ? globalThis.Number(object.budget_remaining_usd)
+        : 0,
     };
   },
 
@@ -406,6 +470,15 @@ export const GetCreditBalanceResponse: MessageFns<GetCreditBalanceResponse> = {
     if (message.autoRefill !== false) {
       obj.autoRefill = message.autoRefill;
     }
+    if (message.budgetUsd !== 0) {
+      obj.budgetUsd = floatToJson(message.budgetUsd);
+    }
+    if (message.spendUsd !== 0) {
+      obj.spendUsd = floatToJson(message.spendUsd);
+    }
+    if (message.budgetRemainingUsd !== 0) {
+      obj.budgetRemainingUsd = floatToJson(message.budgetRemainingUsd);
+    }
     return obj;
   },
 
@@ -421,6 +494,9 @@ export const GetCreditBalanceResponse: MessageFns<GetCreditBalanceResponse> = {
     message.creditsRemaining = object.creditsRemaining ?? 0;
     message.creditLimit = object.creditLimit === undefined ? undefined : object.creditLimit;
     message.autoRefill = object.autoRefill ?? false;
+    message.budgetUsd = object.budgetUsd ?? 0;
+    message.spendUsd = object.spendUsd ?? 0;
+    message.budgetRemainingUsd = object.budgetRemainingUsd ?? 0;
     return message;
   },
 };
@@ -1559,6 +1635,10 @@ export const CreditServiceClient = makeGenericClientConstructor(
   service: typeof CreditServiceService;
   serviceName: string;
 };
+
+function floatToJson(value: number | null | undefined): number | string | null | undefined {
+  return typeof value === "number" && !globalThis.Number.isFinite(value) ? globalThis.String(value) : value;
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 

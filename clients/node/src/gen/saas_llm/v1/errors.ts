@@ -117,6 +117,27 @@ export enum ErrorReason {
    * limit. Retry later.
    */
   ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED = 28,
+  /**
+   * ERROR_REASON_MODEL_NOT_FOUND - The OpenAI-compatible API (/v1/chat/completions, /v1/embeddings; OpenAIService):
+   * NOT_FOUND (404, OpenAI code "model_not_found"): the model is neither one of the team's
+   * model groups nor a model of one of them (whether it exists for another team is not said).
+   */
+  ERROR_REASON_MODEL_NOT_FOUND = 40,
+  /**
+   * ERROR_REASON_BUDGET_EXCEEDED - FAILED_PRECONDITION (400, OpenAI code "budget_exceeded"): "Budget exceeded: ..." with the
+   * spend, the budget (credits_allocated x $0.10) and the call's upper-bound cost.
+   */
+  ERROR_REASON_BUDGET_EXCEEDED = 41,
+  /**
+   * ERROR_REASON_MODEL_UNPRICED - FAILED_PRECONDITION (400): the model has no price, so its cost cannot be held against the
+   * budget; the operator sets input_cost_per_token and output_cost_per_token in its config.
+   */
+  ERROR_REASON_MODEL_UNPRICED = 42,
+  /**
+   * ERROR_REASON_TEAM_KEY_REQUIRED - UNAUTHENTICATED (401): the master key was used where a team's virtual key is needed (it
+   * has no team and no budget).
+   */
+  ERROR_REASON_TEAM_KEY_REQUIRED = 43,
   UNRECOGNIZED = -1,
 }
 
@@ -209,6 +230,18 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 28:
     case "ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED":
       return ErrorReason.ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED;
+    case 40:
+    case "ERROR_REASON_MODEL_NOT_FOUND":
+      return ErrorReason.ERROR_REASON_MODEL_NOT_FOUND;
+    case 41:
+    case "ERROR_REASON_BUDGET_EXCEEDED":
+      return ErrorReason.ERROR_REASON_BUDGET_EXCEEDED;
+    case 42:
+    case "ERROR_REASON_MODEL_UNPRICED":
+      return ErrorReason.ERROR_REASON_MODEL_UNPRICED;
+    case 43:
+    case "ERROR_REASON_TEAM_KEY_REQUIRED":
+      return ErrorReason.ERROR_REASON_TEAM_KEY_REQUIRED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -276,6 +309,14 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_NO_ACCESS_RULE";
     case ErrorReason.ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED:
       return "ERROR_REASON_CONCURRENCY_LIMIT_EXCEEDED";
+    case ErrorReason.ERROR_REASON_MODEL_NOT_FOUND:
+      return "ERROR_REASON_MODEL_NOT_FOUND";
+    case ErrorReason.ERROR_REASON_BUDGET_EXCEEDED:
+      return "ERROR_REASON_BUDGET_EXCEEDED";
+    case ErrorReason.ERROR_REASON_MODEL_UNPRICED:
+      return "ERROR_REASON_MODEL_UNPRICED";
+    case ErrorReason.ERROR_REASON_TEAM_KEY_REQUIRED:
+      return "ERROR_REASON_TEAM_KEY_REQUIRED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -20,7 +20,7 @@ import {
 } from "@grpc/grpc-js";
 import { Struct } from "../../google/protobuf/struct";
 import { Timestamp } from "../../google/protobuf/timestamp";
-import { JobTypeUsage, UsageSummary } from "./common";
+import { DirectUsage, JobTypeUsage, UsageSummary } from "./common";
 import { Team } from "./team_service";
 
 export const protobufPackage = "saas_llm.v1";
@@ -117,6 +117,8 @@ export interface GetOrganizationUsageResponse {
   jobTypes: { [key: string]: JobTypeUsage };
   /** Per team_id. */
   teams: { [key: string]: UsageSummary };
+  /** Calls of the OpenAI-compatible API of all the organization's teams. */
+  directCalls: DirectUsage | undefined;
 }
 
 export interface GetOrganizationUsageResponse_JobTypesEntry {
@@ -916,7 +918,7 @@ export const GetOrganizationUsageRequest: MessageFns<GetOrganizationUsageRequest
 };
 
 function createBaseGetOrganizationUsageResponse(): GetOrganizationUsageResponse {
-  return { organizationId: "", period: "", summary: undefined, jobTypes: {}, teams: {} };
+  return { organizationId: "", period: "", summary: undefined, jobTypes: {}, teams: {}, directCalls: undefined };
 }
 
 export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageResponse> = {
@@ -936,6 +938,9 @@ export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageRespon
     globalThis.Object.entries(message.teams).forEach(([key, value]: [string, UsageSummary]) => {
       GetOrganizationUsageResponse_TeamsEntry.encode({ key: key as any, value }, writer.uint32(42).fork()).join();
     });
+    if (message.directCalls !== undefined) {
+      DirectUsage.encode(message.directCalls, writer.uint32(50).fork()).join();
+    }
     return writer;
   },
 
@@ -996,6 +1001,14 @@ export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageRespon
             if (entry5.value !== undefined) {
               message.teams[entry5.key] = entry5.value;
             }
+            continue;
+          }
+          case 6: {
+            if (tag !== 50) {
+              break;
+            }
+
+            message.directCalls = DirectUsage.decode(reader, reader.uint32());
             continue;
           }
         }
@@ -1060,6 +1073,11 @@ export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageRespon
           {},
         )
         : {},
+      directCalls: isSet(object.directCalls)
+        ? DirectUsage.fromJSON(object.directCalls)
+        : isSet(object.direct_calls)
+        ? DirectUsage.fromJSON(object.direct_calls)
+        : undefined,
     };
   },
 
@@ -1092,6 +1110,9 @@ export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageRespon
         });
       }
     }
+    if (message.directCalls !== undefined) {
+      obj.directCalls = DirectUsage.toJSON(message.directCalls);
+    }
     return obj;
   },
 
@@ -1123,6 +1144,9 @@ export const GetOrganizationUsageResponse: MessageFns<GetOrganizationUsageRespon
       },
       {},
     );
+    message.directCalls = (object.directCalls !== undefined && object.directCalls !== null)
+      ? DirectUsage.fromPartial(object.directCalls)
+      : undefined;
     return message;
   },
 };

@@ -20,7 +20,7 @@ import {
 } from "@grpc/grpc-js";
 import { Struct } from "../../google/protobuf/struct";
 import { Timestamp } from "../../google/protobuf/timestamp";
-import { CreditSummary, JobTypeUsage, UsageSummary } from "./common";
+import { CreditSummary, DirectUsage, JobTypeUsage, UsageSummary } from "./common";
 
 export const protobufPackage = "saas_llm.v1";
 
@@ -181,6 +181,8 @@ export interface GetTeamUsageResponse {
     | undefined;
   /** Per job_type. */
   jobTypes: { [key: string]: JobTypeUsage };
+  /** Calls of the OpenAI-compatible API (not counted in summary, which counts jobs). */
+  directCalls: DirectUsage | undefined;
 }
 
 export interface GetTeamUsageResponse_JobTypesEntry {
@@ -1587,7 +1589,7 @@ export const GetTeamUsageRequest: MessageFns<GetTeamUsageRequest> = {
 };
 
 function createBaseGetTeamUsageResponse(): GetTeamUsageResponse {
-  return { teamId: "", period: "", summary: undefined, jobTypes: {} };
+  return { teamId: "", period: "", summary: undefined, jobTypes: {}, directCalls: undefined };
 }
 
 export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
@@ -1604,6 +1606,9 @@ export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
     globalThis.Object.entries(message.jobTypes).forEach(([key, value]: [string, JobTypeUsage]) => {
       GetTeamUsageResponse_JobTypesEntry.encode({ key: key as any, value }, writer.uint32(34).fork()).join();
     });
+    if (message.directCalls !== undefined) {
+      DirectUsage.encode(message.directCalls, writer.uint32(42).fork()).join();
+    }
     return writer;
   },
 
@@ -1655,6 +1660,14 @@ export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
             }
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.directCalls = DirectUsage.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1703,6 +1716,11 @@ export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
           {},
         )
         : {},
+      directCalls: isSet(object.directCalls)
+        ? DirectUsage.fromJSON(object.directCalls)
+        : isSet(object.direct_calls)
+        ? DirectUsage.fromJSON(object.direct_calls)
+        : undefined,
     };
   },
 
@@ -1726,6 +1744,9 @@ export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
         });
       }
     }
+    if (message.directCalls !== undefined) {
+      obj.directCalls = DirectUsage.toJSON(message.directCalls);
+    }
     return obj;
   },
 
@@ -1748,6 +1769,9 @@ export const GetTeamUsageResponse: MessageFns<GetTeamUsageResponse> = {
       },
       {},
     );
+    message.directCalls = (object.directCalls !== undefined && object.directCalls !== null)
+      ? DirectUsage.fromPartial(object.directCalls)
+      : undefined;
     return message;
   },
 };
