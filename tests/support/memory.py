@@ -34,6 +34,7 @@ from service.domain.models import (
     AccessGroup,
     CallRecord,
     Credits,
+    DirectUsageRow,
     Job,
     JobRef,
     LedgerEntry,
@@ -44,14 +45,20 @@ from service.domain.models import (
     UsageRow,
 )
 from service.domain.ports import (
+    BUDGET_NANOS_PER_CREDIT,
+    NANOS_PER_USD,
+    Budget,
+    BudgetStore,
     Catalog,
     ConstraintViolation,
+    DirectSettlement,
     HealthProbe,
     JobClaim,
     JobStore,
     Ledger,
     NewAddition,
     NewCall,
+    NewDirectCall,
     NewJob,
     NewTeam,
     StoredAddition,
@@ -101,6 +108,9 @@ class _TeamRow:
     updated_at: datetime
     groups: list[str]
     access_groups: list[str]
+    # The OpenAI-compatible API's budget, nano-USD.
+    budget_spent: int = 0
+    budget_reserved: int = 0
 
     @property
     def credits(self) -> Credits:
@@ -174,6 +184,17 @@ class _Hook:
     times: int
 
 
+@dataclass(slots=True)
+class DirectRow:
+    """A direct_calls row."""
+
+    call: NewDirectCall
+    status: str = "in_flight"
+    cost_nanos: int = 0
+    tokens: int = 0
+    settlement: DirectSettlement | None = None
+
+
 class MemoryStore:
     """JobStore, Ledger, TeamDirectory, Catalog, UsageStore and HealthProbe in memory."""
 
@@ -185,6 +206,8 @@ class MemoryStore:
         self.jobs: dict[str, JobRow] = {}
         # In commit order (the `id` column of credit_transactions).
         self.ledger: list[StoredEntry] = []
+        # The OpenAI-compatible API's calls (direct_calls rows), by call id.
+        self.direct: dict[str, DirectRow] = {}
         # How many times each operation was called (hooks included).
         self.ops: Counter[str] = Counter()
         self._hooks: dict[str, list[_Hook]] = {}
@@ -746,6 +769,11 @@ class MemoryStore:
         await self._enter("get_organization")
         return self.organizations.get(organization_id)
 
+    async def list_organizations(self, limit: int, offset: int) -> tuple[list[Organization], int]:
+        await self._enter("list_organizations")
+        ordered = [self.organizations[k] for k in sorted(self.organizations)]
+        return ordered[offset : offset + limit], len(ordered)
+
     async def create_model_group(
         self,
         group_name: str,
@@ -870,6 +898,79 @@ class MemoryStore:
             for key, rows in slices.items()
         }
 
+    async def direct_calls(
+        self,
+        start: datetime,
+        end: datetime,
+        *,
+        team_id: str | None = None,
+        org_id: str | None = None,
+    ) -> DirectUsageRow:
+        await self._enter("direct_calls")
+        rows = [
+            r
+            for r in self.direct.values()
+            if start <= r.call.created_at < end
+            and (team_id is None or r.call.team_id == team_id)
+            and (org_id is None or self.teams[r.call.team_id].organization_id == org_id)
+        ]
+        return DirectUsageRow(
+            total_calls=len(rows),
+            successful_calls=sum(1 for r in rows if r.status == "success"),
+            total_tokens=sum(r.tokens for r in rows),
+            total_cost_usd=sum(r.cost_nanos for r in rows) / NANOS_PER_USD,
+        )
+
+    # BudgetStore ----------------------------------------------------------------------------
+
+    async def reserve_budget(self, call: NewDirectCall) -> bool:
+        await self._enter("reserve_budget")
+        team = self.teams.get(call.team_id)
+        if team is None or team.status != "active" or call.call_id in self.direct:
+            return False
+        budget = team.allocated * BUDGET_NANOS_PER_CREDIT
+        if budget - team.budget_spent - team.budget_reserved < call.reserved_nanos:
+            return False
+        team.budget_reserved += call.reserved_nanos
+        self.direct[call.call_id] = DirectRow(call=call)
+        return True
+
+    async def settle_budget(self, settlement: DirectSettlement) -> bool:
+        await self._enter("settle_budget")
+        row = self.direct.get(settlement.call_id)
+        if row is None or row.status != "in_flight":
+            return False
+        team = self.teams[row.call.team_id]
+        team.budget_reserved -= row.call.reserved_nanos
+        team.budget_spent += settlement.cost_nanos
+        row.status = settlement.status
+        row.cost_nanos = settlement.cost_nanos
+        row.tokens = settlement.prompt_tokens + settlement.completion_tokens
+        row.settlement = settlement
+        return True
+
+    async def budget_state(self, team_id: str) -> tuple[str, Budget] | None:
+        await self._enter("budget_state")
+        team = self.teams.get(team_id)
+        if team is None:
+            return None
+        return team.status, Budget(
+            team.allocated * BUDGET_NANOS_PER_CREDIT, team.budget_spent, team.budget_reserved
+        )
+
+    async def expire_direct_calls(self, cutoff: datetime) -> int:
+        await self._enter("expire_direct_calls")
+        stale = [
+            r
+            for r in self.direct.values()
+            if r.status == "in_flight" and r.call.created_at < cutoff
+        ]
+        for r in stale:
+            team = self.teams[r.call.team_id]
+            team.budget_reserved -= r.call.reserved_nanos
+            r.status = "expired"
+        return len(stale)
+
     # HealthProbe ----------------------------------------------------------------------------
 
     async def ping(self) -> None:
@@ -888,6 +989,6 @@ def _models(models: list[ModelSpec]) -> list[ModelSpec]:
 
 def as_ports(
     store: MemoryStore,
-) -> tuple[JobStore, Ledger, TeamDirectory, Catalog, UsageStore, HealthProbe]:
+) -> tuple[JobStore, Ledger, TeamDirectory, Catalog, UsageStore, HealthProbe, BudgetStore]:
     """The store as each port (mypy checks that it implements every one)."""
-    return store, store, store, store, store, store
+    return store, store, store, store, store, store, store

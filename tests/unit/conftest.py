@@ -111,7 +111,7 @@ async def domain() -> AsyncIterator[Domain]:
         provider=provider,
         jobs=JobsService(store, store, store, store, runner),
         tenancy=TenancyService(store, store),
-        credits=CreditsService(store),
+        credits=CreditsService(store, store),
     )
     await d.tenancy.create_organization(ADMIN, "org", "Org", {})
     await d.add_group(GROUP, MODEL_A, MODEL_B)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from saas_llm.v1.reasons import Reason
-from service.domain import jobs as jobs_module
+from service.domain import streaming as streaming_module
 from service.domain.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -225,12 +225,6 @@ async def test_a_retry_of_a_failed_call_fails_again_without_calling(domain: Doma
     assert len(domain.store.jobs) == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._replay prefixes the stored error_message, which create_and_call "
-    "stored as str(LlmCallFailed) (already 'LLM call failed: ...'): a retry reads 'LLM call "
-    "failed: LLM call failed: ...' (and loses the attempts metadata)",
-)
 async def test_a_retry_of_a_failed_call_gets_the_first_error(domain: Domain) -> None:
     domain.provider.script(MODEL_A, fail(400))
     with pytest.raises(LlmCallFailed) as first:
@@ -310,12 +304,6 @@ async def test_a_client_that_stops_reading_completes_the_job_failed(domain: Doma
     assert job.calls[0].record.status == "cancelled"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._saga_stream completes the job in its finally before the inner call "
-    "stream (_stream) is closed (it is not aclose()d, only dropped): the call is recorded after "
-    "the job ended, so the job's summary (billed_calls, costs) never shows it",
-)
 async def test_a_client_that_stops_reading_sees_its_call_in_the_job(domain: Domain) -> None:
     gate = Gate()
     domain.provider.script(MODEL_A, StreamChunk("x" * 40), gate)
@@ -352,7 +340,7 @@ async def test_a_client_cancelled_mid_stream_completes_the_job_with_its_call(
 async def test_a_suspension_ends_the_saga_failed(
     domain: Domain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "STREAM_CHECK_S", 0.01)
+    monkeypatch.setattr(streaming_module, "STREAM_CHECK_S", 0.01)
     gate = Gate()
     domain.provider.script(MODEL_A, StreamChunk("x"), gate)
     events = await create_and_stream(domain)

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from saas_llm.v1.reasons import Reason
-from service.domain import jobs as jobs_module
+from service.domain import streaming as streaming_module
 from service.domain.errors import DeadlineExceeded, LlmCallFailed
 from service.domain.jobs import StreamDelta, StreamDone, StreamEvent, StreamFailed
 from service.domain.ports import StorageUnavailable
@@ -170,13 +170,6 @@ async def test_a_stop_closes_an_upstream_held_by_a_full_backlog(domain: Domain) 
     assert "".join(c.content for c in upstream.sent).startswith(relayed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="relay(): when a stop cancels the pump while it waits for room in a full backlog, "
-    "the chunk it holds (already read from the provider) is dropped: neither relayed nor "
-    "counted in Relayed.content, although _watch's comment says what the provider already "
-    "sent is relayed",
-)
 async def test_a_stop_relays_every_chunk_already_read(domain: Domain) -> None:
     total = STREAM_BACKLOG * 3
     domain.provider.script(MODEL_A, *text(*(f"{i}," for i in range(total))))
@@ -293,13 +286,6 @@ async def test_a_client_that_stops_reading_ends_the_call_cancelled(domain: Domai
     await eventually(lambda: domain.provider.streams()[0].closed)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._stream records the call before relay()'s finally runs when the "
-    "consumer closes the stream (aclose): the relay generator is not closed by _stream, so "
-    "chunks read ahead but not sent are missing from the recorded tokens, and the upstream is "
-    "closed only later by the event loop's async-generator finalizer",
-)
 async def test_a_client_that_stops_reading_is_charged_for_what_was_read(domain: Domain) -> None:
     gate = Gate()
     domain.provider.script(MODEL_A, StreamChunk("x" * 40), StreamChunk("y" * 40), gate)
@@ -320,7 +306,7 @@ async def test_a_client_that_stops_reading_is_charged_for_what_was_read(domain: 
 async def test_a_suspension_ends_the_stream_with_permission_denied(
     domain: Domain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "STREAM_CHECK_S", 0.01)
+    monkeypatch.setattr(streaming_module, "STREAM_CHECK_S", 0.01)
     gate = Gate()
     domain.provider.script(MODEL_A, StreamChunk("before"), gate, *text("after"))
     job_id, events = await open_stream(domain)
@@ -340,16 +326,10 @@ async def test_a_suspension_ends_the_stream_with_permission_denied(
     assert domain.store.entries(TEAM, job_id)[-1].reason == "Job test ended: team suspended"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._stop_for: an exception from ledger.team_state (a database blip) ends "
-    "the watcher task of relay() silently (its exception is never retrieved), and the stream "
-    "is no longer checked for suspension or shutdown",
-)
 async def test_a_database_blip_does_not_stop_the_suspension_check(
     domain: Domain, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(jobs_module, "STREAM_CHECK_S", 0.01)
+    monkeypatch.setattr(streaming_module, "STREAM_CHECK_S", 0.01)
     gate = Gate()
     domain.provider.script(MODEL_A, StreamChunk("before"), gate)
 
@@ -415,12 +395,6 @@ async def test_a_deadline_before_the_first_chunk_times_the_attempt_out(domain: D
     assert domain.provider.streams()[0].closed
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._stream does not record a streamed call cancelled before its first "
-    "chunk (runner.open_stream is outside its try), unlike llm_call, which records a cancelled "
-    "call with its estimated prompt",
-)
 async def test_a_stream_cancelled_before_its_first_chunk_is_recorded(domain: Domain) -> None:
     gate = Gate()
     domain.provider.script(MODEL_A, gate, *text("never"))
@@ -434,11 +408,6 @@ async def test_a_stream_cancelled_before_its_first_chunk_is_recorded(domain: Dom
     assert [c.record.status for c in domain.store.calls_of(job_id)] == ["cancelled"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="JobsService._stream does not record a streamed call whose deadline ran out before "
-    "the first attempt (DeadlineExceeded from runner.open_stream), unlike llm_call",
-)
 async def test_a_stream_past_its_deadline_is_recorded(domain: Domain) -> None:
     domain.provider.script(MODEL_A, *text("never"))
     job = await domain.new_job()

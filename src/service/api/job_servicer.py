@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import TypeAlias
 
@@ -171,8 +172,11 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
         events = await self.jobs.llm_call_stream(
             principal(), request.job_id, call_input(request), deadline(context)
         )
-        async for event in events:
-            yield stream_pb(event)
+        # Closed here, not left to the garbage collector, when grpc.aio drops this generator:
+        # the call's record and the job's settlement run in its clean-up.
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                yield stream_pb(event)
 
     async def CompleteJob(
         self, request: pb.CompleteJobRequest, context: Ctx
@@ -256,8 +260,11 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
             call=call_input(request),
             deadline=deadline(context),
         )
-        async for event in events:
-            yield stream_pb(event)
+        # Closed here, not left to the garbage collector, when grpc.aio drops this generator:
+        # the call's record and the job's settlement run in its clean-up.
+        async with contextlib.aclosing(events) as stream:
+            async for event in stream:
+                yield stream_pb(event)
 
 
 __all__ = ["NULL", "JobServicer"]

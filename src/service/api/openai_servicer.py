@@ -3,6 +3,7 @@ domain/direct.py; REST clients get the same through api/openai_http.py."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -77,18 +78,19 @@ class OpenAIServicer(pb_grpc.OpenAIServiceServicer):  # type: ignore[misc]
                 model=opened.model,
             )
 
-        async for event in opened.events:
-            out = chunk()
-            if isinstance(event, ChatDelta):
-                choice = out.choices.add(index=0, content=event.content)
-                if event.tool_calls:
-                    choice.tool_calls.extend(struct(t) for t in event.tool_calls)
-            elif isinstance(event, ChatEnd):
-                out.choices.add(index=0, finish_reason=event.finish_reason)
-                out.usage.CopyFrom(_usage(event.usage))
-            else:
-                out.error.CopyFrom(pb.StreamFailure(code=event.code, message=event.message))
-            yield out
+        async with contextlib.aclosing(opened.events) as events:
+            async for event in events:
+                out = chunk()
+                if isinstance(event, ChatDelta):
+                    choice = out.choices.add(index=0, content=event.content)
+                    if event.tool_calls:
+                        choice.tool_calls.extend(struct(t) for t in event.tool_calls)
+                elif isinstance(event, ChatEnd):
+                    out.choices.add(index=0, finish_reason=event.finish_reason)
+                    out.usage.CopyFrom(_usage(event.usage))
+                else:
+                    out.error.CopyFrom(pb.StreamFailure(code=event.code, message=event.message))
+                yield out
 
     async def ListModels(
         self, request: pb.ListModelsRequest, context: Ctx

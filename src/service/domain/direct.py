@@ -15,6 +15,7 @@ DIRECT_DEFAULT_MAX_TOKENS and spend may pass the budget by the in-flight calls' 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import time
 import uuid
@@ -136,7 +137,10 @@ def model_not_found(name: str) -> NotFound:
 
 
 def _usd(nanos: int) -> str:
-    return f"${nanos / NANOS_PER_USD:.6f}".rstrip("0").rstrip(".")
+    """Dollars with cents, and up to micro-dollars when they matter: $0.10, $0.000026."""
+    text = f"{nanos / NANOS_PER_USD:.6f}".rstrip("0")
+    whole, _, cents = text.partition(".")
+    return f"${whole}.{cents.ljust(2, '0')}"
 
 
 def _prompt_bound(messages: Any, params: dict[str, Any]) -> int:
@@ -458,8 +462,10 @@ class DirectService:
         seen = Relayed()
         stop = stop_when(self.draining, self._team_active(call.team_id), call.team_id)
         try:
-            async for text, tool_calls in relay(first, rest, seen, stop):
-                yield ChatDelta(text, tool_calls)
+            # Closed before the settlement below (its clean-up counts what was read ahead).
+            async with contextlib.aclosing(relay(first, rest, seen, stop)) as events:
+                async for text, tool_calls in events:
+                    yield ChatDelta(text, tool_calls)
         finally:
             usage = seen.usage
             if usage is None or seen.status != "success":

@@ -6,9 +6,10 @@ JobStore); when a writer writes nothing, this module reads why and raises or rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -394,7 +395,7 @@ class JobsService:
             return job, True
         raise FailedPrecondition(
             f"Job '{job_id}' is already {job.status}",
-            reason=Reason.JOB_ALREADY_COMPLETED if job.status != "expired" else "JOB_NOT_OPEN",
+            reason=Reason.JOB_ALREADY_COMPLETED if job.status != "expired" else Reason.JOB_NOT_OPEN,
         )
 
     async def _target(self, who: Principal, job_id: str) -> JobRef:
@@ -482,32 +483,50 @@ class JobsService:
         started = time.perf_counter()
         try:
             outcome = await self.runner.complete(group, call.request, deadline)
-        except DeadlineExceeded:
-            await self._record_failure(job, group, call, started, "Deadline exceeded")
-            raise
-        except asyncio.CancelledError:
-            # The client went away (or its deadline passed at the front door): the provider
-            # request is cancelled, and the call is still recorded, with an estimate of the
-            # prompt it was sent.
-            usage = TokenUsage(_estimate_prompt_tokens(call.request), 0, estimated=True)
-            await self._record(
-                job,
-                group,
-                call,
-                model=group.models[0],
-                status="cancelled",
-                usage=usage,
-                started=started,
-                ttft_ms=None,
-                error="client cancelled the call",
-                attempts=Attempts(),
-                streamed=False,
-            )
+        except (DeadlineExceeded, asyncio.CancelledError) as exc:
+            await self._record_interrupted(job, group, call, started, exc, streamed=False)
             raise
         return await self._finish(job, group, call, outcome, started, deadline)
 
+    async def _record_interrupted(
+        self,
+        job: JobRef,
+        group: ModelGroup,
+        call: CallInput,
+        started: float,
+        exc: BaseException,
+        *,
+        streamed: bool,
+    ) -> None:
+        """Record a call that ended before any answer: out of time (failed, nothing charged by
+        the provider), or cancelled because the client went away, with an estimate of the
+        prompt it was sent."""
+        if isinstance(exc, DeadlineExceeded):
+            await self._record_failure(job, group, call, started, "Deadline exceeded", streamed)
+            return
+        usage = TokenUsage(_estimate_prompt_tokens(call.request), 0, estimated=True)
+        await self._record(
+            job,
+            group,
+            call,
+            model=group.models[0],
+            status="cancelled",
+            usage=usage,
+            started=started,
+            ttft_ms=None,
+            error="client cancelled the call",
+            attempts=Attempts(),
+            streamed=streamed,
+        )
+
     async def _record_failure(
-        self, job: JobRef, group: ModelGroup, call: CallInput, started: float, error: str
+        self,
+        job: JobRef,
+        group: ModelGroup,
+        call: CallInput,
+        started: float,
+        error: str,
+        streamed: bool = False,
     ) -> CallRecord:
         return await self._record(
             job,
@@ -570,7 +589,7 @@ class JobsService:
 
     async def llm_call_stream(
         self, who: Principal, job_id: str, call: CallInput, deadline: float | None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """Validate and pick the group first (errors before the first event are ordinary RPC
         errors), then stream."""
         job, group = await self._prepare(who, job_id, call)
@@ -578,9 +597,13 @@ class JobsService:
 
     async def _stream(
         self, job: JobRef, group: ModelGroup, call: CallInput, deadline: float | None
-    ) -> AsyncIterator[StreamDelta | StreamDone | StreamFailed]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         started = time.perf_counter()
-        opened = await self.runner.open_stream(group, call.request, deadline)
+        try:
+            opened = await self.runner.open_stream(group, call.request, deadline)
+        except (DeadlineExceeded, asyncio.CancelledError) as exc:
+            await self._record_interrupted(job, group, call, started, exc, streamed=True)
+            raise
         if isinstance(opened, Outcome):
             # Every model failed before its first chunk: a normal error.
             await self._finish(job, group, call, opened, started, deadline)
@@ -588,10 +611,13 @@ class JobsService:
         model, first, rest, attempts = opened
         ttft_ms = int((time.perf_counter() - started) * 1000)
         seen = Relayed()
+        stop = stop_when(self.draining, self._team_active(job.team_id), job.team_id)
         try:
-            stop = stop_when(self.draining, self._team_active(job.team_id), job.team_id)
-            async for text, tool_calls in relay(first, rest, seen, stop):
-                yield StreamDelta(text, tool_calls)
+            # Closed before the record below, whichever way the stream ends: its clean-up reads
+            # what the provider sent ahead of the client into `seen`.
+            async with contextlib.aclosing(relay(first, rest, seen, stop)) as events:
+                async for text, tool_calls in events:
+                    yield StreamDelta(text, tool_calls)
         finally:
             usage = seen.usage
             if usage is None or seen.status != "success":
@@ -692,7 +718,7 @@ class JobsService:
         request_id: str,
         call: CallInput,
         deadline: float | None,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         """create-and-call, streamed: StreamStarted(job_id), the deltas, then StreamDone with
         the completed job (or StreamFailed, the job completed as failed). Errors before the
         first event are ordinary errors. A retry with the request_id of a finished stream
@@ -720,45 +746,50 @@ class JobsService:
     async def _saga_stream(
         self,
         job_id: str,
-        events: AsyncIterator[StreamEvent],
+        events: AsyncGenerator[StreamEvent, None],
         keep_replay: bool,
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncGenerator[StreamEvent, None]:
         ended = False
         parts: list[str] = []
         tool_calls: list[dict[str, Any]] = []
         try:
             yield StreamStarted(job_id)
-            async for event in events:
-                if isinstance(event, StreamDelta):
-                    parts.append(event.content)
-                    tool_calls.extend(event.tool_calls or ())
-                elif isinstance(event, StreamDone):
-                    replay = None
-                    if keep_replay:
-                        replay = {
-                            "content": "".join(parts),
-                            "finish_reason": event.finish_reason,
-                            "tool_calls": tool_calls,
-                        }
-                    done = await self._end_saga(job_id, "completed", None, replay)
-                    ended = True
-                    event = StreamDone(
-                        call=event.call,
-                        finish_reason=event.finish_reason,
-                        usage=event.usage,
-                        job=done,
-                        costs=await self._costs(done),
-                    )
-                elif isinstance(event, StreamFailed):
-                    await self._end_saga(job_id, "failed", event.message)
-                    ended = True
-                yield event
+            # Closed before the job is completed in the finally below: the call's record (written
+            # when the inner stream closes) must be part of the job it completes.
+            async with contextlib.aclosing(events) as inner:
+                async for event in inner:
+                    if isinstance(event, StreamDelta):
+                        parts.append(event.content)
+                        tool_calls.extend(event.tool_calls or ())
+                    elif isinstance(event, StreamDone):
+                        replay = None
+                        if keep_replay:
+                            replay = {
+                                "content": "".join(parts),
+                                "finish_reason": event.finish_reason,
+                                "tool_calls": tool_calls,
+                            }
+                        done = await self._end_saga(job_id, "completed", None, replay)
+                        ended = True
+                        event = StreamDone(
+                            call=event.call,
+                            finish_reason=event.finish_reason,
+                            usage=event.usage,
+                            job=done,
+                            costs=await self._costs(done),
+                        )
+                    elif isinstance(event, StreamFailed):
+                        await self._end_saga(job_id, "failed", event.message)
+                        ended = True
+                    yield event
         finally:
             if not ended:
                 # The client went away mid-stream (the record of the call is shielded too).
                 await self._end_saga(job_id, "failed", "stream did not finish")
 
-    async def _replayed_stream(self, job: Job, answer: CallAnswer) -> AsyncIterator[StreamEvent]:
+    async def _replayed_stream(
+        self, job: Job, answer: CallAnswer
+    ) -> AsyncGenerator[StreamEvent, None]:
         r = answer.result
         yield StreamStarted(job.job_id)
         yield StreamDelta(r.content, r.tool_calls or None)
@@ -802,7 +833,13 @@ class JobsService:
             )
         ok = [c for c in full.calls if c.status == "success"]
         if full.status != "completed" or not ok or full.replay_response is None:
-            raise LlmCallFailed(f"LLM call failed: {full.error_message or 'job failed'}")
+            # The first request's error, as it was raised (create_and_call stores its text).
+            message = full.error_message or "job failed"
+            if message.startswith("Deadline exceeded"):
+                raise DeadlineExceeded(message)
+            if not message.startswith("LLM call failed"):
+                message = f"LLM call failed: {message}"
+            raise LlmCallFailed(message)
         r = full.replay_response
         c = ok[-1]
         result = ChatResult(

@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.providers.base import ProviderError, StreamChunk, TokenUsage
+
+log = logging.getLogger(__name__)
 
 # Chunks read ahead of the client at most (then the provider's connection is not read).
 STREAM_BACKLOG = 256
@@ -66,14 +69,16 @@ async def relay(
     rest: AsyncIterator[StreamChunk],
     seen: Relayed,
     stop: Callable[[], Awaitable[StreamStopped]] | None = None,
-) -> AsyncIterator[tuple[str, list[dict[str, Any]] | None]]:
+) -> AsyncGenerator[tuple[str, list[dict[str, Any]] | None], None]:
     """Yield (text, tool_calls) events from `first` and `rest` into `seen`. `stop()` is awaited
     beside the stream; when it returns, the stream ends as failed with its reason. Ends with
     seen.status "success" or "failed" (or "cancelled" when the consumer stops iterating); the
     provider's stream is closed in every case."""
     backlog: asyncio.Queue[StreamChunk | Exception | None] = asyncio.Queue(STREAM_BACKLOG)
-    pump = asyncio.create_task(_pump(rest, backlog))
-    watch = asyncio.create_task(_watch(stop, backlog, pump)) if stop is not None else None
+    # The chunk the pump has read and is waiting to queue (a stop must not lose it).
+    held: list[StreamChunk] = []
+    pump = asyncio.create_task(_pump(rest, backlog, held))
+    watch = asyncio.create_task(_watch(stop, backlog, pump, held)) if stop is not None else None
     chunk: StreamChunk | None = first
     try:
         while chunk is not None:
@@ -148,7 +153,13 @@ def stop_when(
                     return StreamStopped(
                         "Server shutting down; the stream was cut, retry", UNAVAILABLE
                     )
-                if not await team_active():
+                try:
+                    active = await team_active()
+                except Exception:
+                    # A database blip: the stream goes on, and is checked again next time.
+                    log.warning("stream's team check failed; retrying", exc_info=True)
+                    continue
+                if not active:
                     return StreamStopped(f"Team '{team_id}' is suspended", PERMISSION_DENIED)
         finally:
             drain.cancel()
@@ -157,12 +168,17 @@ def stop_when(
 
 
 async def _pump(
-    stream: AsyncIterator[StreamChunk], out: asyncio.Queue[StreamChunk | Exception | None]
+    stream: AsyncIterator[StreamChunk],
+    out: asyncio.Queue[StreamChunk | Exception | None],
+    held: list[StreamChunk],
 ) -> None:
-    """Read a provider stream into `out`, ending with None or the exception."""
+    """Read a provider stream into `out`, ending with None or the exception. While a chunk
+    waits for room in `out`, it is in `held`."""
     try:
         async for chunk in stream:
+            held.append(chunk)
             await out.put(chunk)
+            held.clear()
     except Exception as exc:
         await out.put(exc)
     else:
@@ -173,9 +189,13 @@ async def _watch(
     stop: Callable[[], Awaitable[StreamStopped]],
     out: asyncio.Queue[StreamChunk | Exception | None],
     pump: asyncio.Task[None],
+    held: list[StreamChunk],
 ) -> None:
     reason = await stop()
     # The provider is no longer read; what it already sent is relayed, then the stream ends.
     pump.cancel()
     await asyncio.wait([pump])
+    for chunk in held:
+        await out.put(chunk)
+    held.clear()
     await out.put(reason)
