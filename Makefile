@@ -20,7 +20,16 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+# promtool (the tests check the metrics exposition and the Prometheus config with it), taken
+# from Debian's prometheus package without installing the server.
+PROMTOOL := build/tools/promtool
+$(PROMTOOL):
+	@if ! command -v apt-get >/dev/null; then echo "no apt-get: promtool checks will be skipped"; exit 0; fi; \
+	set -e; rm -rf build/tools/deb; mkdir -p build/tools/deb; cd build/tools/deb; \
+	apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb root; cp root/usr/bin/promtool ..; cd ..; rm -rf deb
+
+install: $(STAMP) $(PROMTOOL) ## Create .venv and install the project with its dev tools
 
 gen: $(STAMP) ## Generate Python stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -30,6 +31,7 @@ from saas_llm.v1 import (
     team_service_pb2,
     team_service_pb2_grpc,
 )
+from service import metrics
 from service.api.auth import Authenticator
 from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
@@ -46,6 +48,7 @@ from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
 from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
+from service.observe import CallObserver, LogObserver
 from service.providers import costs
 from service.providers.base import Provider
 from service.providers.router import ProviderRouter
@@ -59,6 +62,11 @@ from service.storage.organizations import OrganizationRepository
 from service.storage.rows import utcnow
 from service.storage.teams import TeamRepository
 from service.storage.usage import UsageRepository
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from service.tracing import Tracing
 
 log = logging.getLogger("service")
 
@@ -80,13 +88,33 @@ SETTLE_TASKS_S = 5.0
 class App:
     """One service process. `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing: Tracing | None = None
+        if settings.otel_exporter_otlp_endpoint or tracer_provider is not None:
+            # Imported only then: with tracing off, nothing of OpenTelemetry is loaded. Before
+            # the database, so that the driver instrumentation sees every connection it opens.
+            from service import tracing
+
+            self.tracing = tracing.start(settings, tracer_provider)
         self.db = Database(
             settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
         )
         self.provider: Provider = provider or ProviderRouter(
             simulate_without_keys=settings.simulate_without_keys
+        )
+        if self.tracing is not None:
+            from service.providers.tracing import TracingProvider
+
+            self.provider = TracingProvider(self.provider, self.tracing.tracer)
+        observer: CallObserver = (
+            metrics.MetricsObserver() if settings.metrics_enabled else LogObserver()
         )
         orgs = OrganizationRepository(self.db)
         groups = ModelGroupRepository(self.db)
@@ -95,14 +123,20 @@ class App:
         tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
         usage = UsageService(UsageRepository(self.db), teams, orgs)
         credits = CreditsService(LedgerRepository(self.db))
-        runner = CallRunner(self.provider, settings.default_llm_timeout)
-        self.jobs = JobsService(self.jobs_repo, teams, groups, runner)
+        runner = CallRunner(self.provider, settings.default_llm_timeout, observer)
+        self.jobs = JobsService(self.jobs_repo, teams, groups, runner, observer)
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
         max_bytes = settings.max_message_bytes
         self.server = grpc.aio.server(
-            interceptors=[GatewayInterceptor(Authenticator(master, teams))],
+            interceptors=[
+                *(self.tracing.interceptors if self.tracing is not None else ()),
+                GatewayInterceptor(
+                    Authenticator(master, teams),
+                    metrics.RpcMetrics() if settings.metrics_enabled else None,
+                ),
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 ("grpc.max_send_message_length", 16 * max_bytes),
@@ -136,6 +170,7 @@ class App:
             s,
         )
         self.port = 0
+        self.metrics_server: metrics.MetricsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -146,11 +181,21 @@ class App:
         if self.port == 0:
             raise RuntimeError(f"cannot bind {addr}")
         await self.server.start()
+        if self.settings.metrics_enabled:
+            self.metrics_server = metrics.MetricsServer(
+                self.settings.grpc_host, self.settings.metrics_port
+            )
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
         log.info(
-            "listening", extra={"grpc_port": self.port, "database": self.db.engine.dialect.name}
+            "listening",
+            extra={
+                "grpc_port": self.port,
+                "metrics_port": self.metrics_server.port if self.metrics_server else None,
+                "tracing": self.tracing is not None,
+                "database": self.db.engine.dialect.name,
+            },
         )
         return self.port
 
@@ -159,6 +204,9 @@ class App:
         n = await self.jobs_repo.expire_stale(cutoff)
         if n:
             log.info("expired stale jobs", extra={"expired": n})
+        if self.settings.metrics_enabled:
+            # The open-jobs gauges: one aggregate query per sweep rather than work per request.
+            metrics.open_jobs(*await self.jobs_repo.open_totals())
         return n
 
     async def _sweep_forever(self) -> None:
@@ -197,6 +245,10 @@ class App:
                     log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
         await self.provider.aclose()
         await self.db.dispose()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 async def serve(settings: Settings) -> None:

@@ -42,6 +42,17 @@ class Settings(BaseSettings):
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
     db_echo: bool = False
+    # Prometheus metrics (service/metrics.py) at GET /metrics on METRICS_PORT, bound to
+    # GRPC_HOST. 0 picks a free port (logged in the "listening" line; what the tests use).
+    # `make run-cluster` gives replica N the port METRICS_PORT + N - 1.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # false: no endpoint and nothing counted (the off side of the overhead measurement).
+    metrics_enabled: bool = True
+    # OpenTelemetry tracing (service/tracing.py): spans exported over OTLP/gRPC to this
+    # endpoint (http://collector:4317). Empty: tracing off, no instrumentation installed. The
+    # SDK's own OTEL_* variables (OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS, ...) apply.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "saas-llm-gateway"
 
     @property
     def is_sqlite(self) -> bool:

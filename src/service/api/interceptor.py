@@ -21,6 +21,7 @@ from service.api import errors
 from service.api.auth import Authenticator
 from service.api.context import principal_var, request_id_var
 from service.domain.errors import DomainError
+from service.observe import RpcObserver
 
 log = logging.getLogger("service.access")
 REQUEST_ID = "x-request-id"
@@ -38,8 +39,10 @@ def _meta(context: grpc.aio.ServicerContext) -> tuple[str | None, str]:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, auth: Authenticator) -> None:
+    def __init__(self, auth: Authenticator, on_rpc: RpcObserver | None = None) -> None:
         self.auth = auth
+        # The metrics of every RPC (service/metrics.py's RpcMetrics); None when metrics are off.
+        self.on_rpc = on_rpc
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -98,7 +101,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = _code_of(exc)
                 await _fail(context, exc, method, rid)
             finally:
-                _access(method, rid, code, started)
+                _access(method, rid, code, started, self.on_rpc)
 
         return call
 
@@ -128,7 +131,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                 code = _code_of(exc)
                 await _fail(context, exc, method, rid)
             finally:
-                _access(method, rid, code, started)
+                _access(method, rid, code, started, self.on_rpc)
 
         return call
 
@@ -172,16 +175,18 @@ async def _abort(
     await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
 
 
-def _access(method: str, rid: str, code: str, started: float) -> None:
+def _access(method: str, rid: str, code: str, started: float, on_rpc: RpcObserver | None) -> None:
+    seconds = time.perf_counter() - started
+    if on_rpc is not None:
+        on_rpc(method, code, seconds)
     if log.isEnabledFor(logging.INFO):
-        p = principal_var.get(None)
+        # The request id (also on a refused request), principal and team id are added by the log
+        # formatter (service/logs.py).
         log.info(
             "rpc",
             extra={
-                "request_id": rid,
                 "method": method,
                 "code": code,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                "principal": p.label if p is not None else "-",
+                "ms": round(seconds * 1000, 2),
             },
         )

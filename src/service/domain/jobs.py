@@ -28,6 +28,7 @@ from service.domain.errors import (
 from service.domain.llm import Attempts, CallRunner, Outcome
 from service.domain.models import CallRecord, Job, JobCosts, JobRef, ModelGroup
 from service.domain.principal import Principal
+from service.observe import CallObserver, CallStatus, LogObserver
 from service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -128,11 +129,13 @@ class JobsService:
         teams: TeamRepository,
         groups: ModelGroupRepository,
         runner: CallRunner,
+        observer: CallObserver | None = None,
     ) -> None:
         self.jobs = jobs
         self.teams = teams
         self.groups = groups
         self.runner = runner
+        self.observer = observer or LogObserver()
 
     # Create ------------------------------------------------------------------
 
@@ -290,16 +293,30 @@ class JobsService:
         call: CallInput,
         *,
         model: ModelSpec,
-        status: str,
+        status: CallStatus,
         usage: TokenUsage,
         started: float,
         ttft_ms: int | None,
         error: str | None,
         attempts: Attempts,
         streamed: bool,
+        chunks: int = 0,
     ) -> CallRecord:
         cost = (
             cost_of(model, usage) if usage.total_tokens else (0.0 if status != "success" else None)
+        )
+        seconds = time.perf_counter() - started
+        self.observer.call(
+            group.group_name,
+            model.model_name,
+            status,
+            failed_attempts=len(attempts.items) - 1 if status == "success" else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost,
+            seconds=seconds,
+            ttft_seconds=None if ttft_ms is None else ttft_ms / 1000,
+            chunks=chunks,
         )
         record = NewCall(
             job_id=job.job_id,
@@ -313,7 +330,7 @@ class JobsService:
             completion_tokens=usage.completion_tokens,
             usage_estimated=usage.estimated,
             cost_usd=cost,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=int(seconds * 1000),
             ttft_ms=ttft_ms,
             error=error,
             attempts=attempts.items,
@@ -424,8 +441,9 @@ class JobsService:
         parts: list[str] = []
         finish_reason = "stop"
         usage: TokenUsage | None = None
-        status = "cancelled"
+        status: CallStatus = "cancelled"
         error: str | None = None
+        sent = 0
         # The provider is read by its own task while the previous event is being sent. Chunks
         # that arrive faster than the client takes them are sent merged in the next event: no
         # chunk ever waits for a later one (an event leaves as soon as the previous one is
@@ -461,6 +479,7 @@ class JobsService:
                         text = "".join(merged)
                 if text or tool_calls:
                     parts.append(text)
+                    sent += 1
                     yield StreamDelta(text, tool_calls)
                 if following is _NOTHING:
                     following = await backlog.get()
@@ -510,6 +529,7 @@ class JobsService:
                 error=error,
                 attempts=attempts,
                 streamed=True,
+                chunks=sent,
             )
         if status == "failed":
             yield StreamFailed(message=f"LLM call failed: {error}", call=record)

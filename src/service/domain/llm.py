@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 from service.domain.errors import DeadlineExceeded
 from service.domain.models import ModelGroup
+from service.observe import CallObserver, LogObserver
 from service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -76,9 +77,12 @@ def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) ->
 
 
 class CallRunner:
-    def __init__(self, provider: Provider, default_timeout: float) -> None:
+    def __init__(
+        self, provider: Provider, default_timeout: float, observer: CallObserver | None = None
+    ) -> None:
         self.provider = provider
         self.default_timeout = default_timeout
+        self.observer = observer or LogObserver()
 
     async def _fallback(
         self,
@@ -105,10 +109,12 @@ class CallRunner:
                 value = await attempt(model, timeout)
             except ProviderError as exc:
                 attempts.add(model, exc.message, started)
+                self.observer.attempt(group.group_name, model.model_name, started, exc)
                 if not exc.retryable:
                     break
                 continue
             attempts.add(model, None, started)
+            self.observer.attempt(group.group_name, model.model_name, started, None)
             return model, value, attempts
         return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
 

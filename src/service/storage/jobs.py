@@ -81,6 +81,14 @@ _SELECT_BY_REQUEST = select(jobs).where(
 _TEAM_REMAINING = select(
     teams.c.credits_allocated - teams.c.credits_used - teams.c.credits_reserved
 ).where(teams.c.team_id == bindparam("p_team_id"))
+# Open jobs are found through ix_jobs_status_updated_at; teams are few.
+_OPEN_TOTALS = select(
+    select(func.count())
+    .select_from(jobs)
+    .where(jobs.c.status.in_(OPEN_STATUSES))
+    .scalar_subquery(),
+    select(func.coalesce(func.sum(teams.c.credits_reserved), 0)).scalar_subquery(),
+)
 _SELECT_CALLS = (
     select(llm_calls).where(llm_calls.c.job_id == bindparam("p_job_id")).order_by(llm_calls.c.id)
 )
@@ -461,6 +469,13 @@ class JobRepository:
                 ).all():
                     by_job[r._mapping["job_id"]].append(call_of(r))
         return int(total), [_job(r, by_job[r._mapping["job_id"]]) for r in rows]
+
+    async def open_totals(self) -> tuple[int, int]:
+        """(jobs open, credits reserved), all teams together, in one statement: the gauges the
+        job sweeper refreshes (service/metrics.py)."""
+        async with self.db.tx() as conn:
+            row = (await conn.execute(_OPEN_TOTALS)).one()
+        return int(row[0]), int(row[1])
 
     async def team_remaining(self, team_id: str) -> int | None:
         """The team's credits_remaining, or None when there is no such team."""
