@@ -1,4 +1,5 @@
-"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints.
+"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints,
+and optionally tracing and a stats listener.
 
 envoy.yaml stays the real, readable configuration; tests and `make run` need the same config with
 free ports, an absolute descriptor path, or several service replicas. The substitution is textual
@@ -6,16 +7,26 @@ and strict: each placeholder value must appear exactly where expected, otherwise
 loudly instead of producing a config that silently points at the wrong place.
 
     python -m gateway.envoy_config --http-port 18080 --grpc 127.0.0.1:50051 --grpc 127.0.0.1:50052
+
+Observability additions (not in envoy.yaml, which stays the plain config):
+- `otlp_endpoint` ("http://collector:4317", OTEL_EXPORTER_OTLP_ENDPOINT): Envoy's OpenTelemetry
+  tracer on the REST listener, exporting over OTLP/gRPC to that collector. Envoy starts (or
+  continues) the trace and sends `traceparent` to the service, whose spans join it.
+- `stats_port`: a listener serving only GET /stats/prometheus (proxied to the admin interface),
+  so that a scraper on another host (Prometheus in docker-compose) can read Envoy's stats while
+  the admin interface itself stays on loopback.
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = ROOT / "envoy.yaml"
@@ -34,6 +45,100 @@ _ENDPOINT = re.compile(
 )
 
 Endpoint = tuple[str, int]
+
+_SERVER_NAME = "          server_name: saas-llm-gateway\n"
+_LISTENERS = "  listeners:\n"
+OTLP_GRPC_PORT = 4317
+
+_TRACING = """\
+          # Tracing (rendered when OTEL_EXPORTER_OTLP_ENDPOINT is set): every request is traced
+          # and its traceparent sent to the service. The request id stays as the client sent it
+          # (no trace decision packed into it) and plays no part in sampling (a client's own
+          # x-request-id, UUID or not, would otherwise decide that the request is not traced).
+          tracing:
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: {cluster_name: opentelemetry_collector}
+                  timeout: 1s
+                service_name: saas-llm-gateway-envoy
+          request_id_extension:
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig
+              pack_trace_reason: false
+              use_request_id_for_trace_sampling: false
+"""
+
+_COLLECTOR_CLUSTER = """\
+  - name: opentelemetry_collector
+    type: {cluster_type}
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: opentelemetry_collector
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {host}, port_value: {port}}}
+"""
+
+# Envoy sends its spans every second (default: every 5 s, or 5 spans).
+_TRACING_RUNTIME = """\
+layered_runtime:
+  layers:
+  - name: tracing
+    static_layer:
+      tracing.opentelemetry.flush_interval_ms: 1000
+      tracing.opentelemetry.min_flush_spans: 1
+"""
+
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+    ".HttpConnectionManager"
+)
+_STATS_LISTENER = """\
+  # Envoy's Prometheus stats alone (the admin interface stays on loopback).
+  - name: stats
+    address:
+      socket_address: {{address: {address}, port_value: {port}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {hcm}
+          stat_prefix: stats
+          route_config:
+            virtual_hosts:
+            - name: stats
+              domains: ["*"]
+              routes:
+              - match: {{path: /stats/prometheus}}
+                route: {{cluster: envoy_admin}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+_ADMIN_CLUSTER = """\
+  - name: envoy_admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: envoy_admin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {address}, port_value: {port}}}
+"""
 
 
 def parse_endpoint(value: str | int | Endpoint) -> Endpoint:
@@ -74,12 +179,17 @@ def render(
     listen_address: str = "0.0.0.0",
     admin_address: str = "127.0.0.1",
     source: str | Path = ENVOY_YAML,
+    otlp_endpoint: str | None = None,
+    stats_port: int | None = None,
 ) -> str:
     """Return envoy.yaml with the given ports, descriptor path and upstream endpoints.
 
     grpc_hosts, when given, replaces the single upstream 127.0.0.1:grpc_port by one endpoint per
     entry ("host:port", a port, or (host, port)); hosts that are names rather than IP addresses
     switch the cluster to STRICT_DNS (docker-compose service names).
+
+    otlp_endpoint ("http://host:port") turns Envoy's tracing on; stats_port adds the stats
+    listener (on listen_address; it needs a fixed admin_port to proxy to). See the module doc.
     """
     text = Path(source).read_text()
     endpoints = [parse_endpoint(h) for h in grpc_hosts] if grpc_hosts else []
@@ -106,7 +216,30 @@ def render(
     text = text[: match.start()] + block + text[match.end() :]
     if not all(_is_ip(host) for host, _ in endpoints):
         text = _replace_once(text, _CLUSTER_TYPE, "    type: STRICT_DNS\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    if stats_port is not None:
+        if not admin_port:
+            raise ValueError("stats_port needs a fixed admin_port to proxy to")
+        stats = _STATS_LISTENER.format(address=listen_address, port=int(stats_port), hcm=_HCM)
+        text = _replace_once(text, _LISTENERS, _LISTENERS + stats)
+        text += _ADMIN_CLUSTER.format(address=admin_address, port=int(admin_port))
+    if otlp_endpoint:
+        host, port = _collector(otlp_endpoint)
+        text = _replace_once(text, _SERVER_NAME, _SERVER_NAME + _TRACING)
+        cluster_type = "STATIC" if _is_ip(host) else "STRICT_DNS"
+        text += _COLLECTOR_CLUSTER.format(cluster_type=cluster_type, host=host, port=port)
+        text += _TRACING_RUNTIME
     return text
+
+
+def _collector(endpoint: str) -> Endpoint:
+    """(host, port) of an OTLP/gRPC endpoint URL. Plain gRPC only: Envoy reaches a collector
+    next to it (an agent or sidecar), as the service does."""
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if url.scheme != "http" or not url.hostname:
+        raise ValueError(f"OTLP endpoint for Envoy must be http://host:port, got {endpoint!r}")
+    return url.hostname, url.port or OTLP_GRPC_PORT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -119,6 +252,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--listen-address", default="0.0.0.0")
     parser.add_argument("--admin-address", default="127.0.0.1")
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        help="trace to this OTLP/gRPC collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    parser.add_argument("--stats-port", type=int, help="serve /stats/prometheus on this port")
     parser.add_argument("-o", "--output", help="write here instead of stdout")
     args = parser.parse_args(argv)
     text = render(
@@ -128,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc_hosts=args.grpc or None,
         listen_address=args.listen_address,
         admin_address=args.admin_address,
+        otlp_endpoint=args.otlp_endpoint,
+        stats_port=args.stats_port,
     )
     if args.output:
         Path(args.output).write_text(text)

@@ -132,9 +132,10 @@ async def start_envoy(
     log_level: str = "warn",
     concurrency: int = 2,
     startup_timeout: float = 15.0,
+    otlp_endpoint: str | None = None,
 ) -> Envoy:
     """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
-    its listener accepts connections."""
+    its listener accepts connections. With otlp_endpoint, Envoy traces to that collector."""
     descriptor = Path(descriptor).resolve()
     if not descriptor.exists():
         raise RuntimeError(f"{descriptor} is missing: run `make gen`")
@@ -148,6 +149,7 @@ async def start_envoy(
             descriptor_path=descriptor,
             grpc_hosts=hosts,
             listen_address="127.0.0.1",
+            otlp_endpoint=otlp_endpoint,
         )
     )
     admin_path = workdir / "admin.address"

@@ -7,7 +7,9 @@
 3. One Envoy (REST on HTTP_PORT 8080, admin on ENVOY_ADMIN_PORT 9901) balances over all of them:
    envoy.yaml rendered by gateway/envoy_config.render with one endpoint per replica into
    build/envoy.cluster.yaml.
-4. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
+4. Replica N serves its metrics on METRICS_PORT + N - 1 (default 9464, 9465, ...); Envoy's stats
+   are at ENVOY_ADMIN_PORT/stats/prometheus; OTEL_EXPORTER_OTLP_ENDPOINT traces everything.
+5. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
    child (each one SIGTERM, so the replicas drain); if any child exits, the rest are stopped and
    run_cluster returns that child's exit code.
 
@@ -19,7 +21,15 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Mapping
 
-from service.devrun import _port, envoy_config, migrate, ports_free, prepare, run_children
+from service.devrun import (
+    _port,
+    envoy_config,
+    migrate,
+    observability,
+    ports_free,
+    prepare,
+    run_children,
+)
 
 DEFAULT_CLUSTER_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/gateway"
 
@@ -92,7 +102,9 @@ def run_cluster() -> int:
     http_port = _port(env, "HTTP_PORT", 8080)
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(_say, [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT")]):
+    metrics, otlp = observability(_say, env, len(ports), admin_port)
+    taken = [*((p, "GRPC_PORTS") for p in ports), (http_port, "HTTP_PORT"), *metrics]
+    if not ports_free(_say, taken):
         return 1
 
     try:
@@ -110,5 +122,6 @@ def run_cluster() -> int:
         http_port=http_port,
         admin_port=admin_port,
         grpc_hosts=[("127.0.0.1", p) for p in ports],
+        otlp_endpoint=otlp,
     )
     return run_children(env, root, config, ports, http_port, admin_port, key, from_file)

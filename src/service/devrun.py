@@ -3,8 +3,10 @@
 1. data/ exists; MASTER_KEY comes from the environment or from data/master_key (generated on the
    first run, mode 0600) and is printed with a copy-paste example.
 2. `python -m service migrate` applies the migrations to DATABASE_URL.
-3. `python -m service serve` (gRPC on GRPC_PORT) and Envoy (REST on HTTP_PORT, admin on
-   ENVOY_ADMIN_PORT, config build/envoy.rendered.yaml rendered from envoy.yaml) start as children.
+3. `python -m service serve` (gRPC on GRPC_PORT, metrics on METRICS_PORT) and Envoy (REST on
+   HTTP_PORT, admin and its /stats/prometheus on ENVOY_ADMIN_PORT, config
+   build/envoy.rendered.yaml rendered from envoy.yaml, with tracing when
+   OTEL_EXPORTER_OTLP_ENDPOINT is set) start as children.
 4. Once both are ready the URLs are printed. SIGINT/SIGTERM stop both; if either child exits,
    the other is stopped and run_all returns the child's exit code.
 """
@@ -30,6 +32,7 @@ from typing import Any
 STARTUP_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/gateway.db"
+DEFAULT_METRICS_PORT = 9464
 
 
 def _root() -> Path:
@@ -60,15 +63,17 @@ def spawn_children(
     config: Path,
     grpc_ports: list[int],
 ) -> None:
-    """Start one `python -m service serve` per port ("service", or "service-N" for several)
-    and Envoy with `config`, adding each to `children` as soon as it runs (so that the caller
-    can stop what started if a later spawn fails). Own process groups: a Ctrl-C in the terminal
-    reaches only the launcher, which then stops the children in order."""
-    for i, port in enumerate(grpc_ports):
+    """Start one `python -m service serve` per port ("service", or "service-N" for several,
+    each with its metrics port) and Envoy with `config`, adding each to `children` as soon as it
+    runs (so that the caller can stop what started if a later spawn fails). Own process groups:
+    a Ctrl-C in the terminal reaches only the launcher, which then stops the children in order."""
+    for i, (port, mport) in enumerate(
+        zip(grpc_ports, metrics_ports(env, len(grpc_ports)), strict=True)
+    ):
         name = "service" if len(grpc_ports) == 1 else f"service-{i + 1}"
         children[name] = subprocess.Popen(
             [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
-            env={**env, "GRPC_PORT": str(port)},
+            env={**env, "GRPC_PORT": str(port), "METRICS_PORT": str(mport)},
             cwd=root,
             start_new_session=True,
         )
@@ -127,6 +132,27 @@ def _master_key(data_dir: Path) -> tuple[str, bool]:
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name, "").strip()
     return int(value) if value else default
+
+
+def metrics_ports(env: Mapping[str, str], replicas: int) -> list[int]:
+    """The METRICS_PORT of each replica: METRICS_PORT (default 9464) counting up, one port per
+    process (each serves its own /metrics); 0 stays 0 (each picks a free port)."""
+    base = _port(env, "METRICS_PORT", DEFAULT_METRICS_PORT)
+    return [base + i if base else 0 for i in range(replicas)]
+
+
+def observability(
+    say: Callable[[str], None], env: Mapping[str, str], replicas: int, admin_port: int
+) -> tuple[list[tuple[int, str]], str | None]:
+    """Say where metrics are scraped; return the fixed metrics ports (for ports_free) and the
+    OTLP endpoint Envoy traces to (None: tracing off)."""
+    ports = [p for p in metrics_ports(env, replicas) if p]
+    if env.get("METRICS_ENABLED", "").strip().lower() not in ("false", "0", "no", "off"):
+        targets = ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports) or "free ports"
+        say(f"metrics: {targets}; Envoy: http://127.0.0.1:{admin_port}/stats/prometheus")
+    else:
+        ports = []
+    return [(p, "METRICS_PORT") for p in ports], env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
 
 
 def _tcp_open(port: int) -> bool:
@@ -308,7 +334,8 @@ def run_all() -> int:
     admin_port = _port(env, "ENVOY_ADMIN_PORT", 9901)
     env["GRPC_PORT"] = str(grpc_port)
     env["HTTP_PORT"] = str(http_port)
-    if not ports_free(_say, [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT")]):
+    metrics, otlp = observability(_say, env, 1, admin_port)
+    if not ports_free(_say, [(grpc_port, "GRPC_PORT"), (http_port, "HTTP_PORT"), *metrics]):
         return 1
 
     _say(f"migrating {env['DATABASE_URL']}")
@@ -320,6 +347,7 @@ def run_all() -> int:
         http_port=http_port,
         grpc_port=grpc_port,
         admin_port=admin_port,
+        otlp_endpoint=otlp,
     )
     return run_children(env, root, config, [grpc_port], http_port, admin_port, key, from_file)
 

@@ -73,7 +73,7 @@ from service.providers.base import ProviderError, provider_of
 
 # No `<name>_created` series next to every counter and histogram: they double the series count
 # and nothing here reads them (Prometheus itself ignores them in the text format).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Sub-millisecond to two minutes: most RPCs take about a millisecond, LLM calls up to minutes.
 _RPC_BUCKETS = (

@@ -172,7 +172,14 @@ async def _abort(
     trailing: tuple[tuple[str, bytes], ...],
     rid: str,
 ) -> None:
-    await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
+    try:
+        await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
+    except BaseException as exc:
+        # abort() ends the RPC by raising. Recorded further out (the tracing interceptor records
+        # it on the RPC's span), its traceback would show the error being handled, whose message
+        # may quote what the client sent (a key pasted as a team id): leave that chain out.
+        exc.__suppress_context__ = True
+        raise
 
 
 def _access(method: str, rid: str, code: str, started: float, on_rpc: RpcObserver | None) -> None:
