@@ -129,13 +129,13 @@ class App:
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
         max_bytes = settings.max_message_bytes
+        self.interceptor = GatewayInterceptor(
+            Authenticator(master, teams), metrics.RpcMetrics() if settings.metrics_enabled else None
+        )
         self.server = grpc.aio.server(
             interceptors=[
                 *(self.tracing.interceptors if self.tracing is not None else ()),
-                GatewayInterceptor(
-                    Authenticator(master, teams),
-                    metrics.RpcMetrics() if settings.metrics_enabled else None,
-                ),
+                self.interceptor,
             ],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
