@@ -117,8 +117,8 @@ async def test_a_fallback_a_failure_and_a_stream_are_each_counted_once(svc: Clie
     assert moved(rpc, method="/saas_llm.v1.JobService/LlmCallStream", code="OK") == 1
 
 
-async def test_open_jobs_and_reserved_credits_follow_the_database(svc: Client) -> None:
-    c = svc
+async def test_open_jobs_and_reserved_credits_follow_the_database(client: Client) -> None:
+    c = client
     team, key = await make_team(c, credits=5)
     jobs = [await _job(c, team, key) for _ in range(3)]
     await c.app.sweep_once()
