@@ -7,18 +7,31 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PYTHONPATH := $(CURDIR)/src
-LINT_PATHS := src/service tests scripts gateway $(wildcard bench)
+LINT_PATHS := src/service tests scripts gateway clients/python $(wildcard bench)
+# The generated code: Python stubs (the saas-llm-grpc package), TypeScript stubs, OpenAPI.
+GENERATED := clients/python-grpc/src/saas_llm clients/node/src/gen gateway/openapi.json
+NODE_CLIENT := clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.package-lock.json
+# The admin dashboard's browser tests drive Debian's Chromium (Playwright is pointed at it: no
+# browser is downloaded). Installed by `make test` when missing; root, or sudo.
+CHROMIUM := /usr/bin/chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: help install gen gen-check lint fmt test run migrate bench audit clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml clients/python-grpc/pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e clients/python-grpc -e '.[dev]' -e 'clients/python[grpc]'
 	touch $(STAMP)
+
+# The TypeScript client's dependencies (ts-proto generates its stubs in `make gen`), exactly as
+# package-lock.json pins them; npm's cache makes a reinstall quick.
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	cd $(NODE_CLIENT) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
 # promtool (the tests check the metrics exposition and the Prometheus config with it), taken
 # from Debian's prometheus package without installing the server.
@@ -29,24 +42,42 @@ $(PROMTOOL):
 	apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; \
 	dpkg-deb -x prometheus_*.deb root; cp root/usr/bin/promtool ..; cd ..; rm -rf deb
 
-install: $(STAMP) $(PROMTOOL) ## Create .venv and install the project with its dev tools
+# Go from Debian's packages, for the Go client test (buf generate + go run in GOPATH mode, no
+# module download). Needs root for apt-get; without it the test is skipped outside CI.
+GO_DEBS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
+  golang-google-genproto-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+GO_STAMP := build/.go-debs
 
-gen: $(STAMP) ## Generate Python stubs, the Envoy descriptor set and the OpenAPI document from proto/
+$(GO_STAMP):
+	@if ! dpkg -s $(GO_DEBS) >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q \
+	      --no-install-recommends $(GO_DEBS) >/dev/null; \
+	  else echo "not root: Go packages not installed, the Go client test will be skipped"; fi; \
+	fi
+	mkdir -p build && touch $@
+
+install: $(STAMP) $(NODE_STAMP) $(GO_STAMP) $(PROMTOOL) ## Create .venv and install the project with its dev tools (npm, Go packages, promtool)
+
+gen: $(STAMP) $(NODE_STAMP) ## Generate Python and TypeScript stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py
 	$(BIN)/python -m gateway.openapi build/descriptor.pb gateway/openapi.json
 
 gen-check: gen ## Fail if generated files differ from the committed ones
-	@git diff --exit-code --stat -- src/saas_llm gateway/openapi.json || \
+	@git diff --exit-code --stat -- $(GENERATED) || \
 	  (echo "generated code is stale: run 'make gen' and commit" >&2; exit 1)
-	@test -z "$$(git status --porcelain -- src/saas_llm gateway/openapi.json)" || \
-	  (git status --porcelain -- src/saas_llm gateway/openapi.json; echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
+	@test -z "$$(git status --porcelain -- $(GENERATED))" || \
+	  (git status --porcelain -- $(GENERATED); echo "untracked generated files: run 'make gen' and commit" >&2; exit 1)
 
-lint: gen ## ruff, mypy --strict, buf lint
+lint: gen ## ruff, mypy --strict, import boundaries, buf lint and breaking (against main), tsc, envoy validate
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/buf lint
 	$(BIN)/buf build -o /dev/null
+	$(BIN)/python scripts/buf_breaking.py
+	cd $(NODE_CLIENT) && node_modules/.bin/tsc -p . --noEmit
 	$(BIN)/envoy --mode validate -c envoy.yaml --log-level warn
 
 fmt: $(STAMP) ## Format the code
@@ -65,7 +96,11 @@ run-cluster: gen ## 2 service replicas behind one Envoy on PostgreSQL (REST :808
 soak: gen ## The long reliability/security variants (pytest -m soak; not part of make test)
 	$(BIN)/python -m pytest -m soak $(PYTEST_ARGS) tests/reliability tests/security
 
-test: gen ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST)
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q chromium
+
+test: gen $(CHROMIUM) ## Run the whole test suite (SQLite, PostgreSQL, gRPC, Envoy REST, the dashboard in Chromium)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: gen ## Measure throughput and latency; writes bench/results/
@@ -75,4 +110,4 @@ audit: gen ## Check the credit ledger invariants of DATABASE_URL
 	$(BIN)/python -m service audit
 
 clean: ## Remove the venv and generated build files
-	rm -rf $(VENV) build
+	rm -rf $(VENV) build $(NODE_CLIENT)/node_modules $(NODE_CLIENT)/dist

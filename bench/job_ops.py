@@ -1,11 +1,11 @@
-"""CPU per job create and per job complete, in-process, with and without the raw-driver fast
-path (storage/fastpath.py), on SQLite and (when reachable) PostgreSQL.
+"""CPU per job create, call record and job complete, in-process, on SQLite and (when
+reachable) PostgreSQL.
 
-`python -m bench.job_ops` prints JSON. It calls JobRepository directly in one process, without
-gRPC, Envoy or the load generator, so that it measures the storage code alone. Each mode creates
-and completes the same number of jobs after a warmup, timed with `time.process_time`. The
-"sqlalchemy" mode is the same repository with the fast path switched off: the code every
-non-happy case (no credits, replays) still takes.
+`python -m bench.job_ops` prints JSON. It runs one process without gRPC, Envoy or the load
+generator, so that it measures our code alone: "storage" calls the single writer of each money
+operation through JobRepository (storage/money_*.py), "domain" the same operations through
+JobsService (validation, tenancy, the writer, the answer). Each mode creates, records one call
+for and completes the same number of jobs after a warmup, timed with `time.process_time`.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.inprocess import insert_team, start_app
+from service.domain.ports import JobClaim, NewCall, NewJob
+from service.domain.principal import ADMIN
 from service.server import App
 
 KEY = "sk-master-bench-jobs-" + "j" * 16
@@ -33,45 +35,80 @@ async def _team(app: App) -> str:
     return team_id
 
 
-async def _measure(app: App, jobs: int) -> dict[str, float]:
-    repo = app.jobs_repo
+def _call(job_id: str, team_id: str) -> NewCall:
+    return NewCall(
+        job_id=job_id,
+        team_id=team_id,
+        model_group="g",
+        model="openai/m",
+        purpose="",
+        status="success",
+        streamed=False,
+        prompt_tokens=3,
+        completion_tokens=4,
+        usage_estimated=False,
+        cost_usd=0.0001,
+        latency_ms=5,
+        ttft_ms=None,
+        error=None,
+        attempts=[{"model": "openai/m", "error": None, "latency_ms": 5}],
+    )
+
+
+async def _measure(app: App, jobs: int, layer: str) -> dict[str, float]:
+    repo, svc = app.jobs_repo, app.jobs
     team_id = await _team(app)
-    create_s = complete_s = 0.0
+    totals = [0.0, 0.0, 0.0]
     for round_ in ("warmup", "measured"):
-        create_s = complete_s = 0.0
+        totals = [0.0, 0.0, 0.0]
         for _ in range(jobs if round_ == "measured" else jobs // 4):
             t0 = time.process_time()
-            job, _ = await repo.create(
-                team_id=team_id,
-                user_id="",
-                job_type="bench",
-                metadata={"k": "v"},
-                request_id=None,
-                request_hash=None,
-            )
+            if layer == "storage":
+                job_id = str(uuid.uuid4())
+                await repo.create_job(
+                    NewJob(job_id, team_id, "", "bench", {"k": "v"}, None, None, _now())
+                )
+            else:
+                job, _ = await svc.create(
+                    ADMIN,
+                    team_id=team_id,
+                    user_id="",
+                    job_type="bench",
+                    metadata={"k": "v"},
+                    request_id="",
+                )
+                job_id = job.job_id
             t1 = time.process_time()
-            await repo.complete(job.job_id, "completed", {}, None)
-            create_s += t1 - t0
-            complete_s += time.process_time() - t1
+            await repo.record_call(_call(job_id, team_id))
+            t2 = time.process_time()
+            if layer == "storage":
+                await repo.complete_job(JobClaim(job_id, "completed", {}, None, None))
+            else:
+                await svc.complete(ADMIN, job_id, "completed", {}, "")
+            t3 = time.process_time()
+            totals[0] += t1 - t0
+            totals[1] += t2 - t1
+            totals[2] += t3 - t2
+    create_s, record_s, complete_s = totals
     return {
         "create_ms": round(create_s * 1000 / jobs, 3),
+        "record_call_ms": round(record_s * 1000 / jobs, 3),
         "complete_ms": round(complete_s * 1000 / jobs, 3),
     }
+
+
+def _now() -> Any:
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC)
 
 
 async def _database(url: str, jobs: int) -> dict[str, Any]:
     app = await start_app(url, KEY)
     try:
-        fast = app.db.fast
-        result = {"fast_path": await _measure(app, jobs)}
-        app.db.fast = None
-        try:
-            result["sqlalchemy"] = await _measure(app, jobs)
-        finally:
-            app.db.fast = fast
+        return {layer: await _measure(app, jobs, layer) for layer in ("storage", "domain")}
     finally:
         await app.stop(grace=0)
-    return result
 
 
 async def _postgres(jobs: int) -> dict[str, Any]:

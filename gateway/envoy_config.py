@@ -1,5 +1,6 @@
-"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints,
-and optionally tracing and a stats listener.
+"""Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints
+(and absolute paths for the admin dashboard's files), and optionally tracing and a stats
+listener.
 
 envoy.yaml stays the real, readable configuration; tests and `make run` need the same config with
 free ports, an absolute descriptor path, or several service replicas. The substitution is textual
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import json
 import os
 import re
 import sys
@@ -35,7 +37,13 @@ ENVOY_YAML = ROOT / "envoy.yaml"
 _HTTP_PORT = "port_value: 8080"
 _ADMIN = "address: 127.0.0.1, port_value: 9901"
 _DESCRIPTOR = "proto_descriptor: build/descriptor.pb"
+# The admin dashboard's files, relative to the repository (Envoy reads them at start).
+_ADMIN_FILES = "filename: gateway/admin/"
 _CLUSTER_TYPE = "    type: STATIC\n"
+# The REST virtual host; a CORS policy goes right after its `domains` line.
+_VIRTUAL_HOST = '            - name: gateway\n              domains: ["*"]\n'
+_CORS_METHODS = "GET, POST, PUT, PATCH, DELETE, OPTIONS"
+_CORS_HEADERS = "authorization, content-type, x-request-id, traceparent"
 # The one upstream endpoint of cluster grpc_service, with its indentation.
 _ENDPOINT = re.compile(
     r"^(?P<indent> *)- endpoint:\n"
@@ -169,6 +177,29 @@ def _replace_once(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
+def cors_policy(origins: Sequence[str]) -> str:
+    """The virtual host's typed_per_filter_config for Envoy's CORS filter: `*` allows any origin,
+    anything else is an exact origin ("https://app.example.com"). No credentials: the API is
+    called with a bearer key, never with cookies."""
+    matchers = [
+        '{safe_regex: {regex: ".*"}}' if o == "*" else "{exact: " + json.dumps(o) + "}"
+        for o in origins
+    ]
+    lines = [
+        "              typed_per_filter_config:",
+        "                envoy.filters.http.cors:",
+        '                  "@type": type.googleapis.com/'
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        "                  allow_origin_string_match:",
+        *(f"                  - {m}" for m in matchers),
+        f'                  allow_methods: "{_CORS_METHODS}"',
+        f'                  allow_headers: "{_CORS_HEADERS}"',
+        '                  expose_headers: "x-request-id"',
+        '                  max_age: "600"',
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def render(
     http_port: int = 8080,
     grpc_port: int = 50051,
@@ -178,6 +209,7 @@ def render(
     *,
     listen_address: str = "0.0.0.0",
     admin_address: str = "127.0.0.1",
+    cors_allowed_origins: Sequence[str] = (),
     source: str | Path = ENVOY_YAML,
     otlp_endpoint: str | None = None,
     stats_port: int | None = None,
@@ -186,6 +218,8 @@ def render(
 
     grpc_hosts, when given, replaces the single upstream 127.0.0.1:grpc_port by one endpoint per
     entry ("host:port", a port, or (host, port)); hosts that are names rather than IP addresses
+    switch the cluster to STRICT_DNS (docker-compose service names). cors_allowed_origins, when
+    given, turns CORS on for those origins (settings.CORS_ALLOWED_ORIGINS).
     switch the cluster to STRICT_DNS (docker-compose service names).
 
     otlp_endpoint ("http://host:port") turns Envoy's tracing on; stats_port adds the stats
@@ -202,6 +236,12 @@ def render(
     text = _replace_once(text, _HTTP_PORT, f"port_value: {int(http_port)}")
     text = _replace_once(text, _ADMIN, f"address: {admin_address}, port_value: {int(admin_port)}")
     text = _replace_once(text, _DESCRIPTOR, f"proto_descriptor: {Path(descriptor_path)}")
+    if _ADMIN_FILES not in text:
+        raise ValueError(f"envoy.yaml: expected the admin dashboard's routes ({_ADMIN_FILES!r})")
+    # Absolute, so that Envoy finds them whatever its working directory.
+    text = text.replace(_ADMIN_FILES, f"filename: {ROOT / 'gateway' / 'admin'}/")
+    if cors_allowed_origins:
+        text = _replace_once(text, _VIRTUAL_HOST, _VIRTUAL_HOST + cors_policy(cors_allowed_origins))
 
     match = _ENDPOINT.search(text)
     if match is None or len(_ENDPOINT.findall(text)) != 1:
@@ -253,6 +293,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--listen-address", default="0.0.0.0")
     parser.add_argument("--admin-address", default="127.0.0.1")
     parser.add_argument(
+        "--cors-origin", action="append", default=[], help="allowed CORS origin (repeatable)"
+    )
+    parser.add_argument(
         "--otlp-endpoint",
         default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         help="trace to this OTLP/gRPC collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
@@ -267,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         grpc_hosts=args.grpc or None,
         listen_address=args.listen_address,
         admin_address=args.admin_address,
+        cors_allowed_origins=args.cors_origin,
         otlp_endpoint=args.otlp_endpoint,
         stats_port=args.stats_port,
     )

@@ -8,7 +8,8 @@ nor in the body), the request body (body "*": the request message minus the path
 "<field>": that field, e.g. a bare JSON array), the 200 answer (text/event-stream for
 server-streaming RPCs) and the JSON error answers. Schemas follow the proto3 JSON mapping as Envoy
 prints it (preserve_proto_field_names: snake_case names). Descriptions come from the proto
-comments (the descriptor set is built with --include_source_info).
+comments (the descriptor set is built with --include_source_info); `required` lists and required
+query parameters from `google.api.field_behavior` REQUIRED, `readOnly` from OUTPUT_ONLY.
 
 The output is deterministic (sorted keys, stable order, trailing newline): `make gen-check` fails
 when the committed gateway/openapi.json is not what this script produces.
@@ -31,7 +32,11 @@ from google.protobuf import descriptor_pb2
 # Importing it registers the google.api.http extension of MethodOptions, so that the descriptor
 # set's annotations parse. (Imported by name: googleapis-common-protos ships no py.typed.)
 _annotations: Any = importlib.import_module("google.api.annotations_pb2")
+# Likewise google.api.field_behavior (REQUIRED, OUTPUT_ONLY, ...) of FieldOptions.
+_field_behavior: Any = importlib.import_module("google.api.field_behavior_pb2")
 HttpRule = Any  # google.api.HttpRule
+REQUIRED: int = _field_behavior.REQUIRED
+OUTPUT_ONLY: int = _field_behavior.OUTPUT_ONLY
 
 PACKAGE = "saas_llm.v1"
 TITLE = "SaaS LLM Gateway REST API"
@@ -299,10 +304,13 @@ class _Builder:
                 continue
             comment = message.field_comments.get(fld.name, "")
             field_schema = self.field_schema(fld)
+            behaviors = _behaviors(fld)
+            if OUTPUT_ONLY in behaviors:
+                field_schema = _read_only(field_schema)
             if fld.proto3_optional:
                 comment = (comment + "\n\n" if comment else "") + "Optional: omitted when unset."
             properties[fld.name] = _describe(field_schema, comment)
-            if re.match(r"^Required\b", comment):
+            if REQUIRED in behaviors:
                 required.append(fld.name)
         schema: JSON = {"type": "object", "properties": properties}
         if required:
@@ -357,6 +365,8 @@ class _Builder:
                     continue
                 schema = self.field_schema(fld)
                 param: JSON = {"name": fld.name, "in": "query", "schema": schema}
+                if REQUIRED in _behaviors(fld):
+                    param["required"] = True
                 if schema.get("type") == "array":
                     param.update({"style": "form", "explode": True})
                 parameters.append(_describe(param, request.field_comments.get(fld.name, "")))
@@ -425,6 +435,17 @@ class _Builder:
         if is_health:
             operation["security"] = []
         return path, verb, operation
+
+
+def _behaviors(fld: FDP) -> set[int]:
+    """The google.api.field_behavior values of a field (a repeated extension: empty if unset)."""
+    return set(fld.options.Extensions[_field_behavior.field_behavior])
+
+
+def _read_only(schema: JSON) -> JSON:
+    if "$ref" in schema:
+        return {"allOf": [schema], "readOnly": True}
+    return {**schema, "readOnly": True}
 
 
 def _first_sentence(comment: str) -> str:

@@ -132,6 +132,7 @@ async def start_envoy(
     log_level: str = "warn",
     concurrency: int = 2,
     startup_timeout: float = 15.0,
+    cors_allowed_origins: Sequence[str] = (),
     otlp_endpoint: str | None = None,
 ) -> Envoy:
     """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
@@ -149,6 +150,7 @@ async def start_envoy(
             descriptor_path=descriptor,
             grpc_hosts=hosts,
             listen_address="127.0.0.1",
+            cors_allowed_origins=cors_allowed_origins,
             otlp_endpoint=otlp_endpoint,
         )
     )

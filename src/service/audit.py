@@ -28,12 +28,13 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, case, func, select
 
-from service.domain.validation import OPEN_STATUSES
+from service.domain.models import OPEN_STATUSES
 from service.settings import get_settings
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.rows import utcnow
 from service.storage.schema import credit_transactions as ct
 from service.storage.schema import jobs, teams
+from service.storage.sql import one_of
 
 # Signed effect of each ledger row on credits_remaining (allocated - used - reserved).
 _EFFECT = {
@@ -77,13 +78,13 @@ def _sum(kind: str) -> ColumnElement[Any]:
 
 
 def _count(*kinds: str) -> ColumnElement[Any]:
-    return func.coalesce(func.sum(case((ct.c.transaction_type.in_(kinds), 1), else_=0)), 0)
+    return func.coalesce(func.sum(case((one_of(ct.c.transaction_type, kinds), 1), else_=0)), 0)
 
 
 async def audit(db: Database, stale_after_s: float | None = None) -> Report:
     """Check every invariant; `stale_after_s` also flags open jobs idle for longer."""
     report = Report()
-    async with db.tx() as conn:
+    async with db.snapshot() as conn:
         ledger = {
             r[0]: tuple(int(x) for x in r[1:])
             for r in (
@@ -105,7 +106,7 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
             for r in (
                 await conn.execute(
                     select(jobs.c.team_id, func.count())
-                    .where(jobs.c.status.in_(OPEN_STATUSES))
+                    .where(one_of(jobs.c.status, OPEN_STATUSES))
                     .group_by(jobs.c.team_id)
                 )
             ).all()
@@ -177,8 +178,11 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
             select(ct.c.transaction_id, ct.c.team_id, ct.c.transaction_type, ct.c.job_id)
             .select_from(ct.outerjoin(jobs, jobs.c.job_id == ct.c.job_id))
             .where(
-                (ct.c.transaction_type.in_(_JOB_KINDS) & jobs.c.job_id.is_(None))
-                | (ct.c.transaction_type.in_(("allocation", "addition")) & ct.c.job_id.isnot(None))
+                (one_of(ct.c.transaction_type, _JOB_KINDS) & jobs.c.job_id.is_(None))
+                | (
+                    one_of(ct.c.transaction_type, ("allocation", "addition"))
+                    & ct.c.job_id.isnot(None)
+                )
             )
         )
         for tx_id, team_id, kind, job_id in (await conn.execute(orphans)).all():
@@ -226,7 +230,7 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
             for job_id, team_id, status, updated_at in (
                 await conn.execute(
                     select(jobs.c.job_id, jobs.c.team_id, jobs.c.status, jobs.c.updated_at).where(
-                        jobs.c.status.in_(OPEN_STATUSES), jobs.c.updated_at < cutoff
+                        one_of(jobs.c.status, OPEN_STATUSES), jobs.c.updated_at < cutoff
                     )
                 )
             ).all():
@@ -239,7 +243,7 @@ async def audit(db: Database, stale_after_s: float | None = None) -> Report:
 
 
 async def _main(url: str, stale_after_s: float | None) -> int:
-    db = Database(url)
+    db = Database.open(url)
     try:
         report = await audit(db, stale_after_s)
     except Exception as exc:

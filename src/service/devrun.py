@@ -1,7 +1,9 @@
 """`make run` (`python -m service run-all`): migrate, then run the service and Envoy together.
 
 1. data/ exists; MASTER_KEY comes from the environment or from data/master_key (generated on the
-   first run, mode 0600) and is printed with a copy-paste example.
+   first run, mode 0600) and is printed with a copy-paste example. ENCRYPTION_KEY (which seals
+   provider keys pasted into model configs) likewise comes from the environment or from
+   data/encryption_key, generated on the first run and never printed.
 2. `python -m service migrate` applies the migrations to DATABASE_URL.
 3. `python -m service serve` (gRPC on GRPC_PORT, metrics on METRICS_PORT) and Envoy (REST on
    HTTP_PORT, admin and its /stats/prometheus on ENVOY_ADMIN_PORT, config
@@ -129,6 +131,18 @@ def _master_key(data_dir: Path) -> tuple[str, bool]:
     return key, True
 
 
+def _encryption_key(data_dir: Path) -> str:
+    """ENCRYPTION_KEY from the environment, else data/encryption_key (generated on the first
+    run, mode 0600, the same file `python -m service rotate-encryption-key` rotates)."""
+    from service.encryption import generate_key, load_key_text, write_key_file
+
+    keys, _ = load_key_text(os.environ.get("ENCRYPTION_KEY"), data_dir)
+    if keys is None:
+        keys = generate_key()
+        write_key_file(data_dir / "encryption_key", keys)
+    return keys
+
+
 def _port(env: Mapping[str, str], name: str, default: int) -> int:
     value = env.get(name, "").strip()
     return int(value) if value else default
@@ -217,6 +231,7 @@ def _banner(key: str, from_file: bool, http_port: int, grpc_port: int, key_file:
         f"  SaaS LLM gateway\n\n"
         f"{key_line}\n\n"
         f"  REST   http://localhost:{http_port}\n"
+        f"  Admin  http://localhost:{http_port}/admin/  (sign in with the master key)\n"
         f"  gRPC   localhost:{grpc_port}\n\n"
         f"  Try:\n"
         f"    curl -s http://localhost:{http_port}/health\n"
@@ -247,6 +262,7 @@ def prepare(
     key, from_file = _master_key(root / "data")
     env = dict(os.environ)
     env["MASTER_KEY"] = key
+    env["ENCRYPTION_KEY"] = _encryption_key(root / "data")
     src = str(root / "src")
     if src not in env.get("PYTHONPATH", "").split(os.pathsep):
         env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
@@ -276,7 +292,9 @@ def envoy_config(root: Path, name: str, **render_args: Any) -> Path:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from gateway.envoy_config import render
+    from service.settings import Settings
 
+    render_args.setdefault("cors_allowed_origins", Settings().cors_origins)
     config = root / "build" / name
     config.write_text(render(descriptor_path=root / "build" / "descriptor.pb", **render_args))
     return config

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Literal, Protocol
+from typing import Protocol
 
 from service.providers.base import ProviderError
 
-# How a recorded call ended (llm_calls.status), plus the response cache's answer (issue 16).
-CallStatus = Literal["success", "failed", "cancelled", "cached"]
+# How a recorded call ended: "success", "failed", "cancelled" (llm_calls.status), or "cached"
+# (answered by the response cache, issue 16).
+CallStatus = str
 
 log = logging.getLogger("service.llm")
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
-from grpc_reflection.v1alpha import reflection
 
 from saas_llm.v1 import (
     access_group_service_pb2,
@@ -37,6 +36,7 @@ from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
 from service.api.interceptor import GatewayInterceptor
 from service.api.job_servicer import JobServicer
+from service.api.reflection import enable_reflection
 from service.api.tenancy_servicers import (
     ModelAccessGroupServicer,
     ModelGroupServicer,
@@ -51,14 +51,14 @@ from service.domain.usage import UsageService
 from service.observe import CallObserver, LogObserver
 from service.providers import costs
 from service.providers.base import Provider
+from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
 from service.settings import Settings
-from service.storage.access_groups import AccessGroupRepository
-from service.storage.db import Database
+from service.storage.catalog import CatalogRepository
+from service.storage.database import Database
 from service.storage.jobs import JobRepository
 from service.storage.ledger import LedgerRepository
-from service.storage.model_groups import ModelGroupRepository
-from service.storage.organizations import OrganizationRepository
+from service.storage.money import money_for
 from service.storage.rows import utcnow
 from service.storage.teams import TeamRepository
 from service.storage.usage import UsageRepository
@@ -83,6 +83,8 @@ SERVICE_NAMES = (
 
 # Seconds the shielded clean-up of RPCs cut at the end of the grace period gets to finish.
 SETTLE_TASKS_S = 5.0
+# Seconds before the end of the grace period at which open streams are ended.
+STREAM_DRAIN_MARGIN_S = 1.0
 
 
 class App:
@@ -103,11 +105,12 @@ class App:
             from service import tracing
 
             self.tracing = tracing.start(settings, tracer_provider)
-        self.db = Database(
-            settings.database_url, pool_size=settings.db_pool_size, echo=settings.db_echo
-        )
+        self.db = Database.open(settings.database_url, pool_size=settings.db_pool_size)
+        key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
+        # EncryptionKeyError here (a malformed ENCRYPTION_KEY) stops the start with its message.
+        credentials = CredentialPolicy.from_settings(key, settings.provider_env_names)
         self.provider: Provider = provider or ProviderRouter(
-            simulate_without_keys=settings.simulate_without_keys
+            simulate_without_keys=settings.simulate_without_keys, credentials=credentials
         )
         if self.tracing is not None:
             from service.providers.tracing import TracingProvider
@@ -116,15 +119,16 @@ class App:
         observer: CallObserver = (
             metrics.MetricsObserver() if settings.metrics_enabled else LogObserver()
         )
-        orgs = OrganizationRepository(self.db)
-        groups = ModelGroupRepository(self.db)
-        teams = TeamRepository(self.db, cache_ttl=settings.cache_ttl)
-        self.jobs_repo = JobRepository(self.db)
-        tenancy = TenancyService(orgs, groups, teams, AccessGroupRepository(self.db))
-        usage = UsageService(UsageRepository(self.db), teams, orgs)
-        credits = CreditsService(LedgerRepository(self.db))
+        money = money_for(self.db)
+        catalog = CatalogRepository(self.db)
+        teams = TeamRepository(self.db, money, cache_ttl=settings.cache_ttl)
+        ledger = LedgerRepository(self.db, money)
+        self.jobs_repo = JobRepository(self.db, money)
+        self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
+        usage = UsageService(UsageRepository(self.db), teams, catalog)
+        self.credits = credits = CreditsService(ledger)
         runner = CallRunner(self.provider, settings.default_llm_timeout, observer)
-        self.jobs = JobsService(self.jobs_repo, teams, groups, runner, observer)
+        self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner, observer)
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db)
         self.grpc_health = health_aio.HealthServicer()
@@ -161,13 +165,8 @@ class App:
         job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)
-        reflection.enable_server_reflection(
-            (
-                *SERVICE_NAMES,
-                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-                reflection.SERVICE_NAME,
-            ),
-            s,
+        enable_reflection(
+            s, (*SERVICE_NAMES, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         )
         self.port = 0
         self.metrics_server: metrics.MetricsServer | None = None
@@ -176,6 +175,9 @@ class App:
     async def start(self) -> int:
         # Preload the price map so that the first call pays nothing.
         await asyncio.to_thread(costs.warm)
+        # A wrong or missing ENCRYPTION_KEY stops the start here rather than failing every call
+        # that uses a pasted key (EncryptionKeyError, reported by `python -m service serve`).
+        await self.tenancy.verify_stored_credentials()
         addr = f"{self.settings.grpc_host}:{self.settings.grpc_port}"
         self.port = self.server.add_insecure_port(addr)
         if self.port == 0:
@@ -194,14 +196,14 @@ class App:
                 "grpc_port": self.port,
                 "metrics_port": self.metrics_server.port if self.metrics_server else None,
                 "tracing": self.tracing is not None,
-                "database": self.db.engine.dialect.name,
+                "database": self.db.dialect.name,
             },
         )
         return self.port
 
     async def sweep_once(self) -> int:
         cutoff = utcnow() - timedelta(seconds=self.settings.job_timeout)
-        n = await self.jobs_repo.expire_stale(cutoff)
+        n = await self.jobs_repo.expire_stale_jobs(cutoff)
         if n:
             log.info("expired stale jobs", extra={"expired": n})
         if self.settings.metrics_enabled:
@@ -235,7 +237,15 @@ class App:
             self._sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._sweeper
-        await self.server.stop(self.settings.shutdown_grace if grace is None else grace)
+        grace = self.settings.shutdown_grace if grace is None else grace
+        # Streams still open near the end of the grace period end with a final error event, so
+        # that a client can tell a cut stream from a finished one.
+        drain = asyncio.get_running_loop().call_later(
+            max(grace - STREAM_DRAIN_MARGIN_S, grace / 2), self.jobs.draining.set
+        )
+        await self.server.stop(grace)
+        drain.cancel()
+        self.jobs.draining.set()
         if settle_tasks > 0:
             me = asyncio.current_task()
             pending = [t for t in asyncio.all_tasks() if t is not me and not t.done()]

@@ -13,7 +13,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(
         default="sqlite+aiosqlite:///./data/gateway.db",
-        description="SQLAlchemy async URL: sqlite+aiosqlite:///... or postgresql+asyncpg://...",
+        description="sqlite+aiosqlite:///<path> or postgresql+asyncpg://user@host/db",
     )
     master_key: SecretStr | None = Field(
         default=None, description="Admin key; `make run` generates one into data/ when unset."
@@ -41,6 +41,18 @@ class Settings(BaseSettings):
     # earlier (every call needs them). Changes made through the same replica apply at once;
     # 0 disables the cache.
     cache_ttl: float = Field(default=1.0, ge=0, le=60)
+    # Keys that seal provider credentials pasted into model configs (src/service/encryption.py):
+    # comma-separated, the first seals, all open. Unset: literal keys are refused (env references
+    # still work). `make run` generates data/encryption_key.
+    encryption_key: SecretStr | None = None
+    # Extra environment variable names a model config may reference ("os.environ/NAME") besides
+    # names ending in _API_KEY, _KEY, _TOKEN or _SECRET (src/service/providers/credentials.py).
+    provider_env_names: str = ""
+    # Origins a browser app may call the REST API from (Envoy's CORS filter): comma-separated,
+    # e.g. "https://app.example.com,http://localhost:3000", or "*" for any. Empty (the default):
+    # no CORS answers, browsers refuse cross-origin calls. Read by `make run` / `make run-cluster`
+    # when they render envoy.yaml.
+    cors_allowed_origins: str = ""
     db_echo: bool = False
     # Prometheus metrics (service/metrics.py) at GET /metrics on METRICS_PORT, bound to
     # GRPC_HOST. 0 picks a free port (logged in the "listening" line; what the tests use).
@@ -57,6 +69,10 @@ class Settings(BaseSettings):
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")
+
+    @property
+    def cors_origins(self) -> list[str]:
+        return [o.strip() for o in self.cors_allowed_origins.split(",") if o.strip()]
 
 
 @lru_cache(maxsize=1)

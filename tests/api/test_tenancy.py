@@ -340,11 +340,15 @@ async def test_every_rpc_has_an_auth_rule() -> None:
 
 
 async def test_credential_headers_must_reference_env(sqlite_client: Client) -> None:
+    """Every extra_headers value is a credential (issue 21 item 8: a name rule missed
+    X-Credential): without ENCRYPTION_KEY (this server has none) each must be a reference."""
     c = sqlite_client
     for headers in (
         {"Authorization": "Bearer literal"},
         {"x-api-key": "abc"},
         {"X-Auth-Token": "t"},
+        {"X-Credential": "c"},
+        {"x-team": "a"},
     ):
         with pytest.raises(grpc.aio.AioRpcError) as e:
             await c.groups.CreateModelGroup(
@@ -362,7 +366,18 @@ async def test_credential_headers_must_reference_env(sqlite_client: Client) -> N
             )
         assert e.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     ok = await make_group(
-        c, [("anthropic/x", {"extra_headers": {"x-api-key": "os.environ/K", "x-team": "a"}})]
+        c,
+        [
+            (
+                "anthropic/x",
+                {
+                    "extra_headers": {
+                        "x-api-key": "os.environ/PROXY_API_KEY",
+                        "x-team": "os.environ/T_TOKEN",
+                    }
+                },
+            )
+        ],
     )
     assert ok
 
@@ -370,8 +385,8 @@ async def test_credential_headers_must_reference_env(sqlite_client: Client) -> N
 async def test_additions_stop_at_the_team_total_cap(client: Client) -> None:
     """Each addition is valid on its own; the one that would take the team's total past
     MAX_TOTAL_CREDITS is refused whole, and the totals stay as they were."""
+    from service.domain.credits import MAX_TOTAL_CREDITS
     from service.domain.validation import MAX_CREDITS
-    from service.storage.ledger import MAX_TOTAL_CREDITS
 
     team_id, key = await make_team(client, credits=0)
     step = MAX_CREDITS  # the largest single addition

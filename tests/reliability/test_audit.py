@@ -10,7 +10,7 @@ from sqlalchemy import insert, select, update
 
 from saas_llm.v1 import job_service_pb2 as job_pb
 from service.audit import audit
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.rows import new_id, utcnow
 from service.storage.schema import credit_transactions as ct
 from service.storage.schema import jobs, teams
@@ -55,7 +55,7 @@ async def _new_violations(db: Database, seen: set[str], stale: float | None = No
 
 async def test_auditor_detects_each_violation_and_names_the_row(db_url: str) -> None:
     world = await _populate(db_url, 7)
-    db = Database(db_url)
+    db = Database.open(db_url)
     try:
         report = await audit(db, 3600)
         assert report.ok, report.violations

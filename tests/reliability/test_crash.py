@@ -12,7 +12,7 @@ import aiohttp
 import pytest
 from sqlalchemy import func, select
 
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.schema import jobs, teams
 from tests.conftest import MASTER_KEY, fresh_database
 from tests.envoy_harness import start_envoy
@@ -26,7 +26,7 @@ SWEEPER_INTERVAL = 0.5
 
 
 async def _job_states(url: str) -> tuple[dict[str, str], dict[str, bool], tuple[int, int, int]]:
-    db = Database(url)
+    db = Database.open(url)
     try:
         async with db.tx() as conn:
             rows = (

@@ -1,7 +1,10 @@
-"""A Hypothesis state machine of the credit rules against the real storage (SQLite and
-PostgreSQL): create (with and without idempotency keys), calls that succeed or fail, complete as
-completed/failed, add credits, expiry by the sweeper, team suspension, and concurrent duplicates
-of each. After every step the team row equals the model; after every run the auditor passes."""
+"""A Hypothesis state machine of the credit rules against the domain services on the real
+storage and its single writer of each money operation (SQLite and PostgreSQL), served by two
+replicas at once (two stacks on one database, as two processes would be): create (with and
+without idempotency keys), calls that succeed or fail, complete as completed/failed, add
+credits, expiry by the sweeper, team suspension, and concurrent duplicates of each, spread over
+both replicas. After every step the team row equals the model; after every run the auditor
+passes."""
 
 from __future__ import annotations
 
@@ -28,15 +31,23 @@ from hypothesis.stateful import (
 from sqlalchemy import update
 
 from service.audit import audit
+from service.domain.credits import CreditsService
 from service.domain.errors import (
     AlreadyExists,
     FailedPrecondition,
     InsufficientCredits,
 )
-from service.storage.db import Database
-from service.storage.jobs import JobRepository, NewCall
+from service.domain.jobs import JobsService
+from service.domain.llm import CallRunner
+from service.domain.ports import NewCall
+from service.domain.principal import ADMIN
+from service.domain.tenancy import TenancyService
+from service.providers.simulator import SimulatorProvider
+from service.storage.catalog import CatalogRepository
+from service.storage.database import Database
+from service.storage.jobs import JobRepository
 from service.storage.ledger import LedgerRepository
-from service.storage.organizations import OrganizationRepository
+from service.storage.money import money_for
 from service.storage.rows import utcnow
 from service.storage.schema import jobs
 from service.storage.teams import TeamRepository
@@ -54,26 +65,68 @@ class JobModel:
     job_type: str = "work"
 
 
+class Replica:
+    """What one service process has: its own connections, writer and domain services."""
+
+    def __init__(self, url: str) -> None:
+        self.db = Database.open(url, pool_size=8)
+        money = money_for(self.db)
+        catalog = CatalogRepository(self.db)
+        teams = TeamRepository(self.db, money, cache_ttl=0)
+        self.ledger_repo = LedgerRepository(self.db, money)
+        self.jobs_repo = JobRepository(self.db, money)
+        runner = CallRunner(SimulatorProvider(), 30.0)
+        self.jobs = JobsService(self.jobs_repo, teams, catalog, self.ledger_repo, runner)
+        self.credits = CreditsService(self.ledger_repo)
+        self.tenancy = TenancyService(catalog, teams)
+
+    def create(self, team_id: str, request_id: str | None, job_type: str) -> Any:
+        return self.jobs.create(
+            ADMIN,
+            team_id=team_id,
+            user_id="",
+            job_type=job_type,
+            metadata={},
+            request_id=request_id or "",
+        )
+
+    def complete(self, job_id: str, status: str) -> Any:
+        """(job, replayed)"""
+        return self.jobs.settle(job_id, status, {}, None)
+
+    def add(self, team_id: str, amount: int, reason: str, request_id: str | None) -> Any:
+        return self.credits.add(ADMIN, team_id, amount, reason, {}, request_id or "")
+
+    def set_status(self, team_id: str, status: str) -> Any:
+        return self.tenancy.set_team_status(ADMIN, team_id, status, "x")
+
+
 class Env:
-    """One event loop and one database for a whole Hypothesis run."""
+    """One event loop, one database and two replicas for a whole Hypothesis run."""
 
     def __init__(self, kind: str, tmp: Path) -> None:
         self.loop = asyncio.new_event_loop()
         self.url = self.run(fresh_database(kind, tmp))
-        self.db = Database(self.url, pool_size=8)
-        self.jobs = JobRepository(self.db)
-        self.ledger = LedgerRepository(self.db)
-        self.teams = TeamRepository(self.db)
-        self.orgs = OrganizationRepository(self.db)
+        self.replicas = (Replica(self.url), Replica(self.url))
+        self.db = self.replicas[0].db
         self.org = "org_" + uuid.uuid4().hex[:8]
-        self.run(self.orgs.create(self.org, "Org", {}))
+        self.run(self.replicas[0].tenancy.create_organization(ADMIN, self.org, "Org", {}))
         self.steps = 0
+        self._next = 0
+
+    def replica(self, i: int | None = None) -> Replica:
+        """Replica i (mod 2), or the next one in turn."""
+        if i is None:
+            i = self._next
+            self._next += 1
+        return self.replicas[i % 2]
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return self.loop.run_until_complete(coro)
 
     def close(self) -> None:
-        self.run(self.db.dispose())
+        for r in self.replicas:
+            self.run(r.db.dispose())
         self.loop.close()
 
 
@@ -107,18 +160,10 @@ class CreditMachine(RuleBasedStateMachine):
     def available(self) -> int:
         return self.allocated - self.used - self.reserved
 
-    def _create(self, request_id: str | None, job_type: str = "work") -> Coroutine[Any, Any, Any]:
-        from service.storage.ledger import body_hash
-
-        rhash = body_hash({"t": job_type}) if request_id else None
-        return env().jobs.create(
-            team_id=self.team,
-            user_id="",
-            job_type=job_type,
-            metadata={},
-            request_id=request_id,
-            request_hash=rhash,
-        )
+    def _create(
+        self, request_id: str | None, job_type: str = "work", replica: int | None = None
+    ) -> Coroutine[Any, Any, Any]:
+        return env().replica(replica).create(self.team, request_id, job_type)  # type: ignore[no-any-return]
 
     def _settle(self, job_id: str, status: str) -> None:
         j = self.jobs[job_id]
@@ -134,15 +179,17 @@ class CreditMachine(RuleBasedStateMachine):
     def make_team(self, credits: int) -> None:
         self.team = "team_" + uuid.uuid4().hex[:10]
         env().run(
-            env().teams.create(
+            env()
+            .replica(0)
+            .tenancy.create_team(
+                ADMIN,
                 organization_id=env().org,
                 team_id=self.team,
                 team_alias="",
-                group_names=[],
+                model_groups=[],
+                access_groups=[],
                 credits_allocated=credits,
                 metadata={},
-                key_hash=uuid.uuid4().hex + uuid.uuid4().hex,
-                key_prefix="sk-x",
             )
         )
         self.allocated = credits
@@ -182,7 +229,7 @@ class CreditMachine(RuleBasedStateMachine):
 
     @rule(n=st.integers(2, 6))
     def concurrent_creates(self, n: int) -> None:
-        results = env().run(gather(*(self._create(None) for _ in range(n))))
+        results = env().run(gather(*(self._create(None, replica=i) for i in range(n))))
         made = [r for r in results if not isinstance(r, BaseException)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if self.suspended:
@@ -198,7 +245,7 @@ class CreditMachine(RuleBasedStateMachine):
     def concurrent_duplicate_creates(self, n: int, rid: str) -> None:
         """The same idempotent create sent n times at once: one job at most, and every answer
         that is not an error is that job."""
-        results = env().run(gather(*(self._create(rid) for _ in range(n))))
+        results = env().run(gather(*(self._create(rid, replica=i) for i in range(n))))
         made = {r[0].job_id for r in results if not isinstance(r, BaseException)}
         errors = [r for r in results if isinstance(r, BaseException)]
         assert len(made) <= 1, results
@@ -220,7 +267,9 @@ class CreditMachine(RuleBasedStateMachine):
         if j is None or j.status not in OPEN:
             return  # the domain refuses calls on ended jobs before storage
         env().run(
-            env().jobs.record_call(
+            env()
+            .replica()
+            .jobs_repo.record_call(
                 NewCall(
                     job_id=job_id,
                     team_id=self.team,
@@ -249,7 +298,7 @@ class CreditMachine(RuleBasedStateMachine):
         if j is None:
             return
         try:
-            job, replayed = env().run(env().jobs.complete(job_id, status, {}, None))
+            job, replayed = env().run(env().replica().complete(job_id, status))
         except FailedPrecondition:
             assert j.status not in OPEN and j.status != status, (j, status)
             return
@@ -274,7 +323,9 @@ class CreditMachine(RuleBasedStateMachine):
             # (test_racing_completes_and_sweeper covers the mixed races).
             statuses = [statuses[0]] * len(statuses)
         was_open = j.status in OPEN
-        results = env().run(gather(*(env().jobs.complete(job_id, s, {}, None) for s in statuses)))
+        results = env().run(
+            gather(*(env().replica(i).complete(job_id, s) for i, s in enumerate(statuses)))
+        )
         fresh = [r for r in results if not isinstance(r, BaseException) and not r[1]]
         errors = [r for r in results if isinstance(r, BaseException)]
         assert all(isinstance(e, FailedPrecondition) for e in errors), errors
@@ -291,7 +342,7 @@ class CreditMachine(RuleBasedStateMachine):
     @rule(amount=st.integers(1, 4), request_id=st.none() | st.sampled_from(["a1", "a2"]))
     def add_credits(self, amount: int, request_id: str | None) -> None:
         try:
-            entry, _ = env().run(env().ledger.add(self.team, amount, "top-up", {}, request_id))
+            entry, _ = env().run(env().replica().add(self.team, amount, "top-up", request_id))
         except AlreadyExists:
             assert request_id in self.add_keys and self.add_keys[request_id] != amount
             return
@@ -306,7 +357,7 @@ class CreditMachine(RuleBasedStateMachine):
     def concurrent_duplicate_adds(self, n: int, rid: str) -> None:
         amount = 2
         results = env().run(
-            gather(*(env().ledger.add(self.team, amount, "dup", {}, rid) for _ in range(n)))
+            gather(*(env().replica(i).add(self.team, amount, "dup", rid) for i in range(n)))
         )
         if rid in self.add_keys and self.add_keys[rid] != amount:
             assert all(isinstance(r, AlreadyExists) for r in results), results
@@ -336,9 +387,9 @@ class CreditMachine(RuleBasedStateMachine):
 
         env().run(backdate())
         cutoff = utcnow() - timedelta(hours=1)
-        ops: list[Coroutine[Any, Any, Any]] = [env().jobs.expire_stale(cutoff)]
+        ops: list[Coroutine[Any, Any, Any]] = [env().replica(0).jobs_repo.expire_stale_jobs(cutoff)]
         if race_complete:
-            ops.append(env().jobs.complete(job_id, race_complete, {}, None))
+            ops.append(env().replica(1).complete(job_id, race_complete))
         results = env().run(gather(*ops))
         expired = results[0]
         assert not isinstance(expired, BaseException), expired
@@ -369,11 +420,11 @@ class CreditMachine(RuleBasedStateMachine):
         # choices even when a race went the other way.
         pick = data.draw(st.integers(0, 10_000))
         target = open_jobs[pick % len(open_jobs)] if race and open_jobs else None
-        ops: list[Coroutine[Any, Any, Any]] = [env().teams.set_status(self.team, "suspended", "x")]
+        ops: list[Coroutine[Any, Any, Any]] = [env().replica(0).set_status(self.team, "suspended")]
         if target:
             # "failed" (or a job with a failed call): released whoever wins, replayable.
             race_status = "completed" if self.jobs[target].failed_call else "failed"
-            ops.append(env().jobs.complete(target, race_status, {}, None))
+            ops.append(env().replica(1).complete(target, race_status))
         results = env().run(gather(*ops))
         # Never a deadlock (an aborted transaction) between the two: both lock the job first.
         assert not isinstance(results[0], BaseException), results
@@ -390,13 +441,13 @@ class CreditMachine(RuleBasedStateMachine):
                 self._settle(k, "failed")
         self.suspended = True
         if data.draw(st.booleans()):
-            env().run(env().teams.set_status(self.team, "active", ""))
+            env().run(env().replica().set_status(self.team, "active"))
             self.suspended = False
 
     @precondition(lambda self: self.suspended)
     @rule()
     def resume(self) -> None:
-        env().run(env().teams.set_status(self.team, "active", ""))
+        env().run(env().replica().set_status(self.team, "active"))
         self.suspended = False
 
     # --- invariants --------------------------------------------------------------------------
@@ -405,7 +456,7 @@ class CreditMachine(RuleBasedStateMachine):
     def team_row_matches_model(self) -> None:
         if not self.team:
             return
-        credits = env().run(env().ledger.balance(self.team))
+        credits = env().run(env().replica().ledger_repo.balance(self.team))
         assert credits is not None
         assert (credits.allocated, credits.used, credits.reserved) == (
             self.allocated,
@@ -424,50 +475,44 @@ class CreditMachine(RuleBasedStateMachine):
 
 async def test_racing_completes_and_sweeper(db_url: str) -> None:
     """The races the state machine keeps replayable, with every outcome: completes with mixed
-    statuses, and the sweeper, on chargeable jobs. Exactly one settles each job; the ledger
-    audits clean."""
+    statuses, and the sweeper, on chargeable jobs, spread over two replicas. Exactly one
+    settles each job; the ledger audits clean."""
     import random
 
-    db = Database(db_url, pool_size=8)
-    repo, ledger = JobRepository(db), LedgerRepository(db)
-    teams_repo, orgs = TeamRepository(db), OrganizationRepository(db)
+    replicas = (Replica(db_url), Replica(db_url))
+    one = replicas[0]
     rnd = random.Random(11)
     try:
         org, team = "org_" + uuid.uuid4().hex[:8], "team_" + uuid.uuid4().hex[:8]
-        await orgs.create(org, "Org", {})
-        await teams_repo.create(
+        await one.tenancy.create_organization(ADMIN, org, "Org", {})
+        await one.tenancy.create_team(
+            ADMIN,
             organization_id=org,
             team_id=team,
             team_alias="",
-            group_names=[],
+            model_groups=[],
+            access_groups=[],
             credits_allocated=60,
             metadata={},
-            key_hash=uuid.uuid4().hex * 2,
-            key_prefix="sk-x",
         )
         charged = 0
         for i in range(60):
-            job, _ = await repo.create(
-                team_id=team,
-                user_id="",
-                job_type="t",
-                metadata={},
-                request_id=None,
-                request_hash=None,
-            )
+            job, _ = await replicas[i % 2].create(team, None, "t")
             statuses = [rnd.choice(["completed", "failed"]) for _ in range(rnd.randint(2, 4))]
             ops: list[Coroutine[Any, Any, Any]] = [
-                repo.complete(job.job_id, s, {}, None) for s in statuses
+                replicas[k % 2].complete(job.job_id, s) for k, s in enumerate(statuses)
             ]
             if i % 3 == 0:
-                async with db.tx() as conn:
+                async with one.db.tx() as conn:
                     await conn.execute(
                         update(jobs)
                         .where(jobs.c.job_id == job.job_id)
                         .values(updated_at=utcnow() - timedelta(hours=2))
                     )
+                sweeper = replicas[rnd.randint(0, 1)].jobs_repo
                 ops.insert(
-                    rnd.randint(0, len(ops)), repo.expire_stale(utcnow() - timedelta(hours=1))
+                    rnd.randint(0, len(ops)),
+                    sweeper.expire_stale_jobs(utcnow() - timedelta(hours=1)),
                 )
             results = await gather(*ops)
             settled = [
@@ -476,17 +521,18 @@ async def test_racing_completes_and_sweeper(db_url: str) -> None:
                 if (isinstance(r, int) and r == 1) or (isinstance(r, tuple) and not r[1])
             ]
             assert len(settled) == 1, results
-            final = await repo.get(job.job_id)
+            final = await one.jobs_repo.get_job(job.job_id)
             assert final is not None and final.status in ("completed", "failed", "expired")
             charged += final.credit_applied
             assert final.credit_applied == (final.status == "completed")
-        credits = await ledger.balance(team)
+        credits = await one.ledger_repo.balance(team)
         assert credits is not None
         assert (credits.allocated, credits.used, credits.reserved) == (60, charged, 0)
-        report = await audit(db)
+        report = await audit(one.db)
         assert report.ok, report.violations
     finally:
-        await db.dispose()
+        for r in replicas:
+            await r.db.dispose()
 
 
 def _run(kind: str, tmp: Path, examples: int, steps: int) -> None:

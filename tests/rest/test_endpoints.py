@@ -118,6 +118,7 @@ async def test_every_readme_endpoint_answers_200(
     )
     key = api.with_key(created["virtual_key"])
     await api.ok("GET", f"/api/organizations/{org}/teams")
+    await api.ok("GET", "/api/organizations", params={"limit": 5})
     await api.ok("PUT", f"/api/teams/{team}/model-groups", json=[g1, g2])
     await key.ok("GET", f"/api/teams/{team}")
     await key.ok("GET", f"/api/model-groups/{g1}/resolve", params={"team_id": team})

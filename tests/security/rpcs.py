@@ -15,20 +15,18 @@ from grpc_reflection.v1alpha import reflection_pb2 as reflection_v1alpha_pb2
 
 from saas_llm.v1 import access_group_service_pb2 as ag_pb
 from saas_llm.v1 import team_service_pb2 as team_pb
+from service.api.reflection import V1_SERVICE as REFLECTION_V1
 from service.server import SERVICE_NAMES
 from tests.conftest import Client, admin, bearer
 from tests.flows import make_group, uid, user_msg
 
-try:  # grpcio-reflection serves both versions when both are importable
-    from grpc_reflection.v1 import reflection_pb2 as reflection_v1_pb2
-except ImportError:  # pragma: no cover
-    reflection_v1_pb2 = None
-
 POOL = descriptor_pool.Default()
 HEALTH = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-REFLECTION = [reflection_v1alpha_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name]
-if reflection_v1_pb2 is not None:
-    REFLECTION.append(reflection_v1_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name)
+# v1alpha from grpcio-reflection, v1 mounted by service.api.reflection on the same servicer.
+REFLECTION = [
+    reflection_v1alpha_pb2.DESCRIPTOR.services_by_name["ServerReflection"].full_name,
+    REFLECTION_V1,
+]
 
 # Every service App registers: ours, the standard health service, reflection.
 EXPOSED_SERVICES = (*SERVICE_NAMES, HEALTH, *REFLECTION)

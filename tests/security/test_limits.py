@@ -229,7 +229,7 @@ def _field_comment(message: str, field: str) -> str:
         for i in range(start + 1, len(lines)):
             if lines[i].startswith("}"):
                 break
-            if re.search(rf"\b{field} = \d+;", lines[i]):
+            if re.search(rf"\b{field} = \d+( \[.*\])?;", lines[i]):
                 j, block = i - 1, []
                 while lines[j].strip().startswith("//"):
                     block.insert(0, lines[j].strip()[2:].strip())

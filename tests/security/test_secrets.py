@@ -24,7 +24,7 @@ from saas_llm.v1 import job_service_pb2 as job_pb
 from saas_llm.v1 import model_group_service_pb2 as mg_pb
 from saas_llm.v1 import team_service_pb2 as team_pb
 from service.logs import JsonFormatter
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.schema import metadata as schema_metadata
 from tests.conftest import MASTER_KEY, Client, admin, bearer, start_client, stop_client
 from tests.fakes.otlp import OtlpCollector
@@ -54,7 +54,7 @@ def _secret_parts(keys: list[str]) -> list[str]:
 
 async def _dump_tables(url: str) -> str:
     """Every row of every table, as text."""
-    db = Database(url)
+    db = Database.open(url)
     try:
         parts = []
         async with db.tx() as conn:

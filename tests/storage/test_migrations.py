@@ -13,8 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from service.storage.db import Database
-from service.storage.migrate import alembic_config
+from service.storage.migrate import alembic_config, with_connection
 from service.storage.schema import metadata
 from tests.conftest import fresh_database
 
@@ -26,13 +25,7 @@ def _diff(sync_conn: Any) -> list[Any]:
 
 async def test_migrations_match_the_models(db_kind: str, tmp_path: Path) -> None:
     url = await fresh_database(db_kind, tmp_path)
-    db = Database(url)
-    try:
-        async with db.engine.connect() as conn:
-            diff = await conn.run_sync(_diff)
-    finally:
-        await db.dispose()
-    assert diff == []
+    assert await asyncio.to_thread(with_connection, url, _diff) == []
 
 
 def test_single_head() -> None:
@@ -45,9 +38,4 @@ async def test_downgrade_and_upgrade_again(db_kind: str, tmp_path: Path) -> None
     cfg = alembic_config(url)
     await asyncio.to_thread(command.downgrade, cfg, "base")
     await asyncio.to_thread(command.upgrade, cfg, "head")
-    db = Database(url)
-    try:
-        async with db.engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await db.dispose()
+    assert await asyncio.to_thread(with_connection, url, _diff) == []

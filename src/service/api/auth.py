@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import Enum
 
+from saas_llm.v1.reasons import Reason
 from service.domain.errors import PermissionDenied, Unauthenticated
 from service.domain.keys import KEY_PREFIX, hash_key, same_secret
+from service.domain.ports import TeamDirectory
 from service.domain.principal import ADMIN, Principal
-from service.storage.teams import TeamRepository
 
 
 class Access(Enum):
@@ -30,6 +31,7 @@ RULES: Mapping[str, Access] = {
     "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
     "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo": Access.PUBLIC,
     _S + "OrganizationService/CreateOrganization": Access.ADMIN,
+    _S + "OrganizationService/ListOrganizations": Access.ADMIN,
     _S + "OrganizationService/GetOrganization": Access.ADMIN,
     _S + "OrganizationService/ListOrganizationTeams": Access.ADMIN,
     _S + "OrganizationService/GetOrganizationUsage": Access.ADMIN,
@@ -69,37 +71,38 @@ ANONYMOUS = Principal(is_admin=False, team_id=None)
 
 
 class Authenticator:
-    def __init__(self, master_key: str | None, teams: TeamRepository) -> None:
+    def __init__(self, master_key: str | None, teams: TeamDirectory) -> None:
         self.master_key = master_key
         self.teams = teams
 
     async def authenticate(self, method: str, authorization: str | None) -> Principal:
         access = RULES.get(method)
         if access is None:
-            raise PermissionDenied(f"No access rule for {method}", reason="NO_ACCESS_RULE")
+            raise PermissionDenied(f"No access rule for {method}", reason=Reason.NO_ACCESS_RULE)
         if access is Access.PUBLIC:
             return ANONYMOUS
         if not authorization:
             raise Unauthenticated(
-                "Missing API key: send 'Authorization: Bearer <key>'", reason="MISSING_API_KEY"
+                "Missing API key: send 'Authorization: Bearer <key>'", reason=Reason.MISSING_API_KEY
             )
         scheme, _, key = authorization.partition(" ")
         key = key.strip()
         if scheme.lower() != "bearer" or not key:
             raise Unauthenticated(
-                "Malformed Authorization header: expected 'Bearer <key>'", reason="MISSING_API_KEY"
+                "Malformed Authorization header: expected 'Bearer <key>'",
+                reason=Reason.MISSING_API_KEY,
             )
         if self.master_key and same_secret(key, self.master_key):
             return ADMIN
         if access is Access.ADMIN:
             if key.startswith(KEY_PREFIX) and await self._team(key) is not None:
                 raise PermissionDenied(
-                    "This operation requires the admin master key", reason="ADMIN_REQUIRED"
+                    "This operation requires the admin master key", reason=Reason.ADMIN_REQUIRED
                 )
-            raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
+            raise Unauthenticated("Invalid API key", reason=Reason.INVALID_API_KEY)
         team = await self._team(key)
         if team is None:
-            raise Unauthenticated("Invalid API key", reason="INVALID_API_KEY")
+            raise Unauthenticated("Invalid API key", reason=Reason.INVALID_API_KEY)
         return team
 
     async def _team(self, key: str) -> Principal | None:
@@ -111,5 +114,7 @@ class Authenticator:
         if auth is None:
             return None
         if auth.status != "active":
-            raise PermissionDenied(f"Team '{auth.team_id}' is suspended", reason="TEAM_SUSPENDED")
+            raise PermissionDenied(
+                f"Team '{auth.team_id}' is suspended", reason=Reason.TEAM_SUSPENDED
+            )
         return Principal(is_admin=False, team_id=auth.team_id)

@@ -9,14 +9,14 @@ import grpc
 
 from saas_llm.v1 import health_service_pb2 as pb
 from saas_llm.v1 import health_service_pb2_grpc as pb_grpc
-from service.storage.db import Database
+from service.domain.ports import HealthProbe
 
 VERSION = "0.1.0"
 log = logging.getLogger(__name__)
 
 
 class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: HealthProbe) -> None:
         self.db = db
         self.started = time.monotonic()
         self.shutting_down = False

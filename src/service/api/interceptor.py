@@ -20,7 +20,7 @@ import grpc
 from service.api import errors
 from service.api.auth import Authenticator
 from service.api.context import principal_var, request_id_var
-from service.domain.errors import DomainError
+from service.domain.errors import DomainError, from_storage
 from service.observe import RpcObserver
 
 log = logging.getLogger("service.access")
@@ -138,6 +138,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
 def _code_of(exc: Exception) -> str:
     """The status name the access log records for an RPC that raised `exc`."""
+    exc = from_storage(exc)
     if isinstance(exc, DomainError):
         return exc.code.name
     if isinstance(exc, NotImplementedError):
@@ -150,8 +151,9 @@ async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str, 
     Called from an `except` block, so that the log keeps the traceback."""
     if _is_abort(exc):
         raise exc  # the handler already chose its status
-    if isinstance(exc, DomainError):
-        await _abort(context, *errors.from_domain(exc), rid)
+    translated = from_storage(exc)
+    if isinstance(translated, DomainError):
+        await _abort(context, *errors.from_domain(translated), rid)
     elif isinstance(exc, NotImplementedError):
         # A generated base method nobody overrides (grpc.health.v1 List).
         await _abort(context, grpc.StatusCode.UNIMPLEMENTED, "Method not implemented", (), rid)

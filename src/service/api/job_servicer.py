@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -12,14 +11,23 @@ from saas_llm.v1 import common_pb2
 from saas_llm.v1 import job_service_pb2 as pb
 from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
 from service.api.context import deadline, principal
-from service.api.convert import NULL, from_struct, from_value, string_or_null, struct, ts
+from service.api.convert import (
+    NULL,
+    chat_content,
+    from_struct,
+    from_value,
+    string_or_null,
+    struct,
+    ts,
+)
 from service.domain.jobs import (
     CallAnswer,
     CallInput,
     JobsService,
     StreamDelta,
     StreamDone,
-    StreamFailed,
+    StreamEvent,
+    StreamStarted,
 )
 from service.domain.models import CallRecord, Job, JobCosts
 from service.providers.base import ChatRequest
@@ -29,7 +37,7 @@ LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
 def _message(m: common_pb2.ChatMessage) -> dict[str, Any]:
-    out: dict[str, Any] = {"role": m.role, "content": from_value(m.content)}
+    out: dict[str, Any] = {"role": m.role, "content": chat_content(m)}
     if m.name:
         out["name"] = m.name
     if m.tool_call_id:
@@ -131,7 +139,7 @@ def answer_pb(a: CallAnswer) -> tuple[pb.LlmResponse, pb.LlmCallMetadata]:
     )
 
 
-def stream_pb(event: StreamDelta | StreamDone | StreamFailed) -> pb.LlmCallStreamResponse:
+def stream_pb(event: StreamEvent) -> pb.LlmCallStreamResponse:
     if isinstance(event, StreamDelta):
         msg = pb.LlmCallStreamResponse(content=event.content)
         if event.tool_calls:
@@ -139,7 +147,7 @@ def stream_pb(event: StreamDelta | StreamDone | StreamFailed) -> pb.LlmCallStrea
         return msg
     if isinstance(event, StreamDone):
         u = event.usage
-        return pb.LlmCallStreamResponse(
+        msg = pb.LlmCallStreamResponse(
             finish_reason=event.finish_reason,
             call_id=event.call.call_id,
             usage=common_pb2.Usage(
@@ -149,10 +157,16 @@ def stream_pb(event: StreamDelta | StreamDone | StreamFailed) -> pb.LlmCallStrea
                 estimated=u.estimated,
             ),
         )
+        if event.job is not None and event.costs is not None:
+            msg.job_id = event.job.job_id
+            msg.costs.CopyFrom(costs_pb(event.costs))
+        return msg
+    if isinstance(event, StreamStarted):
+        return pb.LlmCallStreamResponse(job_id=event.job_id)
     return pb.LlmCallStreamResponse(
         finish_reason="error",
         call_id=event.call.call_id,
-        error=pb.StreamError(code=grpc.StatusCode.INTERNAL.value[0], message=event.message),
+        error=pb.StreamError(code=event.code, message=event.message),
     )
 
 
@@ -234,7 +248,7 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
     async def CreateAndCall(
         self, request: pb.CreateAndCallRequest, context: Ctx
     ) -> pb.CreateAndCallResponse:
-        job, costs, answer, failure = await self.jobs.create_and_call(
+        done = await self.jobs.create_and_call(
             principal(),
             team_id=request.team_id,
             user_id=request.user_id,
@@ -244,17 +258,15 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
             call=call_input(request),
             deadline=deadline(context),
         )
-        if failure is not None:
-            raise failure
-        assert answer is not None
-        response, metadata = answer_pb(answer)
+        job = done.job
+        response, metadata = answer_pb(done.answer)
         out = pb.CreateAndCallResponse(
             job_id=job.job_id,
-            call_id=answer.call.call_id,
+            call_id=done.answer.call.call_id,
             response=response,
             metadata=metadata,
             status=job.status,
-            costs=costs_pb(costs),
+            costs=costs_pb(done.costs),
         )
         if job.completed_at is not None:
             out.completed_at.CopyFrom(ts(job.completed_at))
@@ -263,34 +275,18 @@ class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
     async def CreateAndCallStream(
         self, request: pb.CreateAndCallRequest, context: Ctx
     ) -> AsyncIterator[pb.LlmCallStreamResponse]:
-        who = principal()
-        call = call_input(request)
-        job, _ = await self.jobs.create(
-            who,
+        events = await self.jobs.create_and_call_stream(
+            principal(),
             team_id=request.team_id,
             user_id=request.user_id,
             job_type=request.job_type,
             metadata=from_struct(request.metadata),
             request_id=request.request_id,
+            call=call_input(request),
+            deadline=deadline(context),
         )
-        ok = False
-        try:
-            events = await self.jobs.llm_call_stream(who, job.job_id, call, deadline(context))
-            yield pb.LlmCallStreamResponse(job_id=job.job_id)
-            async for event in events:
-                msg = stream_pb(event)
-                if isinstance(event, StreamDone):
-                    ok = True
-                    done, costs = await self.jobs.complete(who, job.job_id, "completed", {}, "")
-                    msg.job_id = done.job_id
-                    msg.costs.CopyFrom(costs_pb(costs))
-                yield msg
-        finally:
-            if not ok:
-                # Shielded: runs even when the client went away mid-stream.
-                await asyncio.shield(
-                    self.jobs.complete(who, job.job_id, "failed", {}, "stream did not finish")
-                )
+        async for event in events:
+            yield stream_pb(event)
 
 
 __all__ = ["NULL", "JobServicer"]

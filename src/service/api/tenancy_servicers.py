@@ -36,11 +36,10 @@ from saas_llm.v1 import (
 )
 from service.api.context import principal
 from service.api.convert import from_struct, struct, ts
-from service.domain.models import ModelGroup, Organization, Team, UsageRow
+from service.domain.models import AccessGroup, ModelGroup, Organization, Team, UsageRow
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
-from service.storage.access_groups import AccessGroup
 
 Ctx: TypeAlias = grpc.aio.ServicerContext
 
@@ -133,6 +132,16 @@ class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignor
             principal(), request.organization_id, request.name, from_struct(request.metadata)
         )
         return organization_pb(org)
+
+    async def ListOrganizations(
+        self, request: org_pb.ListOrganizationsRequest, context: Ctx
+    ) -> org_pb.ListOrganizationsResponse:
+        orgs, total = await self.tenancy.list_organizations(
+            principal(), request.limit, request.offset
+        )
+        return org_pb.ListOrganizationsResponse(
+            organizations=[organization_pb(o) for o in orgs], total_organizations=total
+        )
 
     async def GetOrganization(
         self, request: org_pb.GetOrganizationRequest, context: Ctx

@@ -7,6 +7,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from enum import IntEnum
 
+from saas_llm.v1.reasons import Reason
+from service.domain.ports import StorageUnavailable
+
 
 class Code(IntEnum):
     """gRPC status codes (numbers as in grpc.StatusCode)."""
@@ -26,10 +29,14 @@ class Code(IntEnum):
 
 class DomainError(Exception):
     code: Code = Code.INTERNAL
-    reason: str = "INTERNAL"
+    reason: Reason = Reason.INTERNAL
 
     def __init__(
-        self, message: str, *, reason: str | None = None, metadata: Mapping[str, str] | None = None
+        self,
+        message: str,
+        *,
+        reason: Reason | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -40,87 +47,93 @@ class DomainError(Exception):
 
 class InvalidArgument(DomainError):
     code = Code.INVALID_ARGUMENT
-    reason = "INVALID_ARGUMENT"
+    reason = Reason.INVALID_ARGUMENT
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message, metadata={"field": field} if field else None)
 
 
-class NotFound(DomainError):
+class _Specific(DomainError):
+    """A code whose reason always says which case it is: `reason` is required."""
+
+    def __init__(
+        self, message: str, *, reason: Reason, metadata: Mapping[str, str] | None = None
+    ) -> None:
+        super().__init__(message, reason=reason, metadata=metadata)
+
+
+class NotFound(_Specific):
     code = Code.NOT_FOUND
-    reason = "NOT_FOUND"
 
 
 class AlreadyExists(DomainError):
     code = Code.ALREADY_EXISTS
-    reason = "ALREADY_EXISTS"
+    reason = Reason.ALREADY_EXISTS
 
 
-class PermissionDenied(DomainError):
+class PermissionDenied(_Specific):
     code = Code.PERMISSION_DENIED
-    reason = "PERMISSION_DENIED"
 
 
-class Unauthenticated(DomainError):
+class Unauthenticated(_Specific):
     code = Code.UNAUTHENTICATED
-    reason = "INVALID_API_KEY"
 
 
-class FailedPrecondition(DomainError):
+class FailedPrecondition(_Specific):
     code = Code.FAILED_PRECONDITION
-    reason = "FAILED_PRECONDITION"
 
 
 class InsufficientCredits(FailedPrecondition):
-    reason = "INSUFFICIENT_CREDITS"
-
     def __init__(self, required: int, available: int) -> None:
         super().__init__(
             f"Insufficient credits. Required: {required}, Available: {available}",
+            reason=Reason.INSUFFICIENT_CREDITS,
             metadata={"required": str(required), "available": str(available)},
         )
 
 
 class LlmCallFailed(DomainError):
     code = Code.INTERNAL
-    reason = "LLM_CALL_FAILED"
+    reason = Reason.LLM_CALL_FAILED
 
 
 class DeadlineExceeded(DomainError):
     code = Code.DEADLINE_EXCEEDED
-    reason = "DEADLINE_EXCEEDED"
+    reason = Reason.DEADLINE_EXCEEDED
 
 
 class Unavailable(DomainError):
     code = Code.UNAVAILABLE
-    reason = "UNAVAILABLE"
+    reason = Reason.UNAVAILABLE
 
 
 class NotImplementedYet(DomainError):
     code = Code.UNIMPLEMENTED
-    reason = "NOT_IMPLEMENTED"
+    reason = Reason.NOT_IMPLEMENTED
 
 
 def team_not_found(team_id: str) -> NotFound:
     return NotFound(
-        f"Team '{team_id}' not found", reason="TEAM_NOT_FOUND", metadata={"team_id": team_id}
+        f"Team '{team_id}' not found", reason=Reason.TEAM_NOT_FOUND, metadata={"team_id": team_id}
     )
 
 
 def job_not_found(job_id: str) -> NotFound:
     return NotFound(
-        f"Job '{job_id}' not found", reason="JOB_NOT_FOUND", metadata={"job_id": job_id}
+        f"Job '{job_id}' not found", reason=Reason.JOB_NOT_FOUND, metadata={"job_id": job_id}
     )
 
 
 def organization_not_found(organization_id: str) -> NotFound:
-    return NotFound(f"Organization '{organization_id}' not found", reason="ORGANIZATION_NOT_FOUND")
+    return NotFound(
+        f"Organization '{organization_id}' not found", reason=Reason.ORGANIZATION_NOT_FOUND
+    )
 
 
 def model_group_not_found(group_name: str) -> NotFound:
     return NotFound(
         f"Model group '{group_name}' not found",
-        reason="MODEL_GROUP_NOT_FOUND",
+        reason=Reason.MODEL_GROUP_NOT_FOUND,
         metadata={"group_name": group_name},
     )
 
@@ -128,6 +141,19 @@ def model_group_not_found(group_name: str) -> NotFound:
 def model_group_access_denied(team_id: str, group_name: str) -> PermissionDenied:
     return PermissionDenied(
         f"Team '{team_id}' does not have access to model group '{group_name}'",
-        reason="MODEL_GROUP_ACCESS_DENIED",
+        reason=Reason.MODEL_GROUP_ACCESS_DENIED,
         metadata={"team_id": team_id, "group_name": group_name},
     )
+
+
+def access_group_not_found(name: str) -> NotFound:
+    return NotFound(f"Model access group '{name}' not found", reason=Reason.ACCESS_GROUP_NOT_FOUND)
+
+
+def from_storage(exc: Exception) -> Exception:
+    """The client-facing error of a store error that reached the API untranslated: a database
+    that cannot be reached is UNAVAILABLE (the client may retry); others are left as they are
+    (an unexpected error: INTERNAL)."""
+    if isinstance(exc, StorageUnavailable):
+        return Unavailable(str(exc) or "Database unavailable, retry later")
+    return exc

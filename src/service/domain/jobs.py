@@ -1,53 +1,62 @@
-"""Jobs: create (reserve a credit), LLM calls, complete (settle the credit),
-reads, and create-and-call. The rules of seed 003 "Credit Deduction Logic"
-live in storage/jobs.py's single transaction; this module decides who may do
-what, runs the calls, and records them."""
+"""Jobs: create (reserve a credit), LLM calls, complete (settle the credit), reads, and
+create-and-call (unary and streamed). The rules of seed 003 "Credit Deduction Logic" are
+written here and applied by the store's single writer of each money operation (domain/ports.py
+JobStore); when a writer writes nothing, this module reads why and raises or replays."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
-from collections.abc import AsyncIterator
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 
+from saas_llm.v1.reasons import Reason
 from service.domain import validation as v
 from service.domain.errors import (
+    AlreadyExists,
     DeadlineExceeded,
     FailedPrecondition,
+    InsufficientCredits,
     InvalidArgument,
     LlmCallFailed,
+    Unavailable,
     job_not_found,
     model_group_access_denied,
     model_group_not_found,
     team_not_found,
 )
+from service.domain.idempotency import body_hash
 from service.domain.llm import Attempts, CallRunner, Outcome
-from service.domain.models import CallRecord, Job, JobCosts, JobRef, ModelGroup
-from service.domain.principal import Principal
-from service.observe import CallObserver, CallStatus, LogObserver
-from service.providers.base import (
-    ChatRequest,
-    ChatResult,
-    ModelSpec,
-    ProviderError,
-    StreamChunk,
-    TokenUsage,
+from service.domain.models import (
+    FINAL_STATUSES,
+    JOB_STATUSES,
+    OPEN_STATUSES,
+    CallRecord,
+    Job,
+    JobCosts,
+    JobRef,
+    ModelGroup,
 )
+from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
+from service.domain.principal import Principal
+from service.domain.streaming import Relayed, StreamStopped, relay
+from service.observe import CallObserver, LogObserver
+from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
 from service.providers.costs import cost_of
-from service.storage.jobs import JobRepository, NewCall
-from service.storage.ledger import body_hash
-from service.storage.model_groups import ModelGroupRepository
-from service.storage.teams import TeamRepository
 
-# Chunks read ahead of the client at most (then the provider's connection is not read).
-STREAM_BACKLOG = 256
-_NOTHING = object()
 VALID_ROLES = frozenset({"system", "user", "assistant", "tool", "developer", "function"})
-FINAL_STATUSES = ("completed", "failed")
+# Seconds between the checks of a streaming call's team (a suspension ends its streams).
+STREAM_CHECK_S = 1.0
+# gRPC codes of a stream's final error event.
+_INTERNAL, _UNAVAILABLE, _PERMISSION_DENIED = 13, 14, 7
+# Attempts to create a job when the reservation and the read that explains its refusal disagree
+# (credits added or a suspension lifted in between).
+_CREATE_ATTEMPTS = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,13 @@ class CallAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class StreamStarted:
+    """create-and-call-stream: the job exists (first event)."""
+
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class StreamDelta:
     content: str
     tool_calls: list[dict[str, Any]] | None = None
@@ -76,6 +92,9 @@ class StreamDone:
     call: CallRecord
     finish_reason: str
     usage: TokenUsage
+    # create-and-call-stream: the completed job.
+    job: Job | None = None
+    costs: JobCosts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,9 +103,17 @@ class StreamFailed:
 
     message: str
     call: CallRecord
+    code: int = _INTERNAL
 
 
-StreamEvent = StreamDelta | StreamDone | StreamFailed
+StreamEvent = StreamStarted | StreamDelta | StreamDone | StreamFailed
+
+
+@dataclass(frozen=True, slots=True)
+class CreateAndCallResult:
+    job: Job
+    costs: JobCosts
+    answer: CallAnswer
 
 
 def validate_call(call: CallInput) -> None:
@@ -122,20 +149,43 @@ def _estimate_prompt_tokens(request: ChatRequest) -> int:
     return max(1, len(orjson.dumps(request.messages)) // 4)
 
 
+def _fingerprint(call: CallInput) -> dict[str, Any]:
+    """What makes two create-and-call requests the same call (with the job's own fields)."""
+    return {
+        "call": orjson.dumps(call.request.messages).decode(),
+        "g": call.model_group,
+        "p": orjson.dumps(call.request.params, option=orjson.OPT_SORT_KEYS).decode(),
+        "purpose": call.purpose,
+    }
+
+
+def _public_attempts(attempts: Attempts) -> list[dict[str, Any]]:
+    """Attempts as a client may see them: no model names (seed 003)."""
+    return [
+        {"attempt": i + 1, "error": a["error"], "latency_ms": a["latency_ms"]}
+        for i, a in enumerate(attempts.items)
+    ]
+
+
 class JobsService:
     def __init__(
         self,
-        jobs: JobRepository,
-        teams: TeamRepository,
-        groups: ModelGroupRepository,
+        jobs: JobStore,
+        teams: TeamDirectory,
+        catalog: Catalog,
+        ledger: Ledger,
         runner: CallRunner,
         observer: CallObserver | None = None,
     ) -> None:
         self.jobs = jobs
         self.teams = teams
-        self.groups = groups
+        self.catalog = catalog
+        self.ledger = ledger
         self.runner = runner
+        # Told of every recorded call (service/observe.py: metrics, when they are on).
         self.observer = observer or LogObserver()
+        # Set when the process shuts down: streams still open end with a final error event.
+        self.draining = asyncio.Event()
 
     # Create ------------------------------------------------------------------
 
@@ -150,6 +200,7 @@ class JobsService:
         request_id: str,
         fingerprint_extra: dict[str, Any] | None = None,
     ) -> tuple[Job, bool]:
+        """A new pending job holding 1 reserved credit: (job, replayed)."""
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
         v.text(user_id, "user_id", max_len=256)
@@ -158,22 +209,60 @@ class JobsService:
         rid = v.optional_id(request_id, "request_id")
         rhash = None
         if rid:
-            body = {"u": user_id, "t": job_type, "m": metadata, **(fingerprint_extra or {})}
-            rhash = body_hash(body)
-        return await self.jobs.create(
+            rhash = body_hash(
+                {"u": user_id, "t": job_type, "m": metadata, **(fingerprint_extra or {})}
+            )
+            found = await self._by_request(team_id, rid, rhash)
+            if found is not None:
+                return found, True
+        new = NewJob(
+            job_id=_new_id(),
             team_id=team_id,
             user_id=user_id,
             job_type=job_type,
             metadata=metadata,
             request_id=rid,
             request_hash=rhash,
+            created_at=_utcnow(),
         )
+        for _ in range(_CREATE_ATTEMPTS):
+            if await self.jobs.create_job(new):
+                return _created(new), False
+            # Nothing was written: say why.
+            if rid:
+                # A concurrent retry with the same request_id won the race.
+                found = await self._by_request(team_id, rid, rhash)
+                if found is not None:
+                    return found, True
+            state = await self.ledger.team_state(team_id)
+            if state is None:
+                raise team_not_found(team_id)
+            if state.status != "active":
+                raise FailedPrecondition(
+                    f"Team '{team_id}' is suspended", reason=Reason.TEAM_SUSPENDED
+                )
+            if state.credits.remaining < 1:
+                raise InsufficientCredits(required=1, available=max(state.credits.remaining, 0))
+            # The team could pay now: credits were added (or a job ended) meanwhile. Again.
+        raise Unavailable("Job create conflicted with concurrent changes; retry")
+
+    async def _by_request(self, team_id: str, request_id: str, rhash: str | None) -> Job | None:
+        found = await self.jobs.job_by_request(team_id, request_id)
+        if found is None:
+            return None
+        job, stored_hash = found
+        if stored_hash != rhash:
+            raise AlreadyExists(
+                f"request_id '{request_id}' was already used with a different body",
+                reason=Reason.IDEMPOTENCY_KEY_REUSED,
+            )
+        return job
 
     # Reads -------------------------------------------------------------------
 
     async def _owned(self, who: Principal, job_id: str, *, with_calls: bool) -> Job:
         v.require_id(job_id, "job_id")
-        job = await self.jobs.get(job_id, with_calls=with_calls)
+        job = await self.jobs.get_job(job_id, with_calls=with_calls)
         # Another team's job is indistinguishable from a missing one.
         if job is None or not who.owns(job.team_id):
             raise job_not_found(job_id)
@@ -197,16 +286,16 @@ class JobsService:
     ) -> tuple[int, list[tuple[Job, JobCosts]]]:
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
-        if status and status not in v.JOB_STATUSES:
+        if status and status not in JOB_STATUSES:
             raise InvalidArgument(
-                "status must be one of " + ", ".join(v.JOB_STATUSES), field="status"
+                "status must be one of " + ", ".join(JOB_STATUSES), field="status"
             )
         # One read answers both "does the team exist" and its credits_remaining.
         remaining = await self.jobs.team_remaining(team_id)
         if remaining is None:
             raise team_not_found(team_id)
         limit, offset = v.page(limit, offset, default_limit=100)
-        total, jobs = await self.jobs.list_for_team(team_id, status or None, limit, offset)
+        total, jobs = await self.jobs.list_team_jobs(team_id, status or None, limit, offset)
         return total, [
             (
                 j,
@@ -226,7 +315,27 @@ class JobsService:
     ) -> tuple[Job, JobCosts]:
         v.metadata(patch)
         await self._owned(who, job_id, with_calls=False)
-        job = await self.jobs.update_metadata(job_id, patch, v.MAX_METADATA_BYTES)
+
+        def merge(status: str, current: dict[str, Any]) -> dict[str, Any]:
+            if status not in OPEN_STATUSES:
+                raise FailedPrecondition(
+                    f"Job '{job_id}' is {status}; its metadata can no longer change",
+                    reason=Reason.JOB_NOT_OPEN,
+                )
+            for key, value in patch.items():
+                if value is None:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+            if len(orjson.dumps(current)) > v.MAX_METADATA_BYTES:
+                raise InvalidArgument(
+                    f"metadata would exceed {v.MAX_METADATA_BYTES} bytes", field="metadata"
+                )
+            return current
+
+        job = await self.jobs.update_job_metadata(job_id, merge)
+        if job is None:
+            raise job_not_found(job_id)
         return job, await self._costs(job)
 
     # Complete ----------------------------------------------------------------
@@ -244,13 +353,44 @@ class JobsService:
         v.text(error_message, "error_message", max_len=4096)
         metadata = v.metadata(metadata)
         await self._target(who, job_id)
-        job, _replayed = await self.jobs.complete(job_id, status, metadata, error_message or None)
+        job, _replayed = await self.settle(job_id, status, metadata, error_message or None)
         return job, await self._costs(job)
+
+    async def settle(
+        self,
+        job_id: str,
+        status: str,
+        metadata: dict[str, Any],
+        error_message: str | None,
+        replay_response: dict[str, Any] | None = None,
+    ) -> tuple[Job, bool]:
+        """End an open job: a deduction when `status` is completed and no call failed, else a
+        release. A repeat with the same status returns the stored job (replayed) and moves no
+        credit; another status is refused."""
+        claim = JobClaim(
+            job_id=job_id,
+            status=status,
+            result_metadata=metadata,
+            error_message=error_message,
+            replay_response=replay_response,
+        )
+        done = await self.jobs.complete_job(claim)
+        if done is not None:
+            return done, False
+        job = await self.jobs.get_job(job_id)
+        if job is None:
+            raise job_not_found(job_id)
+        if job.status == status:
+            return job, True
+        raise FailedPrecondition(
+            f"Job '{job_id}' is already {job.status}",
+            reason=Reason.JOB_ALREADY_COMPLETED if job.status != "expired" else "JOB_NOT_OPEN",
+        )
 
     async def _target(self, who: Principal, job_id: str) -> JobRef:
         """The job's owner and status (one primary-key read), for calls and completes."""
         v.require_id(job_id, "job_id")
-        job = await self.jobs.call_target(job_id)
+        job = await self.jobs.job_ref(job_id)
         # Another team's job is indistinguishable from a missing one.
         if job is None or not who.owns(job.team_id):
             raise job_not_found(job_id)
@@ -263,10 +403,10 @@ class JobsService:
     ) -> tuple[JobRef, ModelGroup]:
         validate_call(call)
         job = await self._target(who, job_id)
-        if job.status not in v.OPEN_STATUSES:
+        if job.status not in OPEN_STATUSES:
             raise FailedPrecondition(
                 f"Job '{job_id}' is {job.status}; create a new job for more calls",
-                reason="JOB_NOT_OPEN",
+                reason=Reason.JOB_NOT_OPEN,
             )
         return job, await self._group_for(job.team_id, call.model_group)
 
@@ -276,13 +416,13 @@ class JobsService:
             if not groups:
                 raise FailedPrecondition(
                     f"Team '{team_id}' has no model group assigned; pass model_group",
-                    reason="NO_MODEL_GROUP",
+                    reason=Reason.NO_MODEL_GROUP,
                 )
             return groups[0]
         for g in groups:
             if g.group_name == name:
                 return g
-        if await self.groups.get(name) is None:
+        if await self.catalog.get_model_group(name) is None:
             raise model_group_not_found(name)
         raise model_group_access_denied(team_id, name)
 
@@ -293,7 +433,7 @@ class JobsService:
         call: CallInput,
         *,
         model: ModelSpec,
-        status: CallStatus,
+        status: str,
         usage: TokenUsage,
         started: float,
         ttft_ms: int | None,
@@ -335,8 +475,8 @@ class JobsService:
             error=error,
             attempts=attempts.items,
         )
-        # Shielded: a client that goes away must not lose the record of a call
-        # the provider already served.
+        # Shielded: a client that goes away must not lose the record of a call the provider
+        # already served (or was serving).
         return await asyncio.shield(self.jobs.record_call(record))
 
     async def llm_call(
@@ -347,18 +487,31 @@ class JobsService:
         try:
             outcome = await self.runner.complete(group, call.request, deadline)
         except DeadlineExceeded:
-            await self._record_failure(job, group, call, started, "Deadline exceeded", Attempts())
+            await self._record_failure(job, group, call, started, "Deadline exceeded")
+            raise
+        except asyncio.CancelledError:
+            # The client went away (or its deadline passed at the front door): the provider
+            # request is cancelled, and the call is still recorded, with an estimate of the
+            # prompt it was sent.
+            usage = TokenUsage(_estimate_prompt_tokens(call.request), 0, estimated=True)
+            await self._record(
+                job,
+                group,
+                call,
+                model=group.models[0],
+                status="cancelled",
+                usage=usage,
+                started=started,
+                ttft_ms=None,
+                error="client cancelled the call",
+                attempts=Attempts(),
+                streamed=False,
+            )
             raise
         return await self._finish(job, group, call, outcome, started, deadline)
 
     async def _record_failure(
-        self,
-        job: JobRef,
-        group: ModelGroup,
-        call: CallInput,
-        started: float,
-        error: str,
-        attempts: Attempts,
+        self, job: JobRef, group: ModelGroup, call: CallInput, started: float, error: str
     ) -> CallRecord:
         return await self._record(
             job,
@@ -370,7 +523,7 @@ class JobsService:
             started=started,
             ttft_ms=None,
             error=error,
-            attempts=attempts,
+            attempts=Attempts(),
             streamed=False,
         )
 
@@ -422,14 +575,14 @@ class JobsService:
     async def llm_call_stream(
         self, who: Principal, job_id: str, call: CallInput, deadline: float | None
     ) -> AsyncIterator[StreamEvent]:
-        """Validate and pick the group first (errors before the first event
-        are ordinary RPC errors), then stream."""
+        """Validate and pick the group first (errors before the first event are ordinary RPC
+        errors), then stream."""
         job, group = await self._prepare(who, job_id, call)
         return self._stream(job, group, call, deadline)
 
     async def _stream(
         self, job: JobRef, group: ModelGroup, call: CallInput, deadline: float | None
-    ) -> AsyncIterator[StreamEvent]:
+    ) -> AsyncIterator[StreamDelta | StreamDone | StreamFailed]:
         started = time.perf_counter()
         opened = await self.runner.open_stream(group, call.request, deadline)
         if isinstance(opened, Outcome):
@@ -438,83 +591,22 @@ class JobsService:
             raise AssertionError("unreachable")  # _finish raises on failure
         model, first, rest, attempts = opened
         ttft_ms = int((time.perf_counter() - started) * 1000)
-        parts: list[str] = []
-        finish_reason = "stop"
-        usage: TokenUsage | None = None
-        status: CallStatus = "cancelled"
-        error: str | None = None
+        seen = Relayed()
         sent = 0
-        # The provider is read by its own task while the previous event is being sent. Chunks
-        # that arrive faster than the client takes them are sent merged in the next event: no
-        # chunk ever waits for a later one (an event leaves as soon as the previous one is
-        # written), and a burst costs one event instead of one per chunk.
-        backlog: asyncio.Queue[StreamChunk | Exception | None] = asyncio.Queue(STREAM_BACKLOG)
-        pump = asyncio.create_task(_pump(rest, backlog))
-        chunk: StreamChunk | None = first
         try:
-            while chunk is not None:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.finish_reason:
-                    finish_reason = chunk.finish_reason
-                text = chunk.content
-                tool_calls = chunk.tool_calls
-                following: object = _NOTHING
-                if not tool_calls:
-                    merged: list[str] | None = None
-                    while not backlog.empty():
-                        nxt = backlog.get_nowait()
-                        if not isinstance(nxt, StreamChunk) or nxt.tool_calls:
-                            following = nxt
-                            break
-                        if nxt.content:
-                            if merged is None:
-                                merged = [text]
-                            merged.append(nxt.content)
-                        if nxt.usage is not None:
-                            usage = nxt.usage
-                        if nxt.finish_reason:
-                            finish_reason = nxt.finish_reason
-                    if merged is not None:
-                        text = "".join(merged)
-                if text or tool_calls:
-                    parts.append(text)
-                    sent += 1
-                    yield StreamDelta(text, tool_calls)
-                if following is _NOTHING:
-                    following = await backlog.get()
-                if isinstance(following, Exception):
-                    raise following
-                assert following is None or isinstance(following, StreamChunk)
-                chunk = following
-            status = "success"
-        except Exception as exc:
-            status = "failed"
-            error = exc.message if isinstance(exc, ProviderError) else "stream interrupted"
+            async for text, tool_calls in relay(first, rest, seen, self._stop_for(job.team_id)):
+                sent += 1
+                yield StreamDelta(text, tool_calls)
         finally:
-            if not pump.done():
-                pump.cancel()
-                await asyncio.wait([pump])
-            while not backlog.empty():
-                # Read from the provider but not sent (the client went away): still seen.
-                left = backlog.get_nowait()
-                if isinstance(left, StreamChunk):
-                    parts.append(left.content)
-                    if left.usage is not None:
-                        usage = left.usage
-            closer = getattr(rest, "aclose", None)
-            if closer is not None:
-                # Best effort: the upstream is gone either way.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(closer())
-            if usage is None or status != "success":
+            usage = seen.usage
+            if usage is None or seen.status != "success":
                 usage = TokenUsage(
                     prompt_tokens=usage.prompt_tokens
                     if usage
                     else _estimate_prompt_tokens(call.request),
                     completion_tokens=usage.completion_tokens
                     if usage
-                    else max(0, len("".join(parts)) // 4),
+                    else max(0, len(seen.content) // 4),
                     estimated=True if usage is None else usage.estimated,
                 )
             record = await self._record(
@@ -522,19 +614,44 @@ class JobsService:
                 group,
                 call,
                 model=model,
-                status=status,
+                status=seen.status,
                 usage=usage,
                 started=started,
                 ttft_ms=ttft_ms,
-                error=error,
+                error=seen.error,
                 attempts=attempts,
                 streamed=True,
                 chunks=sent,
             )
-        if status == "failed":
-            yield StreamFailed(message=f"LLM call failed: {error}", call=record)
+        if seen.status == "failed":
+            stopped = seen.stopped
+            if stopped is not None:
+                yield StreamFailed(message=stopped.message, call=record, code=stopped.code)
+            else:
+                yield StreamFailed(message=f"LLM call failed: {seen.error}", call=record)
         else:
-            yield StreamDone(call=record, finish_reason=finish_reason, usage=usage)
+            yield StreamDone(call=record, finish_reason=seen.finish_reason, usage=usage)
+
+    def _stop_for(self, team_id: str) -> Callable[[], Awaitable[StreamStopped]]:
+        """What ends a stream early: the process shutting down, or the team's suspension
+        (checked every STREAM_CHECK_S, so that it reaches streams on every replica)."""
+
+        async def stop() -> StreamStopped:
+            drain = asyncio.ensure_future(self.draining.wait())
+            try:
+                while True:
+                    done, _ = await asyncio.wait([drain], timeout=STREAM_CHECK_S)
+                    if done:
+                        return StreamStopped(
+                            "Server shutting down; the stream was cut, retry", _UNAVAILABLE
+                        )
+                    state = await self.ledger.team_state(team_id)
+                    if state is not None and state.status != "active":
+                        return StreamStopped(f"Team '{team_id}' is suspended", _PERMISSION_DENIED)
+            finally:
+                drain.cancel()
+
+        return stop
 
     # Create and call -----------------------------------------------------------------
 
@@ -549,9 +666,9 @@ class JobsService:
         request_id: str,
         call: CallInput,
         deadline: float | None,
-    ) -> tuple[Job, JobCosts, CallAnswer | None, Exception | None]:
-        """Create, call, complete. On a call failure the job is completed as
-        failed and the error is returned with it, for the API to raise."""
+    ) -> CreateAndCallResult:
+        """Create, call, complete (`completed` on success, `failed` on failure) in one
+        request. A failed call completes the job as failed, then raises its error."""
         validate_call(call)
         job, replayed = await self.create(
             who,
@@ -560,55 +677,152 @@ class JobsService:
             job_type=job_type,
             metadata=metadata,
             request_id=request_id,
-            fingerprint_extra={
-                "call": orjson.dumps(call.request.messages).decode(),
-                "g": call.model_group,
-            },
+            fingerprint_extra=_fingerprint(call),
         )
         if replayed:
-            return await self._replay(job, request_id)
-        answer: CallAnswer | None = None
-        failure: Exception | None = None
+            full, answer = await self._replay(job, request_id)
+            return CreateAndCallResult(full, await self._costs(full), answer)
         try:
             answer = await self.llm_call(who, job.job_id, call, deadline)
         except (LlmCallFailed, DeadlineExceeded, FailedPrecondition, InvalidArgument) as exc:
-            failure = exc
-        except BaseException:
-            await asyncio.shield(
-                self.jobs.complete(job.job_id, "failed", {}, "create-and-call interrupted")
-            )
+            await self._end_saga(job.job_id, "failed", str(exc))
             raise
-        status = "completed" if failure is None else "failed"
-        error = None if failure is None else str(failure)
+        except BaseException:
+            await self._end_saga(job.job_id, "failed", "create-and-call interrupted")
+            raise
         replay = None
-        if request_id and answer is not None:
+        if request_id:
             r = answer.result
             replay = {
                 "content": r.content,
                 "finish_reason": r.finish_reason,
                 "tool_calls": r.tool_calls,
             }
-        done, _ = await asyncio.shield(
-            self.jobs.complete(job.job_id, status, {}, error, replay_response=replay)
-        )
-        return done, await self._costs(done), answer, failure
+        done = await self._end_saga(job.job_id, "completed", None, replay)
+        return CreateAndCallResult(done, await self._costs(done), answer)
 
-    async def _replay(
-        self, job: Job, request_id: str
-    ) -> tuple[Job, JobCosts, CallAnswer | None, Exception | None]:
+    async def create_and_call_stream(
+        self,
+        who: Principal,
+        *,
+        team_id: str,
+        user_id: str,
+        job_type: str,
+        metadata: dict[str, Any],
+        request_id: str,
+        call: CallInput,
+        deadline: float | None,
+    ) -> AsyncIterator[StreamEvent]:
+        """create-and-call, streamed: StreamStarted(job_id), the deltas, then StreamDone with
+        the completed job (or StreamFailed, the job completed as failed). Errors before the
+        first event are ordinary errors. A retry with the request_id of a finished stream
+        replays its answer as one delta; one still running is REQUEST_IN_PROGRESS."""
+        validate_call(call)
+        job, replayed = await self.create(
+            who,
+            team_id=team_id,
+            user_id=user_id,
+            job_type=job_type,
+            metadata=metadata,
+            request_id=request_id,
+            fingerprint_extra={**_fingerprint(call), "stream": True},
+        )
+        if replayed:
+            full, answer = await self._replay(job, request_id)
+            return self._replayed_stream(full, answer)
+        try:
+            events = await self.llm_call_stream(who, job.job_id, call, deadline)
+        except BaseException as exc:
+            await self._end_saga(job.job_id, "failed", str(exc) or "create-and-call interrupted")
+            raise
+        return self._saga_stream(job.job_id, events, bool(request_id))
+
+    async def _saga_stream(
+        self,
+        job_id: str,
+        events: AsyncIterator[StreamEvent],
+        keep_replay: bool,
+    ) -> AsyncIterator[StreamEvent]:
+        ended = False
+        parts: list[str] = []
+        tool_calls: list[dict[str, Any]] = []
+        try:
+            yield StreamStarted(job_id)
+            async for event in events:
+                if isinstance(event, StreamDelta):
+                    parts.append(event.content)
+                    tool_calls.extend(event.tool_calls or ())
+                elif isinstance(event, StreamDone):
+                    replay = None
+                    if keep_replay:
+                        replay = {
+                            "content": "".join(parts),
+                            "finish_reason": event.finish_reason,
+                            "tool_calls": tool_calls,
+                        }
+                    done = await self._end_saga(job_id, "completed", None, replay)
+                    ended = True
+                    event = StreamDone(
+                        call=event.call,
+                        finish_reason=event.finish_reason,
+                        usage=event.usage,
+                        job=done,
+                        costs=await self._costs(done),
+                    )
+                elif isinstance(event, StreamFailed):
+                    await self._end_saga(job_id, "failed", event.message)
+                    ended = True
+                yield event
+        finally:
+            if not ended:
+                # The client went away mid-stream (the record of the call is shielded too).
+                await self._end_saga(job_id, "failed", "stream did not finish")
+
+    async def _replayed_stream(self, job: Job, answer: CallAnswer) -> AsyncIterator[StreamEvent]:
+        r = answer.result
+        yield StreamStarted(job.job_id)
+        yield StreamDelta(r.content, r.tool_calls or None)
+        yield StreamDone(
+            call=answer.call,
+            finish_reason=r.finish_reason,
+            usage=r.usage,
+            job=job,
+            costs=await self._costs(job),
+        )
+
+    async def _end_saga(
+        self,
+        job_id: str,
+        status: str,
+        error: str | None,
+        replay: dict[str, Any] | None = None,
+    ) -> Job:
+        """Complete a create-and-call's job, shielded from the request's cancellation. If
+        completing as `completed` fails (the database), the job is released as failed instead:
+        never left open holding its credit until the sweeper."""
+        try:
+            job, _ = await asyncio.shield(self.settle(job_id, status, {}, error, replay))
+            return job
+        except Exception:
+            if status == "failed":
+                raise
+            job, _ = await asyncio.shield(
+                self.settle(job_id, "failed", {}, "create-and-call could not be completed")
+            )
+            return job
+
+    async def _replay(self, job: Job, request_id: str) -> tuple[Job, CallAnswer]:
         """The first result of a create-and-call retried with its request_id."""
-        full = await self.jobs.get(job.job_id)
-        if full is None or full.status in v.OPEN_STATUSES:
+        full = await self.jobs.get_job(job.job_id)
+        if full is None or full.status in OPEN_STATUSES:
             raise FailedPrecondition(
                 f"request_id '{request_id}' is still being processed (job '{job.job_id}')",
-                reason="REQUEST_IN_PROGRESS",
+                reason=Reason.REQUEST_IN_PROGRESS,
                 metadata={"job_id": job.job_id},
             )
-        costs = await self._costs(full)
         ok = [c for c in full.calls if c.status == "success"]
         if full.status != "completed" or not ok or full.replay_response is None:
-            failed = LlmCallFailed(f"LLM call failed: {full.error_message or 'job failed'}")
-            return full, costs, None, failed
+            raise LlmCallFailed(f"LLM call failed: {full.error_message or 'job failed'}")
         r = full.replay_response
         c = ok[-1]
         result = ChatResult(
@@ -617,25 +831,30 @@ class JobsService:
             usage=TokenUsage(c.prompt_tokens, c.completion_tokens),
             tool_calls=list(r.get("tool_calls") or []),
         )
-        return full, costs, CallAnswer(call=c, result=result), None
+        return full, CallAnswer(call=c, result=result)
 
 
-async def _pump(
-    stream: AsyncIterator[StreamChunk], out: asyncio.Queue[StreamChunk | Exception | None]
-) -> None:
-    """Read a provider stream into `out`, ending with None or the exception."""
-    try:
-        async for chunk in stream:
-            await out.put(chunk)
-    except Exception as exc:
-        await out.put(exc)
-    else:
-        await out.put(None)
+def _created(new: NewJob) -> Job:
+    return Job(
+        job_id=new.job_id,
+        team_id=new.team_id,
+        user_id=new.user_id,
+        job_type=new.job_type,
+        status="pending",
+        metadata=new.metadata,
+        result_metadata=None,
+        error_message=None,
+        credit_applied=False,
+        credits_remaining_after=None,
+        created_at=new.created_at,
+        updated_at=new.created_at,
+        completed_at=None,
+    )
 
 
-def _public_attempts(attempts: Attempts) -> list[dict[str, Any]]:
-    """Attempts as a client may see them: no model names (seed 003)."""
-    return [
-        {"attempt": i + 1, "error": a["error"], "latency_ms": a["latency_ms"]}
-        for i, a in enumerate(attempts.items)
-    ]
+def _new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)

@@ -8,6 +8,10 @@ from typing import Any
 
 from service.providers.base import ModelSpec
 
+JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "expired")
+OPEN_STATUSES = ("pending", "in_progress")
+FINAL_STATUSES = ("completed", "failed")
+
 
 @dataclass(frozen=True, slots=True)
 class Organization:
@@ -30,6 +34,16 @@ class ModelGroup:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class AccessGroup:
+    """A named bundle of model groups (seed 004 "model access groups")."""
+
+    group_name: str
+    description: str
+    model_groups: list[str]
+    created_at: datetime
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from saas_llm.v1.reasons import Reason
 from service.domain.errors import PermissionDenied
 
 
@@ -27,14 +28,14 @@ class Principal:
     def require_admin(self) -> None:
         if not self.is_admin:
             raise PermissionDenied(
-                "This operation requires the admin master key", reason="ADMIN_REQUIRED"
+                "This operation requires the admin master key", reason=Reason.ADMIN_REQUIRED
             )
 
     def require_team(self, team_id: str) -> None:
         """A team key acts only on its own team."""
         if not self.is_admin and self.team_id != team_id:
             raise PermissionDenied(
-                f"This key may not access team '{team_id}'", reason="TEAM_MISMATCH"
+                f"This key may not access team '{team_id}'", reason=Reason.TEAM_MISMATCH
             )
 
     def owns(self, team_id: str) -> bool:

@@ -2,37 +2,37 @@
 
 from __future__ import annotations
 
-import re
+from dataclasses import replace
 from typing import Any
 
+from saas_llm.v1.reasons import Reason
 from service.domain import validation as v
 from service.domain.errors import (
+    AlreadyExists,
+    FailedPrecondition,
     InvalidArgument,
+    NotFound,
+    access_group_not_found,
     model_group_access_denied,
     model_group_not_found,
     organization_not_found,
     team_not_found,
 )
 from service.domain.keys import new_team_key
-from service.domain.models import ModelGroup, Organization, Team
-from service.domain.principal import Principal
-from service.providers.base import ModelSpec
-from service.storage.access_groups import (
-    AccessGroup,
-    AccessGroupRepository,
-    access_group_not_found,
+from service.domain.models import AccessGroup, ModelGroup, Organization, Team
+from service.domain.ports import (
+    Catalog,
+    ConstraintViolation,
+    NewTeam,
+    TeamDirectory,
+    UnknownReference,
 )
-from service.storage.model_groups import ModelGroupRepository
-from service.storage.organizations import OrganizationRepository
-from service.storage.teams import TeamRepository
+from service.domain.principal import Principal
+from service.encryption import EncryptionKeyError
+from service.providers.base import ModelSpec
+from service.providers.credentials import CredentialError, CredentialPolicy
 
 BUDGET_USD_PER_CREDIT = 0.10
-ENV_REF = "os.environ/"
-# Model config keys that hold credentials (LiteLLM forwards them to the provider): accepted only
-# as "os.environ/NAME" references, so that no secret is stored or returned by a read.
-# Header names that carry credentials (Authorization, X-Api-Key, ...).
-_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
-SECRET_CONFIG = ("api_key", "aws_secret_access_key", "aws_session_token", "vertex_credentials")
 _NUMERIC_CONFIG = (
     "timeout",
     "input_cost_per_token",
@@ -73,31 +73,6 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
             )
         seen.add(m.priority)
         v.metadata(dict(m.config), "models.config")
-        for secret in SECRET_CONFIG:
-            key = m.config.get(secret)
-            if key is not None and not (isinstance(key, str) and key.startswith(ENV_REF)):
-                # Secrets are never stored: the config names the env var holding it.
-                raise InvalidArgument(
-                    f"models.config.{secret} must reference an environment variable, "
-                    'like "os.environ/OPENAI_API_KEY"',
-                    field=f"models.config.{secret}",
-                )
-        headers = m.config.get("extra_headers")
-        if headers is not None:
-            if not isinstance(headers, dict):
-                raise InvalidArgument(
-                    "models.config.extra_headers must be an object",
-                    field="models.config.extra_headers",
-                )
-            for name, value in headers.items():
-                if _SECRET_HEADER.search(name) and not (
-                    isinstance(value, str) and value.startswith(ENV_REF)
-                ):
-                    raise InvalidArgument(
-                        f"models.config.extra_headers.{name} looks like a credential: it must "
-                        'reference an environment variable, like "os.environ/PROXY_TOKEN"',
-                        field="models.config.extra_headers",
-                    )
         for k in _NUMERIC_CONFIG:
             val = m.config.get(k)
             if val is not None and (
@@ -109,18 +84,26 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
     return sorted(models, key=lambda m: m.priority)
 
 
+def unknown(ref: UnknownReference) -> NotFound:
+    """The client-facing error of a name a write referred to that does not exist."""
+    if ref.kind == "organization":
+        return organization_not_found(ref.name)
+    if ref.kind == "access_group":
+        return access_group_not_found(ref.name)
+    return model_group_not_found(ref.name)
+
+
 class TenancyService:
     def __init__(
         self,
-        orgs: OrganizationRepository,
-        groups: ModelGroupRepository,
-        teams: TeamRepository,
-        access: AccessGroupRepository,
+        catalog: Catalog,
+        teams: TeamDirectory,
+        credentials: CredentialPolicy | None = None,
     ) -> None:
-        self.orgs = orgs
-        self.groups = groups
+        self.catalog = catalog
         self.teams = teams
-        self.access = access
+        # Seals pasted provider keys on write, hides them on read (providers/credentials.py).
+        self.credentials = credentials or CredentialPolicy()
 
     # Organizations ---------------------------------------------------------
 
@@ -130,19 +113,33 @@ class TenancyService:
         who.require_admin()
         v.require_id(organization_id, "organization_id")
         v.text(name, "name", max_len=256, required=True)
-        return await self.orgs.create(organization_id, name, v.metadata(metadata))
+        try:
+            return await self.catalog.create_organization(
+                organization_id, name, v.metadata(metadata)
+            )
+        except ConstraintViolation as exc:
+            raise AlreadyExists(
+                f"Organization '{organization_id}' already exists", reason=Reason.ALREADY_EXISTS
+            ) from exc
+
+    async def list_organizations(
+        self, who: Principal, limit: int, offset: int
+    ) -> tuple[list[Organization], int]:
+        who.require_admin()
+        limit, offset = v.page(limit, offset, default_limit=100)
+        return await self.catalog.list_organizations(limit, offset)
 
     async def get_organization(self, who: Principal, organization_id: str) -> Organization:
         who.require_admin()
         v.require_id(organization_id, "organization_id")
-        org = await self.orgs.get(organization_id)
+        org = await self.catalog.get_organization(organization_id)
         if org is None:
             raise organization_not_found(organization_id)
         return org
 
     async def organization_teams(self, who: Principal, organization_id: str) -> list[Team]:
         await self.get_organization(who, organization_id)
-        return await self.teams.list_by_organization(organization_id)
+        return await self.teams.teams_of_organization(organization_id)
 
     # Model groups ----------------------------------------------------------
 
@@ -155,9 +152,16 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        return await self.groups.create(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
         )
+        try:
+            group = await self.catalog.create_model_group(
+                name, display, desc, self._sealed(checked, []), meta
+            )
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
+        return self._readable(who, group)
 
     async def update_model_group(
         self,
@@ -168,18 +172,58 @@ class TenancyService:
         models: list[ModelSpec],
         metadata: dict[str, Any],
     ) -> ModelGroup:
-        group = await self.groups.update(
-            *_group_fields(who, group_name, display_name, description, models, metadata)
+        name, display, desc, checked, meta = _group_fields(
+            who, group_name, display_name, description, models, metadata
+        )
+        # The stored group: a redacted secret sent back as read keeps the secret it stands for.
+        current = await self.catalog.get_model_group(name)
+        if current is None:
+            raise model_group_not_found(group_name)
+        group = await self.catalog.update_model_group(
+            name, display, desc, self._sealed(checked, current.models), meta
         )
         if group is None:
             raise model_group_not_found(group_name)
-        return group
+        return self._readable(who, group)
+
+    def _sealed(self, models: list[ModelSpec], previous: list[ModelSpec]) -> list[ModelSpec]:
+        try:
+            return self.credentials.seal_models(models, previous)
+        except CredentialError as exc:
+            raise InvalidArgument(exc.message, field=exc.field) from exc
+
+    def _readable(self, who: Principal, group: ModelGroup) -> ModelGroup:
+        """The group as `who` may read it: secrets as hints for the master key, no credential
+        at all for a team key."""
+        show = self.credentials.for_admin if who.is_admin else self.credentials.for_team
+        return replace(group, models=[replace(m, config=show(m.config)) for m in group.models])
+
+    async def verify_stored_credentials(self) -> int:
+        """Open every sealed provider credential of every group; how many. EncryptionKeyError
+        (naming the group, never a value) when one does not open with ENCRYPTION_KEY."""
+        n = 0
+        for group in await self.catalog.list_model_groups():
+            for m in group.models:
+                try:
+                    n += self.credentials.verify(m.config)
+                except EncryptionKeyError as exc:
+                    raise EncryptionKeyError(
+                        f"model group '{group.group_name}', model '{m.model_name}': {exc}"
+                    ) from exc
+        return n
 
     async def delete_model_group(self, who: Principal, group_name: str) -> None:
         who.require_admin()
         v.require_id(group_name, "group_name")
-        if not await self.groups.delete(group_name):
+        users = await self.catalog.delete_model_group(group_name)
+        if users is None:
             raise model_group_not_found(group_name)
+        if users:
+            raise FailedPrecondition(
+                f"Model group '{group_name}' is assigned to {users} team(s) or access "
+                "group(s); unassign it first",
+                reason=Reason.MODEL_GROUP_IN_USE,
+            )
 
     # Access groups ---------------------------------------------------------
 
@@ -189,45 +233,55 @@ class TenancyService:
         who.require_admin()
         v.require_id(group_name, "group_name")
         v.text(description, "description", max_len=4096)
-        return await self.access.create(
-            group_name, description, _dedup(model_groups, "model_groups")
-        )
+        try:
+            return await self.catalog.create_access_group(
+                group_name, description, _dedup(model_groups, "model_groups")
+            )
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Model access group '{group_name}' already exists") from exc
 
     async def list_access_groups(self, who: Principal) -> list[AccessGroup]:
         who.require_admin()
-        return await self.access.list_all()
+        return await self.catalog.list_access_groups()
 
     async def get_access_group(self, who: Principal, group_name: str) -> AccessGroup:
         who.require_admin()
         v.require_id(group_name, "group_name")
-        found = await self.access.get(group_name)
+        found = await self.catalog.get_access_group(group_name)
         if found is None:
             raise access_group_not_found(group_name)
         return found
 
     async def list_model_groups(self, who: Principal) -> list[ModelGroup]:
         if who.is_admin:
-            return await self.groups.list_all()
-        assert who.team_id is not None
-        return sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+            groups = await self.catalog.list_model_groups()
+        else:
+            assert who.team_id is not None
+            groups = sorted(await self.teams.groups_of(who.team_id), key=lambda g: g.group_name)
+        return [self._readable(who, g) for g in groups]
 
     async def get_model_group(self, who: Principal, group_name: str) -> ModelGroup:
+        """A team key gets PERMISSION_DENIED for any group it is not assigned, existing or not
+        (issue 21 item 8: a 404 would tell it which names exist)."""
         v.require_id(group_name, "group_name")
-        group = await self.groups.get(group_name)
-        if group is None:
-            raise model_group_not_found(group_name)
         if not who.is_admin:
             assert who.team_id is not None
             names = {g.group_name for g in await self.teams.groups_of(who.team_id)}
             if group_name not in names:
                 raise model_group_access_denied(who.team_id, group_name)
-        return group
+        group = await self.catalog.get_model_group(group_name)
+        if group is None:
+            raise model_group_not_found(group_name)
+        return self._readable(who, group)
 
     async def resolve_model_group(
         self, who: Principal, group_name: str, team_id: str
     ) -> tuple[ModelGroup, bool]:
-        """(group, team_has_access). A team key may only ask for its own team,
-        and a group it lacks is PERMISSION_DENIED (seed 003: "returns error")."""
+        """(group, team_has_access). A team key may only ask for its own team, and a group it
+        lacks is PERMISSION_DENIED (seed 003: "returns error"), whether the group exists or not
+        (issue 21 item 8: a 404 for absent groups would tell a team which names exist)."""
         v.require_id(group_name, "group_name")
         if not team_id:
             if who.is_admin:
@@ -236,16 +290,20 @@ class TenancyService:
             team_id = who.team_id
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
-        group = await self.groups.get(group_name)
+        team = None
+        if not who.is_admin:
+            team = await self.teams.get_team(team_id)
+            if team is None:
+                raise team_not_found(team_id)
+            if group_name not in team.model_groups:
+                raise model_group_access_denied(team_id, group_name)
+        group = await self.catalog.get_model_group(group_name)
         if group is None:
             raise model_group_not_found(group_name)
-        team = await self.teams.get(team_id)
+        team = team or await self.teams.get_team(team_id)
         if team is None:
             raise team_not_found(team_id)
-        has_access = group_name in team.model_groups
-        if not has_access and not who.is_admin:
-            raise model_group_access_denied(team_id, group_name)
-        return group, has_access
+        return self._readable(who, group), group_name in team.model_groups
 
     # Teams -----------------------------------------------------------------
 
@@ -270,7 +328,7 @@ class TenancyService:
         access = _dedup(access_groups, "access_groups")
         v.credits(credits_allocated, "credits_allocated", allow_zero=True)
         key, key_hash, prefix = new_team_key()
-        team = await self.teams.create(
+        new = NewTeam(
             organization_id=organization_id,
             team_id=team_id,
             team_alias=team_alias or team_id,
@@ -281,12 +339,18 @@ class TenancyService:
             key_hash=key_hash,
             key_prefix=prefix,
         )
+        try:
+            team = await self.teams.create_team(new)
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
+        except ConstraintViolation as exc:
+            raise AlreadyExists(f"Team '{team_id}' already exists") from exc
         return team, key
 
     async def get_team(self, who: Principal, team_id: str) -> Team:
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
-        team = await self.teams.get(team_id)
+        team = await self.teams.get_team(team_id)
         if team is None:
             raise team_not_found(team_id)
         return team
@@ -296,7 +360,10 @@ class TenancyService:
     ) -> Team:
         who.require_admin()
         v.require_id(team_id, "team_id")
-        team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
+        try:
+            team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
+        except UnknownReference as exc:
+            raise unknown(exc) from exc
         if team is None:
             raise team_not_found(team_id)
         return team
@@ -307,7 +374,8 @@ class TenancyService:
         who.require_admin()
         v.require_id(team_id, "team_id")
         v.text(reason, "reason", max_len=512)
-        team = await self.teams.set_status(team_id, status, reason)
+        message = f"Team suspended: {reason}" if reason else "Team suspended"
+        team = await self.teams.set_status(team_id, status, message)
         if team is None:
             raise team_not_found(team_id)
         return team

@@ -10,10 +10,8 @@ from datetime import UTC, datetime
 from service.domain import validation as v
 from service.domain.errors import organization_not_found, team_not_found
 from service.domain.models import UsageRow
+from service.domain.ports import Catalog, TeamDirectory, UsageStore
 from service.domain.principal import Principal
-from service.storage.organizations import OrganizationRepository
-from service.storage.teams import TeamRepository
-from service.storage.usage import UsageRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +54,16 @@ def _report(period: str, rows: dict[tuple[str, str], UsageRow]) -> UsageReport:
 
 
 class UsageService:
-    def __init__(
-        self, usage: UsageRepository, teams: TeamRepository, orgs: OrganizationRepository
-    ) -> None:
+    def __init__(self, usage: UsageStore, teams: TeamDirectory, catalog: Catalog) -> None:
         self.usage = usage
         self.teams = teams
-        self.orgs = orgs
+        self.catalog = catalog
 
     async def team(self, who: Principal, team_id: str, period: str) -> UsageReport:
         v.require_id(team_id, "team_id")
         who.require_team(team_id)
         start, end = month_bounds(period)
-        if await self.teams.get(team_id) is None:
+        if await self.teams.get_team(team_id) is None:
             raise team_not_found(team_id)
         return _report(period, await self.usage.by_team_and_type(start, end, team_id=team_id))
 
@@ -75,7 +71,7 @@ class UsageService:
         who.require_admin()
         v.require_id(organization_id, "organization_id")
         start, end = month_bounds(period)
-        if await self.orgs.get(organization_id) is None:
+        if await self.catalog.get_organization(organization_id) is None:
             raise organization_not_found(organization_id)
         return _report(
             period, await self.usage.by_team_and_type(start, end, org_id=organization_id)

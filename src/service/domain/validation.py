@@ -20,9 +20,6 @@ MAX_OFFSET = 10_000_000
 MAX_MODELS_PER_GROUP = 32
 MAX_GROUPS_PER_TEAM = 64
 
-JOB_STATUSES = ("pending", "in_progress", "completed", "failed", "expired")
-OPEN_STATUSES = ("pending", "in_progress")
-
 
 def require_id(value: str, field: str) -> str:
     if not value:

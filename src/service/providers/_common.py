@@ -3,13 +3,14 @@ token estimation. Nothing here imports LiteLLM or does I/O."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from service.providers.base import ProviderError, TokenUsage
+from service.providers.credentials import ENV_PREFIX as ENV_REFERENCE
+from service.providers.credentials import read_env_reference
 
-ENV_PREFIX = "os.environ/"
+ENV_PREFIX = ENV_REFERENCE
 # Upstream error texts are echoed into attempt records; keep them short.
 MAX_UPSTREAM_MESSAGE = 300
 # The usual rule of thumb for English text and BPE tokenizers.
@@ -20,9 +21,10 @@ def resolve_api_key(config: Mapping[str, Any], default_env: str | None = None) -
     """The API key of a model, read at call time so a rotated env var is
     picked up without a restart.
 
-    `api_key` is `"os.environ/NAME"` (the only form the domain accepts) or a
-    literal key. When absent, `default_env` (e.g. OPENAI_API_KEY) is used if
-    given, else there is no key (local vLLM/Ollama servers need none).
+    `api_key` is `"os.environ/NAME"` (NAME checked by providers/credentials.py) or a
+    literal key (a pasted key arrives here already opened by the router). When absent,
+    `default_env` (e.g. OPENAI_API_KEY) is used if given, else there is no key (local
+    vLLM/Ollama servers need none).
     """
     raw = config.get("api_key")
     if raw is None or raw == "":
@@ -31,11 +33,7 @@ def resolve_api_key(config: Mapping[str, Any], default_env: str | None = None) -
         raw = ENV_PREFIX + default_env
     raw = str(raw)
     if raw.startswith(ENV_PREFIX):
-        name = raw[len(ENV_PREFIX) :]
-        value = os.environ.get(name)
-        if not value:
-            raise ProviderError(f"API key env var {name} is not set", retryable=False)
-        return value
+        return read_env_reference(raw[len(ENV_PREFIX) :])
     return raw
 
 

@@ -34,6 +34,7 @@ from service.providers.base import (
     StreamChunk,
     TokenUsage,
 )
+from service.providers.credentials import read_env_reference
 
 # Model config keys forwarded to litellm.acompletion as they are (values of
 # the form "os.environ/NAME" are resolved first). Our own keys (prices,
@@ -45,6 +46,7 @@ _FORWARDED_CONFIG = frozenset(
         "api_version",
         "organization",
         "extra_headers",
+        "azure_ad_token",
         "drop_params",
         "aws_access_key_id",
         "aws_secret_access_key",
@@ -93,11 +95,7 @@ def _resolve(value: Any) -> Any:
         # extra_headers: {"x-api-key": "os.environ/NAME"}
         return {k: _resolve(v) for k, v in value.items()}
     if isinstance(value, str) and value.startswith(ENV_PREFIX):
-        name = value[len(ENV_PREFIX) :]
-        resolved = os.environ.get(name)
-        if not resolved:
-            raise ProviderError(f"Env var {name} is not set", retryable=False)
-        return resolved
+        return read_env_reference(value[len(ENV_PREFIX) :])
     return value
 
 

@@ -32,6 +32,7 @@ import os
 from collections.abc import AsyncIterator
 
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, Provider, StreamChunk
+from service.providers.credentials import CredentialPolicy
 from service.providers.litellm_provider import LiteLLMProvider
 from service.providers.openai_compat import OpenAICompatProvider
 from service.providers.simulator import SIMULATOR_PREFIX, SimulatorProvider
@@ -184,11 +185,14 @@ class ProviderRouter:
         litellm: LiteLLMProvider | None = None,
         simulator: SimulatorProvider | None = None,
         simulate_without_keys: bool = False,
+        credentials: CredentialPolicy | None = None,
     ) -> None:
         self.openai = openai or OpenAICompatProvider()
         self.litellm = litellm or LiteLLMProvider()
         self.simulator = simulator or SimulatorProvider()
         self.simulate_without_keys = simulate_without_keys
+        # Opens pasted keys and reads env references for each attempt (providers/credentials.py).
+        self.credentials = credentials or CredentialPolicy()
         self._simulated: set[str] = set()
 
     def route(self, model: ModelSpec) -> Provider:
@@ -226,14 +230,16 @@ class ProviderRouter:
         request: ChatRequest,
         timeout: float,
     ) -> ChatResult:
-        return await self.route(model).complete(model, request, timeout)
+        # Routing looks at the config as stored; only the chosen backend sees the secrets.
+        return await self.route(model).complete(self.credentials.for_call(model), request, timeout)
 
     def stream(
         self, model: ModelSpec, request: ChatRequest, timeout: float
     ) -> AsyncIterator[StreamChunk]:
         # Returns the backend's own async generator (not a wrapping one), so
         # aclose/cancellation reach it directly and no per-chunk hop is added.
-        return self.route(model).stream(model, request, timeout)
+        # A secret that cannot be had raises here, inside the caller's attempt.
+        return self.route(model).stream(self.credentials.for_call(model), request, timeout)
 
     async def aclose(self) -> None:
         await self.openai.aclose()

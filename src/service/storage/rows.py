@@ -3,48 +3,60 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
-from service.domain.models import CallRecord, Credits, LedgerEntry
+from service.domain.models import CallRecord, Credits, Job, LedgerEntry
+from service.domain.ports import UnknownReference
+from service.storage.database import Connection
+from service.storage.sql import in_list
+
+# The columns of an llm_calls row, in the order the money writers insert them.
+CALL_COLUMNS = (
+    "call_id",
+    "job_id",
+    "team_id",
+    "model_group",
+    "model",
+    "purpose",
+    "status",
+    "streamed",
+    "prompt_tokens",
+    "completion_tokens",
+    "usage_estimated",
+    "cost_usd",
+    "latency_ms",
+    "ttft_ms",
+    "error",
+    "attempts",
+    "created_at",
+)
 
 
 async def ids_by_name(
-    conn: AsyncConnection,
+    conn: Connection,
     name_col: ColumnElement[str],
     id_col: ColumnElement[str],
     names: Sequence[str],
-    missing: Callable[[str], Exception],
+    kind: str,
 ) -> list[str]:
-    """The ids of `names` (same order), or raise `missing(name)` for the first unknown one."""
+    """The ids of `names` (same order), or UnknownReference for the first unknown one."""
     if not names:
         return []
-    rows = (await conn.execute(select(name_col, id_col).where(name_col.in_(list(names))))).all()
+    query = select(name_col, id_col).where(in_list(name_col, "names"))
+    rows = (await conn.execute(query, {"names": list(names)})).all()
     ids = {r[0]: r[1] for r in rows}
     for n in names:
         if n not in ids:
-            raise missing(n)
+            raise UnknownReference(kind, n)
     return [ids[n] for n in names]
 
 
 def new_id() -> str:
     return str(uuid.uuid4())
-
-
-def reserve_reason(job_type: str) -> str:
-    """The ledger reason of a job's reservation (every path that creates a job writes this)."""
-    return f"Job {job_type} created"
-
-
-def settle_reason(job_type: str, status: str, *, charged: bool) -> str:
-    """The ledger reason of a completed job's settlement: its charge, or its release."""
-    if charged:
-        return f"Job {job_type} completed successfully"
-    return f"Job {job_type} " + ("failed" if status == "failed" else "had failed calls")
 
 
 def utcnow() -> datetime:
@@ -60,15 +72,13 @@ def opt_utc(value: datetime | None) -> datetime | None:
     return None if value is None else as_utc(value)
 
 
-def credits_of(row: Any) -> Credits:
-    m = row._mapping
+def credits_of(m: Mapping[str, Any]) -> Credits:
     return Credits(
         allocated=m["credits_allocated"], used=m["credits_used"], reserved=m["credits_reserved"]
     )
 
 
-def ledger_entry_of(row: Any) -> LedgerEntry:
-    m = row._mapping
+def ledger_entry_of(m: Mapping[str, Any]) -> LedgerEntry:
     return LedgerEntry(
         transaction_id=m["transaction_id"],
         team_id=m["team_id"],
@@ -81,12 +91,8 @@ def ledger_entry_of(row: Any) -> LedgerEntry:
     )
 
 
-def call_of(row: Any) -> CallRecord:
-    return call_of_mapping(row._mapping)
-
-
-def call_of_mapping(m: Mapping[str, Any]) -> CallRecord:
-    """An llm_calls row as a mapping (SQLAlchemy's row._mapping, a dict of an asyncpg record)."""
+def call_of(m: Mapping[str, Any]) -> CallRecord:
+    """An llm_calls row."""
     return CallRecord(
         call_id=m["call_id"],
         job_id=m["job_id"],
@@ -100,4 +106,25 @@ def call_of_mapping(m: Mapping[str, Any]) -> CallRecord:
         latency_ms=m["latency_ms"],
         error=m["error"],
         created_at=as_utc(m["created_at"]),
+    )
+
+
+def job_of(m: Mapping[str, Any], calls: list[CallRecord] | None = None) -> Job:
+    """A jobs row."""
+    return Job(
+        job_id=m["job_id"],
+        team_id=m["team_id"],
+        user_id=m["user_id"],
+        job_type=m["job_type"],
+        status=m["status"],
+        metadata=m["metadata"] or {},
+        result_metadata=m["result_metadata"],
+        error_message=m["error_message"],
+        credit_applied=bool(m["credit_applied"]),
+        credits_remaining_after=m["credits_remaining_after"],
+        created_at=as_utc(m["created_at"]),
+        updated_at=as_utc(m["updated_at"]),
+        completed_at=opt_utc(m["completed_at"]),
+        calls=calls or [],
+        replay_response=m["replay_response"],
     )

@@ -9,29 +9,24 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import delete, literal, select, text, union_all, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import bindparam, delete, literal, select, text, union_all, update
 
-from service.domain.errors import AlreadyExists, organization_not_found
 from service.domain.models import Credits, ModelGroup, Team, TeamAuth
-from service.domain.validation import OPEN_STATUSES
-from service.storage import ledger
-from service.storage.access_groups import resolve_access_group_ids
-from service.storage.db import Database
-from service.storage.model_groups import load_groups, resolve_group_ids
-from service.storage.rows import as_utc, credits_of, new_id, utcnow
+from service.domain.ports import NewTeam, UnknownReference
+from service.storage.catalog import load_groups, resolve_access_group_ids, resolve_group_ids
+from service.storage.database import Connection, Database
+from service.storage.money import Money
+from service.storage.rows import as_utc, credits_of, utcnow
 from service.storage.schema import (
     access_group_model_groups,
     access_groups,
-    credit_transactions,
-    jobs,
     model_groups,
     organizations,
     team_access_groups,
     team_model_groups,
     teams,
 )
+from service.storage.sql import prepared
 
 
 def allowed_models(groups: Sequence[ModelGroup]) -> list[str]:
@@ -43,25 +38,23 @@ def allowed_models(groups: Sequence[ModelGroup]) -> list[str]:
     return list(seen)
 
 
-async def team_access_groups_of(conn: AsyncConnection, team_id: str) -> list[str]:
-    return list(
-        (
-            await conn.execute(
-                select(access_groups.c.group_name)
-                .join(
-                    team_access_groups,
-                    team_access_groups.c.access_group_id == access_groups.c.access_group_id,
-                )
-                .where(team_access_groups.c.team_id == team_id)
-                .order_by(team_access_groups.c.position)
-            )
-        ).scalars()
+_P_TEAM: Any = bindparam("p_team_id")
+_ACCESS_GROUPS_OF = prepared(
+    select(access_groups.c.group_name)
+    .join(
+        team_access_groups,
+        team_access_groups.c.access_group_id == access_groups.c.access_group_id,
     )
+    .where(team_access_groups.c.team_id == _P_TEAM)
+    .order_by(team_access_groups.c.position)
+)
 
 
-async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
-    """The team's model groups: its own assignments in order, then those of
-    its access groups (as they are now), without duplicates."""
+async def team_access_groups_of(conn: Connection, team_id: str) -> list[str]:
+    return (await conn.execute(_ACCESS_GROUPS_OF, {"p_team_id": team_id})).scalars()
+
+
+def _group_names_query() -> object:
     direct = (
         select(
             model_groups.c.group_name,
@@ -72,7 +65,7 @@ async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
         .join(
             team_model_groups, team_model_groups.c.model_group_id == model_groups.c.model_group_id
         )
-        .where(team_model_groups.c.team_id == team_id)
+        .where(team_model_groups.c.team_id == _P_TEAM)
     )
     via_access = (
         select(
@@ -89,13 +82,20 @@ async def team_groups(conn: AsyncConnection, team_id: str) -> list[ModelGroup]:
             team_access_groups,
             team_access_groups.c.access_group_id == access_group_model_groups.c.access_group_id,
         )
-        .where(team_access_groups.c.team_id == team_id)
+        .where(team_access_groups.c.team_id == _P_TEAM)
     )
-    rows = (
-        await conn.execute(
-            union_all(direct, via_access).order_by(text("src"), text("position"), text("pos2"))
-        )
-    ).all()
+    return prepared(
+        union_all(direct, via_access).order_by(text("src"), text("position"), text("pos2"))
+    )
+
+
+_GROUP_NAMES_OF = _group_names_query()
+
+
+async def team_groups(conn: Connection, team_id: str) -> list[ModelGroup]:
+    """The team's model groups: its own assignments in order, then those of
+    its access groups (as they are now), without duplicates."""
+    rows = (await conn.execute(_GROUP_NAMES_OF, {"p_team_id": team_id})).all()  # type: ignore[arg-type]
     names = list(dict.fromkeys(r[0] for r in rows))
     by_name = {g.group_name: g for g in await load_groups(conn, names)}
     return [by_name[n] for n in names if n in by_name]
@@ -110,7 +110,7 @@ def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) ->
         status=m["status"],
         metadata=m["metadata"] or {},
         key_prefix=m["key_prefix"],
-        credits=credits_of(row),
+        credits=credits_of(m),
         model_groups=[g.group_name for g in groups],
         allowed_models=allowed_models(groups),
         created_at=as_utc(m["created_at"]),
@@ -119,14 +119,14 @@ def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) ->
     )
 
 
-async def _load_team(conn: AsyncConnection, team_id: str) -> Team | None:
+async def _load_team(conn: Connection, team_id: str) -> Team | None:
     row = (await conn.execute(select(teams).where(teams.c.team_id == team_id))).first()
     if row is None:
         return None
     return _team(row, await team_groups(conn, team_id), await team_access_groups_of(conn, team_id))
 
 
-async def _assign(conn: AsyncConnection, team_id: str, group_ids: Sequence[str]) -> None:
+async def _assign(conn: Connection, team_id: str, group_ids: Sequence[str]) -> None:
     await conn.execute(delete(team_model_groups).where(team_model_groups.c.team_id == team_id))
     if group_ids:
         await conn.execute(
@@ -190,110 +190,86 @@ class ReadCache(Generic[K, V]):
 
 
 class TeamRepository:
-    def __init__(self, db: Database, cache_ttl: float = CACHE_TTL_S) -> None:
+    """domain/ports.py TeamDirectory."""
+
+    def __init__(self, db: Database, money: Money, cache_ttl: float = CACHE_TTL_S) -> None:
         self.db = db
+        self.money = money
         self._auth_cache: ReadCache[str, TeamAuth] = ReadCache(db, cache_ttl)
         self._groups_cache: ReadCache[str, list[ModelGroup]] = ReadCache(db, cache_ttl)
 
-    async def create(
-        self,
-        *,
-        organization_id: str,
-        team_id: str,
-        team_alias: str,
-        group_names: Sequence[str],
-        access_group_names: Sequence[str] = (),
-        credits_allocated: int,
-        metadata: dict[str, Any],
-        key_hash: str,
-        key_prefix: str,
-    ) -> Team:
+    async def create_team(self, team: NewTeam) -> Team:
         now = utcnow()
-        try:
-            async with self.db.tx() as conn:
-                org = (
-                    await conn.execute(
-                        select(organizations.c.organization_id).where(
-                            organizations.c.organization_id == organization_id
-                        )
-                    )
-                ).first()
-                if org is None:
-                    raise organization_not_found(organization_id)
-                group_ids = await resolve_group_ids(conn, group_names)
-                access_ids = await resolve_access_group_ids(conn, access_group_names)
+        async with self.db.tx() as conn:
+            org = (
                 await conn.execute(
-                    teams.insert().values(
-                        team_id=team_id,
-                        organization_id=organization_id,
-                        team_alias=team_alias,
-                        status="active",
-                        metadata=metadata,
-                        key_hash=key_hash,
-                        key_prefix=key_prefix,
-                        credits_allocated=credits_allocated,
-                        credits_used=0,
-                        credits_reserved=0,
-                        created_at=now,
-                        updated_at=now,
+                    select(organizations.c.organization_id).where(
+                        organizations.c.organization_id == team.organization_id
                     )
                 )
-                await _assign(conn, team_id, group_ids)
-                if access_ids:
-                    await conn.execute(
-                        team_access_groups.insert(),
-                        [
-                            {"team_id": team_id, "access_group_id": a, "position": i}
-                            for i, a in enumerate(access_ids)
-                        ],
-                    )
-                if credits_allocated > 0:
-                    await conn.execute(
-                        credit_transactions.insert().values(
-                            transaction_id=new_id(),
-                            team_id=team_id,
-                            transaction_type="allocation",
-                            credits_amount=credits_allocated,
-                            balance_after=credits_allocated,
-                            reason="Initial allocation",
-                            job_id=None,
-                            metadata={},
-                            created_at=now,
-                        )
-                    )
-                groups = await team_groups(conn, team_id)
-        except IntegrityError as exc:
-            raise AlreadyExists(f"Team '{team_id}' already exists") from exc
+            ).first()
+            if org is None:
+                raise UnknownReference("organization", team.organization_id)
+            group_ids = await resolve_group_ids(conn, team.group_names)
+            access_ids = await resolve_access_group_ids(conn, team.access_group_names)
+            await conn.execute(
+                teams.insert().values(
+                    team_id=team.team_id,
+                    organization_id=team.organization_id,
+                    team_alias=team.team_alias,
+                    status="active",
+                    metadata=team.metadata,
+                    key_hash=team.key_hash,
+                    key_prefix=team.key_prefix,
+                    credits_allocated=team.credits_allocated,
+                    credits_used=0,
+                    credits_reserved=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            await _assign(conn, team.team_id, group_ids)
+            if access_ids:
+                await conn.execute(
+                    team_access_groups.insert(),
+                    [
+                        {"team_id": team.team_id, "access_group_id": a, "position": i}
+                        for i, a in enumerate(access_ids)
+                    ],
+                )
+            if team.credits_allocated > 0:
+                await self.money.allocate(conn, team.team_id, team.credits_allocated, now)
+            groups = await team_groups(conn, team.team_id)
         return Team(
-            team_id=team_id,
-            organization_id=organization_id,
-            team_alias=team_alias,
+            team_id=team.team_id,
+            organization_id=team.organization_id,
+            team_alias=team.team_alias,
             status="active",
-            metadata=metadata,
-            key_prefix=key_prefix,
-            credits=Credits(allocated=credits_allocated, used=0, reserved=0),
+            metadata=team.metadata,
+            key_prefix=team.key_prefix,
+            credits=Credits(allocated=team.credits_allocated, used=0, reserved=0),
             model_groups=[g.group_name for g in groups],
             allowed_models=allowed_models(groups),
             created_at=now,
             updated_at=now,
-            access_groups=list(access_group_names),
+            access_groups=list(team.access_group_names),
         )
 
-    async def get(self, team_id: str) -> Team | None:
-        async with self.db.tx() as conn:
+    async def get_team(self, team_id: str) -> Team | None:
+        async with self.db.read() as conn:
             return await _load_team(conn, team_id)
 
     async def groups_of(self, team_id: str) -> list[ModelGroup]:
         """The team's model groups (cached, see CACHE_TTL_S: every LLM call asks)."""
 
         async def load() -> list[ModelGroup]:
-            async with self.db.tx() as conn:
+            async with self.db.read() as conn:
                 return await team_groups(conn, team_id)
 
         return list(await self._groups_cache.get(team_id, load) or ())
 
-    async def list_by_organization(self, organization_id: str) -> list[Team]:
-        async with self.db.tx() as conn:
+    async def teams_of_organization(self, organization_id: str) -> list[Team]:
+        async with self.db.read() as conn:
             rows = (
                 await conn.execute(
                     select(teams)
@@ -314,36 +290,29 @@ class TeamRepository:
         """The key's team and its status (cached, see CACHE_TTL_S: every request asks)."""
 
         async def load() -> TeamAuth | None:
-            async with self.db.tx() as conn:
-                row = (
-                    await conn.execute(
-                        select(teams.c.team_id, teams.c.status).where(teams.c.key_hash == key_hash)
-                    )
-                ).first()
+            async with self.db.read() as conn:
+                row = (await conn.execute(_AUTH, {"p_key_hash": key_hash})).first()
             return None if row is None else TeamAuth(team_id=row[0], status=row[1])
 
         return await self._auth_cache.get(key_hash, load)
 
     async def set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
         try:
-            return await self._set_model_groups(team_id, group_names)
+            async with self.db.tx() as conn:
+                found = (
+                    await conn.execute(
+                        update(teams)
+                        .where(teams.c.team_id == team_id)
+                        .values(updated_at=utcnow())
+                        .returning(teams.c.team_id)
+                    )
+                ).first()
+                if found is None:
+                    return None
+                await _assign(conn, team_id, await resolve_group_ids(conn, group_names))
+                return await _load_team(conn, team_id)
         finally:
             self.db.config_changed()
-
-    async def _set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
-        async with self.db.tx() as conn:
-            found = (
-                await conn.execute(
-                    update(teams)
-                    .where(teams.c.team_id == team_id)
-                    .values(updated_at=utcnow())
-                    .returning(teams.c.team_id)
-                )
-            ).first()
-            if found is None:
-                return None
-            await _assign(conn, team_id, await resolve_group_ids(conn, group_names))
-            return await _load_team(conn, team_id)
 
     async def rotate_key(self, team_id: str, key_hash: str, key_prefix: str) -> bool:
         async with self.db.tx() as conn:
@@ -358,63 +327,15 @@ class TeamRepository:
         self.db.config_changed()
         return row is not None
 
-    async def set_status(self, team_id: str, status: str, reason: str) -> Team | None:
-        """Suspend or resume. Suspending ends the team's open jobs as failed
-        and releases their credits, in the same transaction."""
+    async def set_status(self, team_id: str, status: str, error_message: str) -> Team | None:
         try:
-            return await self._set_status(team_id, status, reason)
+            if not await self.money.set_team_status(team_id, status, error_message, utcnow()):
+                return None
         finally:
             self.db.config_changed()
+        return await self.get_team(team_id)
 
-    async def _set_status(self, team_id: str, status: str, reason: str) -> Team | None:
-        now = utcnow()
-        async with self.db.tx() as conn:
-            if status == "suspended":
-                # Lock the open jobs before the team row: complete() and the sweeper lock a
-                # job, then its team; taking the team first here deadlocked with them.
-                await conn.execute(
-                    select(jobs.c.job_id)
-                    .where(jobs.c.team_id == team_id, jobs.c.status.in_(OPEN_STATUSES))
-                    .order_by(jobs.c.job_id)
-                    .with_for_update()
-                )
-            found = (
-                await conn.execute(
-                    update(teams)
-                    .where(teams.c.team_id == team_id)
-                    .values(status=status, updated_at=now)
-                    .returning(teams.c.team_id)
-                )
-            ).first()
-            if found is None:
-                return None
-            if status == "suspended":
-                open_jobs = (
-                    await conn.execute(
-                        update(jobs)
-                        .where(jobs.c.team_id == team_id, jobs.c.status.in_(OPEN_STATUSES))
-                        .values(
-                            status="failed",
-                            completed_at=now,
-                            updated_at=now,
-                            error_message=f"Team suspended: {reason}"
-                            if reason
-                            else "Team suspended",
-                        )
-                        .returning(jobs.c.job_id, jobs.c.job_type)
-                    )
-                ).all()
-                for job_id, job_type in open_jobs:
-                    credits = await ledger.settle(
-                        conn,
-                        team_id,
-                        job_id,
-                        kind="release",
-                        reason=f"Job {job_type} ended: team suspended",
-                    )
-                    await conn.execute(
-                        update(jobs)
-                        .where(jobs.c.job_id == job_id)
-                        .values(credits_remaining_after=credits.remaining)
-                    )
-            return await _load_team(conn, team_id)
+
+_AUTH = prepared(
+    select(teams.c.team_id, teams.c.status).where(teams.c.key_hash == bindparam("p_key_hash"))
+)

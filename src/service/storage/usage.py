@@ -9,8 +9,9 @@ from datetime import datetime
 from sqlalchemy import FromClause, and_, case, func, select
 
 from service.domain.models import UsageRow
-from service.storage.db import Database
+from service.storage.database import Database
 from service.storage.schema import jobs, teams
+from service.storage.sql import one_of
 
 
 class UsageRepository:
@@ -34,7 +35,7 @@ class UsageRepository:
             base = jobs.join(teams, teams.c.team_id == jobs.c.team_id)
             cond = and_(cond, teams.c.organization_id == org_id)
         charged = and_(jobs.c.status == "completed", jobs.c.credit_applied)
-        ended_badly = jobs.c.status.in_(("failed", "expired"))
+        ended_badly = one_of(jobs.c.status, ("failed", "expired"))
         keys = (jobs.c.team_id, jobs.c.job_type)
         query = (
             select(
@@ -49,7 +50,7 @@ class UsageRepository:
             .where(cond)
             .group_by(*keys)
         )
-        async with self.db.tx() as conn:
+        async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return {
             (t, jt): UsageRow(

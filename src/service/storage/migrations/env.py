@@ -1,13 +1,12 @@
-"""Alembic environment (async). Configured from code by storage/migrate.py."""
+"""Alembic environment. Configured from code by storage/migrate.py, which also picks the
+SQLAlchemy engine (migrations are the one place SQLAlchemy connects by itself)."""
 
 from __future__ import annotations
-
-import asyncio
 
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from service.storage.db import Database
+from service.storage.migrate import with_connection
 from service.storage.schema import metadata
 
 config = context.config
@@ -24,16 +23,6 @@ def _run(connection: Connection) -> None:
         context.run_migrations()
 
 
-async def _main() -> None:
-    db = Database(config.get_main_option("sqlalchemy.url") or "")
-    try:
-        async with db.engine.connect() as conn:
-            await conn.run_sync(_run)
-            await conn.commit()
-    finally:
-        await db.dispose()
-
-
 if context.is_offline_mode():
     raise SystemExit("offline migrations are not supported; run `python -m service migrate`")
-asyncio.run(_main())
+with_connection(config.get_main_option("sqlalchemy.url") or "", _run)

@@ -1,0 +1,88 @@
+"""Typed async client of the SaaS LLM gateway (seed 004's "Type-Safe Python Client").
+
+from saas_litellm_client import SaasLiteLLMClient
+
+async with SaasLiteLLMClient(base_url=..., team_id=..., virtual_key=...) as client:
+    job = await client.create_job("document_analysis")
+"""
+
+from saas_litellm_client.client import SaasLiteLLMClient, strict_json_schema
+from saas_litellm_client.errors import (
+    AuthenticationError,
+    ConflictError,
+    FailedPreconditionError,
+    InsufficientCreditsError,
+    InvalidRequestError,
+    JobAlreadyCompletedError,
+    JobLimitExceededError,
+    JobNotFoundError,
+    JobNotOpenError,
+    LLMCallFailedError,
+    ModelGroupAccessDeniedError,
+    NoModelGroupError,
+    NotFoundError,
+    PermissionDeniedError,
+    RateLimitedError,
+    RequestInProgressError,
+    RequestTimeoutError,
+    SaasLiteLLMError,
+    ServiceUnavailableError,
+    StreamError,
+    StructuredOutputError,
+    TeamSuspendedError,
+)
+from saas_litellm_client.models import (
+    CallMetadata,
+    CompleteJobResult,
+    CreateAndCallResult,
+    CreditBalance,
+    Job,
+    JobCall,
+    JobCosts,
+    JobDetails,
+    LLMCallResponse,
+    LLMResponse,
+    StreamChunk,
+    TeamUsage,
+    Usage,
+)
+
+__all__ = [
+    "AuthenticationError",
+    "CallMetadata",
+    "CompleteJobResult",
+    "ConflictError",
+    "CreateAndCallResult",
+    "CreditBalance",
+    "FailedPreconditionError",
+    "InsufficientCreditsError",
+    "InvalidRequestError",
+    "Job",
+    "JobAlreadyCompletedError",
+    "JobCall",
+    "JobCosts",
+    "JobDetails",
+    "JobLimitExceededError",
+    "JobNotFoundError",
+    "JobNotOpenError",
+    "LLMCallFailedError",
+    "LLMCallResponse",
+    "LLMResponse",
+    "ModelGroupAccessDeniedError",
+    "NoModelGroupError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitedError",
+    "RequestInProgressError",
+    "RequestTimeoutError",
+    "SaasLiteLLMClient",
+    "SaasLiteLLMError",
+    "ServiceUnavailableError",
+    "StreamChunk",
+    "StreamError",
+    "StructuredOutputError",
+    "TeamSuspendedError",
+    "TeamUsage",
+    "Usage",
+    "strict_json_schema",
+]
