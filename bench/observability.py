@@ -12,8 +12,8 @@ the differences are the service's).
   two Apps in one process: the second one started measured ~85 µs slower per call with both
   identical) drowned a ~10 µs effect in ±250 µs of noise on the shared 2-core machine.
 - Tracing: a large effect, measured across processes: metrics only, then metrics and
-  OpenTelemetry (batch processor, an exporter that drops the spans, every request sampled), the
-  order alternating; medians.
+  OpenTelemetry (batch processor, an exporter that drops the spans) with every request sampled,
+  and with 1% sampled (`parentbased_traceidratio`, 0.01), the order alternating; medians.
 - `hooks_us`: the metric updates of one call alone, in a tight loop (the floor of what metrics
   add); `log_line_us`: one INFO access line rendered by service/logs.py (the access log is off,
   WARNING, in every measured mode).
@@ -39,6 +39,7 @@ import grpc
 from google.protobuf import struct_pb2
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 from saas_llm.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from saas_llm.v1 import model_group_service_pb2 as mg_pb
@@ -166,7 +167,7 @@ def _log_line_us(lines: int = 20_000) -> float:
     return (time.process_time() - t0) / lines * 1e6
 
 
-PROCESS_MODES = ("metrics", "tracing")
+PROCESS_MODES = ("metrics", "tracing", "tracing-1pct")
 
 
 async def metrics_paired(calls: int, rounds: int) -> dict[str, Any]:
@@ -211,8 +212,9 @@ async def measure(mode: str, calls: int) -> float:
     """CPU ms per call of one process mode, in this process."""
     logging.getLogger("service").setLevel(logging.WARNING)
     settings: dict[str, Any] = {}
-    if mode == "tracing":
-        provider = TracerProvider()
+    if mode.startswith("tracing"):
+        ratio = 0.01 if mode == "tracing-1pct" else 1.0
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
         provider.add_span_processor(BatchSpanProcessor(_Drop()))
         settings["tracer_provider"] = provider
     with tempfile.TemporaryDirectory(prefix="bench-obs-") as tmp:
@@ -245,6 +247,7 @@ def run(calls: int, runs: int, rounds: int) -> dict[str, Any]:
             "cpu_ms_per_call_median": {m: round(v, 4) for m, v in median.items()},
             "cpu_ms_per_call_samples": {m: [round(x, 4) for x in v] for m, v in samples.items()},
             "tracing_added_us": round((median["tracing"] - median["metrics"]) * 1000, 1),
+            "tracing_1pct_added_us": round((median["tracing-1pct"] - median["metrics"]) * 1000, 1),
         },
         "hooks_us": round(_hooks_us(), 1),
         "log_line_us": round(_log_line_us(), 1),
