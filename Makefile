@@ -39,6 +39,15 @@ $(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 $(SEED_NODE_STAMP): $(SEED_NODE)/package.json $(SEED_NODE)/package-lock.json
 	cd $(SEED_NODE) && npm ci --ignore-scripts --no-audit --no-fund --loglevel=error
 
+# promtool (the tests check the metrics exposition and the Prometheus config with it), taken
+# from Debian's prometheus package without installing the server.
+PROMTOOL := build/tools/promtool
+$(PROMTOOL):
+	@if ! command -v apt-get >/dev/null; then echo "no apt-get: promtool checks will be skipped"; exit 0; fi; \
+	set -e; rm -rf build/tools/deb; mkdir -p build/tools/deb; cd build/tools/deb; \
+	apt-get download prometheus 2>/dev/null || { apt-get update -qq && apt-get download prometheus; }; \
+	dpkg-deb -x prometheus_*.deb root; cp root/usr/bin/promtool ..; cd ..; rm -rf deb
+
 # Go from Debian's packages, for the Go client test (buf generate + go run in GOPATH mode, no
 # module download). Needs root for apt-get; without it the test is skipped outside CI.
 GO_DEBS := golang-go protoc-gen-go protoc-gen-go-grpc golang-google-grpc-dev \
@@ -54,7 +63,7 @@ $(GO_STAMP):
 	fi
 	mkdir -p build && touch $@
 
-install: $(STAMP) $(NODE_STAMP) $(SEED_NODE_STAMP) $(GO_STAMP) ## Create .venv and install the project with its dev tools (npm, Go packages)
+install: $(STAMP) $(NODE_STAMP) $(SEED_NODE_STAMP) $(GO_STAMP) $(PROMTOOL) ## Create .venv and install the project with its dev tools (npm, Go packages, promtool)
 
 gen: $(STAMP) $(NODE_STAMP) ## Generate Python and TypeScript stubs, the Envoy descriptor set and the OpenAPI document from proto/
 	$(BIN)/python scripts/gen.py

@@ -1,5 +1,6 @@
 """Render the repository's envoy.yaml with other ports, descriptor path and upstream endpoints
-(and absolute paths for the admin dashboard's files).
+(and absolute paths for the admin dashboard's files), and optionally tracing and a stats
+listener.
 
 envoy.yaml stays the real, readable configuration; tests and `make run` need the same config with
 free ports, an absolute descriptor path, or several service replicas. The substitution is textual
@@ -7,6 +8,14 @@ and strict: each placeholder value must appear exactly where expected, otherwise
 loudly instead of producing a config that silently points at the wrong place.
 
     python -m gateway.envoy_config --http-port 18080 --grpc 127.0.0.1:50051 --grpc 127.0.0.1:50052
+
+Observability additions (not in envoy.yaml, which stays the plain config):
+- `otlp_endpoint` ("http://collector:4317", OTEL_EXPORTER_OTLP_ENDPOINT): Envoy's OpenTelemetry
+  tracer on the REST listener, exporting over OTLP/gRPC to that collector. Envoy starts (or
+  continues) the trace and sends `traceparent` to the service, whose spans join it.
+- `stats_port`: a listener serving only GET /stats/prometheus (proxied to the admin interface),
+  so that a scraper on another host (Prometheus in docker-compose) can read Envoy's stats while
+  the admin interface itself stays on loopback.
 """
 
 from __future__ import annotations
@@ -14,10 +23,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import json
+import os
 import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 ENVOY_YAML = ROOT / "envoy.yaml"
@@ -51,6 +62,100 @@ _ENDPOINT = _endpoint_pattern(50051)
 _DIRECT_ENDPOINT = _endpoint_pattern(50090)
 
 Endpoint = tuple[str, int]
+
+_SERVER_NAME = "          server_name: saas-llm-gateway\n"
+_LISTENERS = "  listeners:\n"
+OTLP_GRPC_PORT = 4317
+
+_TRACING = """\
+          # Tracing (rendered when OTEL_EXPORTER_OTLP_ENDPOINT is set): every request is traced
+          # and its traceparent sent to the service. The request id stays as the client sent it
+          # (no trace decision packed into it) and plays no part in sampling (a client's own
+          # x-request-id, UUID or not, would otherwise decide that the request is not traced).
+          tracing:
+            provider:
+              name: envoy.tracers.opentelemetry
+              typed_config:
+                "@type": type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig
+                grpc_service:
+                  envoy_grpc: {cluster_name: opentelemetry_collector}
+                  timeout: 1s
+                service_name: saas-llm-gateway-envoy
+          request_id_extension:
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig
+              pack_trace_reason: false
+              use_request_id_for_trace_sampling: false
+"""
+
+_COLLECTOR_CLUSTER = """\
+  - name: opentelemetry_collector
+    type: {cluster_type}
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config:
+          http2_protocol_options: {{}}
+    load_assignment:
+      cluster_name: opentelemetry_collector
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {host}, port_value: {port}}}
+"""
+
+# Envoy sends its spans every second (default: every 5 s, or 5 spans).
+_TRACING_RUNTIME = """\
+layered_runtime:
+  layers:
+  - name: tracing
+    static_layer:
+      tracing.opentelemetry.flush_interval_ms: 1000
+      tracing.opentelemetry.min_flush_spans: 1
+"""
+
+_HCM = (
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3"
+    ".HttpConnectionManager"
+)
+_STATS_LISTENER = """\
+  # Envoy's Prometheus stats alone (the admin interface stays on loopback).
+  - name: stats
+    address:
+      socket_address: {{address: {address}, port_value: {port}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": {hcm}
+          stat_prefix: stats
+          route_config:
+            virtual_hosts:
+            - name: stats
+              domains: ["*"]
+              routes:
+              - match: {{path: /stats/prometheus}}
+                route: {{cluster: envoy_admin}}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"""
+
+_ADMIN_CLUSTER = """\
+  - name: envoy_admin
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: envoy_admin
+      endpoints:
+      - lb_endpoints:
+        - endpoint:
+            address:
+              socket_address: {{address: {address}, port_value: {port}}}
+"""
 
 
 def parse_endpoint(value: str | int | Endpoint) -> Endpoint:
@@ -116,6 +221,8 @@ def render(
     cors_allowed_origins: Sequence[str] = (),
     direct_hosts: Sequence[str | int | Endpoint] | None = None,
     source: str | Path = ENVOY_YAML,
+    otlp_endpoint: str | None = None,
+    stats_port: int | None = None,
 ) -> str:
     """Return envoy.yaml with the given ports, descriptor path and upstream endpoints.
 
@@ -125,6 +232,9 @@ def render(
     given, turns CORS on for those origins (settings.CORS_ALLOWED_ORIGINS). direct_hosts, when
     given, are the replicas' HTTP handlers for the OpenAI-compatible paths (DIRECT_HTTP_PORT;
     default 127.0.0.1:50090).
+
+    otlp_endpoint ("http://host:port") turns Envoy's tracing on; stats_port adds the stats
+    listener (on listen_address; it needs a fixed admin_port to proxy to). See the module doc.
     """
     text = Path(source).read_text()
     endpoints = [parse_endpoint(h) for h in grpc_hosts] if grpc_hosts else []
@@ -149,6 +259,20 @@ def render(
         text = _set_endpoints(text, _DIRECT_ENDPOINT, [parse_endpoint(h) for h in direct_hosts])
     if not all(_is_ip(host) for host, _ in endpoints):
         text = _replace_once(text, _CLUSTER_TYPE, "    type: STRICT_DNS\n")
+    if not text.endswith("\n"):
+        text += "\n"
+    if stats_port is not None:
+        if not admin_port:
+            raise ValueError("stats_port needs a fixed admin_port to proxy to")
+        stats = _STATS_LISTENER.format(address=listen_address, port=int(stats_port), hcm=_HCM)
+        text = _replace_once(text, _LISTENERS, _LISTENERS + stats)
+        text += _ADMIN_CLUSTER.format(address=admin_address, port=int(admin_port))
+    if otlp_endpoint:
+        host, port = _collector(otlp_endpoint)
+        text = _replace_once(text, _SERVER_NAME, _SERVER_NAME + _TRACING)
+        cluster_type = "STATIC" if _is_ip(host) else "STRICT_DNS"
+        text += _COLLECTOR_CLUSTER.format(cluster_type=cluster_type, host=host, port=port)
+        text += _TRACING_RUNTIME
     return text
 
 
@@ -164,6 +288,15 @@ def _set_endpoints(text: str, pattern: re.Pattern[str], endpoints: Sequence[Endp
         for host, port in endpoints
     )
     return text[: match.start()] + block + text[match.end() :]
+
+
+def _collector(endpoint: str) -> Endpoint:
+    """(host, port) of an OTLP/gRPC endpoint URL. Plain gRPC only: Envoy reaches a collector
+    next to it (an agent or sidecar), as the service does."""
+    url = urlsplit(endpoint if "://" in endpoint else f"http://{endpoint}")
+    if url.scheme != "http" or not url.hostname:
+        raise ValueError(f"OTLP endpoint for Envoy must be http://host:port, got {endpoint!r}")
+    return url.hostname, url.port or OTLP_GRPC_PORT
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -185,6 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=[],
         help="a replica's HTTP handler for the OpenAI-compatible paths, host:port (repeatable)",
     )
+    parser.add_argument(
+        "--otlp-endpoint",
+        default=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+        help="trace to this OTLP/gRPC collector (default: $OTEL_EXPORTER_OTLP_ENDPOINT)",
+    )
+    parser.add_argument("--stats-port", type=int, help="serve /stats/prometheus on this port")
     parser.add_argument("-o", "--output", help="write here instead of stdout")
     args = parser.parse_args(argv)
     text = render(
@@ -196,6 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin_address=args.admin_address,
         cors_allowed_origins=args.cors_origin,
         direct_hosts=args.direct or None,
+        otlp_endpoint=args.otlp_endpoint,
+        stats_port=args.stats_port,
     )
     if args.output:
         Path(args.output).write_text(text)

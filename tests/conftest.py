@@ -26,6 +26,9 @@ from service.settings import Settings
 from service.storage.migrate import migrate
 
 MASTER_KEY = "sk-master-test-" + "x" * 24
+# Every service the tests start, in process or as a child process, serves its metrics on a free
+# port (never the default 9464, which `make run` may be using).
+os.environ.setdefault("METRICS_PORT", "0")
 PG_ADMIN_URL = os.environ.get("TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
@@ -91,6 +94,7 @@ def make_settings(url: str, **overrides: object) -> Settings:
         "log_level": "WARNING",
         "shutdown_grace": 1.0,
         "sweeper_interval": 3600.0,
+        "metrics_port": 0,
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

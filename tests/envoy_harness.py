@@ -134,10 +134,12 @@ async def start_envoy(
     startup_timeout: float = 15.0,
     cors_allowed_origins: Sequence[str] = (),
     direct_hosts: Sequence[int | str] = (),
+    otlp_endpoint: str | None = None,
 ) -> Envoy:
     """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
     its listener accepts connections. `direct_hosts`: the services' HTTP handlers for the
-    OpenAI-compatible paths (their DIRECT_HTTP_PORT)."""
+    OpenAI-compatible paths (their DIRECT_HTTP_PORT). With otlp_endpoint, Envoy traces to that
+    collector."""
     descriptor = Path(descriptor).resolve()
     if not descriptor.exists():
         raise RuntimeError(f"{descriptor} is missing: run `make gen`")
@@ -153,6 +155,7 @@ async def start_envoy(
             listen_address="127.0.0.1",
             cors_allowed_origins=cors_allowed_origins,
             direct_hosts=list(direct_hosts) or None,
+            otlp_endpoint=otlp_endpoint,
         )
     )
     admin_path = workdir / "admin.address"

@@ -7,7 +7,11 @@
 3. One Envoy (REST on HTTP_PORT 8080, admin on ENVOY_ADMIN_PORT: 9901, or a free port when 9901
    is taken) balances over all of them: envoy.yaml rendered by gateway/envoy_config.render with
    one endpoint per replica (127.0.0.1, where the replicas listen) into build/envoy.cluster.yaml.
-4. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
+   Replica N's HTTP handler for the OpenAI-compatible paths is on DIRECT_HTTP_PORT + N - 1
+   (default 50090, 50091, ...).
+4. Replica N serves its metrics on METRICS_PORT + N - 1 (default 9464, 9465, ...); Envoy's stats
+   are at ENVOY_ADMIN_PORT/stats/prometheus; OTEL_EXPORTER_OTLP_ENDPOINT traces everything.
+5. MASTER_KEY as in `make run` (environment, else data/master_key). SIGINT/SIGTERM stop every
    child (each one SIGTERM, so the replicas drain); if any child exits, the rest are stopped and
    run_cluster returns that child's exit code.
 
@@ -25,6 +29,7 @@ from service.devrun import (
     envoy_admin_port,
     envoy_config,
     migrate,
+    observability,
     ports_free,
     prepare,
     run_children,
@@ -103,11 +108,13 @@ def run_cluster() -> int:
     first_direct = _port(env, "DIRECT_HTTP_PORT", DEFAULT_DIRECT_HTTP_PORT)
     direct_ports = [first_direct + i for i in range(len(ports))]
     env["HTTP_PORT"] = str(http_port)
+    metrics, otlp = observability(_say, env, len(ports), admin_port)
     busy = [
         *((p, "GRPC_PORTS") for p in ports),
         (http_port, "HTTP_PORT"),
         (admin_port, "ENVOY_ADMIN_PORT"),
         *((p, "DIRECT_HTTP_PORT") for p in direct_ports),
+        *metrics,
     ]
     if not ports_free(_say, busy):
         return 1
@@ -128,6 +135,7 @@ def run_cluster() -> int:
         admin_port=admin_port,
         grpc_hosts=[("127.0.0.1", p) for p in ports],
         direct_hosts=[("127.0.0.1", p) for p in direct_ports],
+        otlp_endpoint=otlp,
     )
     return run_children(
         env, root, config, ports, http_port, admin_port, key, from_file, direct_ports

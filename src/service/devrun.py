@@ -5,9 +5,11 @@
    provider keys pasted into model configs) likewise comes from the environment or from
    data/encryption_key, generated on the first run and never printed.
 2. `python -m service migrate` applies the migrations to DATABASE_URL.
-3. `python -m service serve` (gRPC on GRPC_HOST:GRPC_PORT, loopback by default) and Envoy (REST
-   on HTTP_PORT, admin on ENVOY_ADMIN_PORT: 9901, or a free port when 9901 is taken; config
-   build/envoy.rendered.yaml rendered from envoy.yaml) start as children.
+3. `python -m service serve` (gRPC on GRPC_HOST:GRPC_PORT, loopback by default; metrics on
+   METRICS_PORT; the OpenAI-compatible paths' HTTP handler on DIRECT_HTTP_PORT) and Envoy (REST
+   on HTTP_PORT, admin and its /stats/prometheus on ENVOY_ADMIN_PORT: 9901, or a free port when
+   9901 is taken; config build/envoy.rendered.yaml rendered from envoy.yaml, with tracing when
+   OTEL_EXPORTER_OTLP_ENDPOINT is set) start as children.
 4. Once both are ready the URLs are printed. SIGINT/SIGTERM stop both; if either child exits,
    the other is stopped and run_all returns the child's exit code.
 """
@@ -36,6 +38,7 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./data/gateway.db"
 # Where `make run` puts the service's HTTP handler for the OpenAI-compatible paths (replica i of
 # `make run-cluster`: this + i); Envoy on HTTP_PORT routes /v1/... there.
 DEFAULT_DIRECT_HTTP_PORT = 50090
+DEFAULT_METRICS_PORT = 9464
 
 
 def _root() -> Path:
@@ -67,17 +70,20 @@ def spawn_children(
     grpc_ports: list[int],
     direct_ports: list[int] | None = None,
 ) -> None:
-    """Start one `python -m service serve` per port ("service", or "service-N" for several)
-    and Envoy with `config`, adding each to `children` as soon as it runs (so that the caller
-    can stop what started if a later spawn fails). Own process groups: a Ctrl-C in the terminal
-    reaches only the launcher, which then stops the children in order."""
-    for i, port in enumerate(grpc_ports):
+    """Start one `python -m service serve` per port ("service", or "service-N" for several,
+    each with its metrics port) and Envoy with `config`, adding each to `children` as soon as it
+    runs (so that the caller can stop what started if a later spawn fails). Own process groups:
+    a Ctrl-C in the terminal reaches only the launcher, which then stops the children in order."""
+    for i, (port, mport) in enumerate(
+        zip(grpc_ports, metrics_ports(env, len(grpc_ports)), strict=True)
+    ):
         name = "service" if len(grpc_ports) == 1 else f"service-{i + 1}"
         children[name] = subprocess.Popen(
             [*_die_with_parent(), sys.executable, "-m", "service", "serve"],
             env={
                 **env,
                 "GRPC_PORT": str(port),
+                "METRICS_PORT": str(mport),
                 # Its HTTP handler for the OpenAI-compatible paths, where Envoy sends them.
                 **({"DIRECT_HTTP_PORT": str(direct_ports[i])} if direct_ports else {}),
             },
@@ -172,6 +178,27 @@ def envoy_admin_port(env: Mapping[str, str], say: Callable[[str], None]) -> int:
         f"127.0.0.1:{port} instead (set ENVOY_ADMIN_PORT to choose)"
     )
     return port
+
+
+def metrics_ports(env: Mapping[str, str], replicas: int) -> list[int]:
+    """The METRICS_PORT of each replica: METRICS_PORT (default 9464) counting up, one port per
+    process (each serves its own /metrics); 0 stays 0 (each picks a free port)."""
+    base = _port(env, "METRICS_PORT", DEFAULT_METRICS_PORT)
+    return [base + i if base else 0 for i in range(replicas)]
+
+
+def observability(
+    say: Callable[[str], None], env: Mapping[str, str], replicas: int, admin_port: int
+) -> tuple[list[tuple[int, str]], str | None]:
+    """Say where metrics are scraped; return the fixed metrics ports (for ports_free) and the
+    OTLP endpoint Envoy traces to (None: tracing off)."""
+    ports = [p for p in metrics_ports(env, replicas) if p]
+    if env.get("METRICS_ENABLED", "").strip().lower() not in ("false", "0", "no", "off"):
+        targets = ", ".join(f"http://127.0.0.1:{p}/metrics" for p in ports) or "free ports"
+        say(f"metrics: {targets}; Envoy: http://127.0.0.1:{admin_port}/stats/prometheus")
+    else:
+        ports = []
+    return [(p, "METRICS_PORT") for p in ports], env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
 
 
 def _tcp_open(port: int) -> bool:
@@ -359,11 +386,13 @@ def run_all() -> int:
     direct_port = _port(env, "DIRECT_HTTP_PORT", DEFAULT_DIRECT_HTTP_PORT)
     env["GRPC_PORT"] = str(grpc_port)
     env["HTTP_PORT"] = str(http_port)
+    metrics, otlp = observability(_say, env, 1, admin_port)
     ports = [
         (grpc_port, "GRPC_PORT"),
         (http_port, "HTTP_PORT"),
         (admin_port, "ENVOY_ADMIN_PORT"),
         (direct_port, "DIRECT_HTTP_PORT"),
+        *metrics,
     ]
     if not ports_free(_say, ports):
         return 1
@@ -378,6 +407,7 @@ def run_all() -> int:
         grpc_port=grpc_port,
         admin_port=admin_port,
         direct_hosts=[("127.0.0.1", direct_port)],
+        otlp_endpoint=otlp,
     )
     return run_children(
         env, root, config, [grpc_port], http_port, admin_port, key, from_file, [direct_port]

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,6 +32,7 @@ from saas_llm.v1 import (
     team_service_pb2,
     team_service_pb2_grpc,
 )
+from service import metrics
 from service.api.auth import Authenticator
 from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
@@ -53,6 +55,7 @@ from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
 from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
+from service.observe import CallObserver, LogObserver
 from service.providers import costs
 from service.providers.base import Provider
 from service.providers.credentials import CredentialPolicy
@@ -66,6 +69,11 @@ from service.storage.money import money_for
 from service.storage.rows import utcnow
 from service.storage.teams import TeamRepository
 from service.storage.usage import UsageRepository
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    from service.tracing import Tracing
 
 log = logging.getLogger("service")
 
@@ -99,8 +107,21 @@ STREAM_DRAIN_MARGIN_S = 1.0
 class App:
     """One service process. `await start()`, then `await stop()`."""
 
-    def __init__(self, settings: Settings, provider: Provider | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider | None = None,
+        *,
+        tracer_provider: TracerProvider | None = None,
+    ) -> None:
         self.settings = settings
+        self.tracing: Tracing | None = None
+        if settings.otel_exporter_otlp_endpoint or tracer_provider is not None:
+            # Imported only then: with tracing off, nothing of OpenTelemetry is loaded. Before
+            # the database, so that the driver instrumentation sees every connection it opens.
+            from service import tracing
+
+            self.tracing = tracing.start(settings, tracer_provider)
         self.db = Database.open(settings.database_url, pool_size=settings.db_pool_size)
         key = settings.encryption_key.get_secret_value() if settings.encryption_key else None
         # EncryptionKeyError here (a malformed ENCRYPTION_KEY) stops the start with its message.
@@ -108,6 +129,15 @@ class App:
         self.provider: Provider = provider or ProviderRouter(
             simulate_without_keys=settings.simulate_without_keys, credentials=credentials
         )
+        if self.tracing is not None:
+            from service.providers.tracing import TracingProvider
+
+            self.provider = TracingProvider(self.provider, self.tracing.tracer)
+        observer: CallObserver = (
+            metrics.MetricsObserver() if settings.metrics_enabled else LogObserver()
+        )
+        if settings.metrics_enabled:
+            self.db.on_work = metrics.db_statement
         money = money_for(self.db)
         catalog = CatalogRepository(self.db)
         teams = TeamRepository(self.db, money, cache_ttl=settings.cache_ttl)
@@ -116,8 +146,8 @@ class App:
         self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
         usage = UsageService(UsageRepository(self.db), teams, catalog)
         self.credits = credits = CreditsService(ledger, ledger)
-        runner = CallRunner(self.provider, settings.default_llm_timeout)
-        self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner)
+        runner = CallRunner(self.provider, settings.default_llm_timeout, observer)
+        self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner, observer)
         self.ledger = ledger
         self.direct = DirectService(
             teams,
@@ -125,6 +155,7 @@ class App:
             runner,
             self.jobs.draining,
             default_max_tokens=settings.direct_default_max_tokens,
+            observer=observer,
         )
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db)
@@ -135,12 +166,16 @@ class App:
             per_key=settings.max_concurrent_rpcs_per_key,
             public_streams=settings.max_public_streams,
         )
-        self.openai_http = OpenAIHttp(self.direct, authenticator, admission)
-        interceptor = GatewayInterceptor(
-            authenticator, admission=admission, paths=PathBindings(PROTO_FILES)
+        on_rpc = metrics.RpcMetrics() if settings.metrics_enabled else None
+        self.openai_http = OpenAIHttp(self.direct, authenticator, admission, on_rpc)
+        self.interceptor = GatewayInterceptor(
+            authenticator, admission=admission, paths=PathBindings(PROTO_FILES), on_rpc=on_rpc
         )
         self.server = grpc.aio.server(
-            interceptors=[interceptor],
+            interceptors=[
+                *(self.tracing.interceptors if self.tracing is not None else ()),
+                self.interceptor,
+            ],
             options=[
                 ("grpc.max_receive_message_length", max_bytes),
                 # Answers carry at most MAX_ANSWER_CHARS of provider text (4 bytes each at most
@@ -173,6 +208,7 @@ class App:
         )
         self.port = 0
         self.direct_http_port = 0
+        self.metrics_server: metrics.MetricsServer | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
     async def start(self) -> int:
@@ -189,6 +225,10 @@ class App:
         self.direct_http_port = await self.openai_http.start(
             self.settings.direct_http_host, self.settings.direct_http_port
         )
+        if self.settings.metrics_enabled:
+            self.metrics_server = metrics.MetricsServer(
+                self.settings.grpc_host, self.settings.metrics_port
+            )
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
@@ -197,6 +237,8 @@ class App:
             extra={
                 "grpc_port": self.port,
                 "direct_http_port": self.direct_http_port,
+                "metrics_port": self.metrics_server.port if self.metrics_server else None,
+                "tracing": self.tracing is not None,
                 "database": self.db.dialect.name,
             },
         )
@@ -212,6 +254,9 @@ class App:
         d = await self.ledger.expire_direct_calls(cutoff)
         if d:
             log.info("expired direct calls", extra={"expired": d})
+        if self.settings.metrics_enabled:
+            # The open-jobs gauges: one aggregate query per sweep rather than work per request.
+            metrics.open_jobs(*await self.jobs_repo.open_totals())
         return n + d
 
     async def _sweep_forever(self) -> None:
@@ -268,6 +313,10 @@ class App:
                     log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
         await self.provider.aclose()
         await self.db.dispose()
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
+        if self.tracing is not None:
+            self.tracing.shutdown()
 
 
 async def serve(settings: Settings) -> None:

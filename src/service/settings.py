@@ -72,6 +72,18 @@ class Settings(BaseSettings):
     # cost is reserved from the team's budget (domain/direct.py).
     direct_default_max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
 
+    # Prometheus metrics (service/metrics.py) at GET /metrics on METRICS_PORT, bound to
+    # GRPC_HOST. 0 picks a free port (logged in the "listening" line; what the tests use).
+    # `make run-cluster` gives replica N the port METRICS_PORT + N - 1.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # false: no endpoint and nothing counted (the off side of the overhead measurement).
+    metrics_enabled: bool = True
+    # OpenTelemetry tracing (service/tracing.py): spans exported over OTLP/gRPC to this
+    # endpoint (http://collector:4317). Empty: tracing off, no instrumentation installed. The
+    # SDK's own OTEL_* variables (OTEL_TRACES_SAMPLER, OTEL_EXPORTER_OTLP_HEADERS, ...) apply.
+    otel_exporter_otlp_endpoint: str = ""
+    otel_service_name: str = "saas-llm-gateway"
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

@@ -26,7 +26,17 @@ def compose() -> dict:
 
 def test_services_and_start_order(compose: dict) -> None:
     services = compose["services"]
-    assert set(services) == {"postgres", "migrate", "service-1", "service-2", "envoy"}
+    assert set(services) == {
+        "postgres",
+        "migrate",
+        "service-1",
+        "service-2",
+        "envoy",
+        # Observability (tests/observability/test_deploy.py checks them).
+        "prometheus",
+        "grafana",
+        "jaeger",
+    }
     assert services["migrate"]["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     for name in ("service-1", "service-2"):
         s = services[name]
@@ -39,7 +49,7 @@ def test_services_and_start_order(compose: dict) -> None:
         "service-2": {"condition": "service_healthy"},
     }
     for name, s in services.items():
-        if name != "migrate":
+        if name not in ("migrate", "jaeger"):
             assert "healthcheck" in s, name
     # One image for everything but PostgreSQL, built from files that exist.
     build = services["migrate"]["build"]["dockerfile_inline"]

@@ -5,6 +5,7 @@ no key and no prompt text."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -26,8 +27,10 @@ from service.logs import JsonFormatter
 from service.storage.database import Database
 from service.storage.schema import metadata as schema_metadata
 from tests.conftest import MASTER_KEY, Client, admin, bearer, start_client, stop_client
+from tests.fakes.otlp import OtlpCollector
 from tests.fakes.upstream import FakeUpstream
 from tests.flows import struct, uid, user_msg
+from tests.observability.scrape import fetch as fetch_metrics
 from tests.reliability.harness import ServiceProc, leaked, parse_json_lines
 from tests.security.rpcs import (
     World,
@@ -205,20 +208,32 @@ async def test_provider_keys_never_returned_by_any_endpoint(
 
 
 async def test_logs_of_a_full_run_hold_no_key_and_no_prompt(db_url: str, tmp_path: Path) -> None:
-    """A real service process at LOG_LEVEL=DEBUG, driven through every RPC with every kind of
-    key, successful, failing and streamed calls with a recognisable prompt, and a provider that
-    quotes its key back in errors; then its whole log is scanned."""
+    """A real service process at LOG_LEVEL=DEBUG, with metrics and tracing on, driven through
+    every RPC with every kind of key, successful, failing and streamed calls with a
+    recognisable prompt, and a provider that quotes its key back in errors; then its whole log,
+    its metrics exposition and every span it exported are scanned."""
+    async with OtlpCollector() as collector:
+        await _full_run(db_url, tmp_path, collector)
+
+
+async def _full_run(db_url: str, tmp_path: Path, collector: OtlpCollector) -> None:
     provider_key = "sk-provider-" + secrets.token_urlsafe(24)
     marker = "PROMPT-" + uuid.uuid4().hex
     prompt = f"{marker} please summarise the confidential merger plan"
     svc = ServiceProc(
         db_url,
         tmp_path,
-        settings={"LOG_LEVEL": "DEBUG", PROVIDER_ENV: provider_key},
+        settings={
+            "LOG_LEVEL": "DEBUG",
+            PROVIDER_ENV: provider_key,
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.endpoint,
+            "METRICS_PORT": 0,
+        },
         name="service-debug",
     )
     svc.start()
     keys: list[str] = []
+    exposition = ""
     try:
         await svc.wait_ready()
         async with FakeUpstream() as upstream:
@@ -281,6 +296,8 @@ async def test_logs_of_a_full_run_hold_no_key_and_no_prompt(db_url: str, tmp_pat
                 assert any(r.authorization == f"Bearer {provider_key}" for r in upstream.requests)
             finally:
                 await channel.close()
+        (listening,) = [r for r in parse_json_lines(svc.log()) if r.get("msg") == "listening"]
+        exposition = await asyncio.to_thread(fetch_metrics, int(listening["metrics_port"]))
     finally:
         code = await svc.stop()
     assert code == 0, svc.log()[-3000:]
@@ -294,3 +311,20 @@ async def test_logs_of_a_full_run_hold_no_key_and_no_prompt(db_url: str, tmp_pat
         [log], [*_secret_parts(keys), MASTER_KEY, provider_key, provider_key[12:], marker]
     )
     assert not found, f"secrets or prompt text in the logs: {found[:3]}"
+    assert any("trace_id" in r for r in records), "tracing was on: lines carry the trace id"
+    # The metrics of the run: the calls are counted, no key, prompt or tenant id is there.
+    assert 'outcome="failed"' in exposition and 'outcome="success"' in exposition
+    found = leaked(
+        [exposition],
+        [*_secret_parts(keys), MASTER_KEY, provider_key, provider_key[12:], marker, w.team],
+    )
+    assert not found, f"secrets, prompt text or a team id in the metrics: {found[:3]}"
+    # The spans it exported (flushed at shutdown): RPCs, statements, provider attempts.
+    spans = collector.spans
+    assert {s.name for s in spans} >= {"/saas_llm.v1.JobService/CreateAndCall", "chat openai/fine"}
+    assert any(s.attributes.get("db.system") for s in spans)
+    found = leaked(
+        [s.raw for s in spans],
+        [*_secret_parts(keys), MASTER_KEY, provider_key, provider_key[12:], marker],
+    )
+    assert not found, f"secrets or prompt text in the spans: {found[:3]}"

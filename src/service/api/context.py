@@ -1,4 +1,6 @@
-"""Per-request state set by the interceptor and read by servicers."""
+"""Per-request state set by the interceptor and read by servicers and by every log line of the
+request (service/logs.py). grpc.aio runs each RPC in a task of its own, so these variables are
+the request's own."""
 
 from __future__ import annotations
 
@@ -10,11 +12,17 @@ import grpc
 from service.domain.principal import Principal
 
 principal_var: ContextVar[Principal] = ContextVar("principal")
-request_id_var: ContextVar[str] = ContextVar("request_id", default="-")
+# Set first thing in every RPC (before authentication): Envoy's x-request-id, or a new one.
+request_id_var: ContextVar[str] = ContextVar("request_id")
 
 
 def principal() -> Principal:
     return principal_var.get()
+
+
+def request_id() -> str:
+    """The current request's id, "-" outside a request."""
+    return request_id_var.get("-")
 
 
 def deadline(context: grpc.aio.ServicerContext) -> float | None:

@@ -39,6 +39,7 @@ from service.domain.errors import (
 )
 from service.domain.principal import Principal
 from service.domain.validation import MAX_JSON_DEPTH
+from service.observe import RpcObserver
 
 log = logging.getLogger("service.access")
 REQUEST_ID = "x-request-id"
@@ -136,10 +137,19 @@ class Admission:
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, auth: Authenticator, *, admission: Admission, paths: PathBindings) -> None:
+    def __init__(
+        self,
+        auth: Authenticator,
+        *,
+        admission: Admission,
+        paths: PathBindings,
+        on_rpc: RpcObserver | None = None,
+    ) -> None:
         self.auth = auth
         self.admission = admission
         self.paths = paths
+        # The metrics of every RPC (service/metrics.py's RpcMetrics); None when metrics are off.
+        self.on_rpc = on_rpc
         self._cache: dict[str, grpc.RpcMethodHandler] = {}
 
     async def intercept_service(
@@ -226,7 +236,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             finally:
                 if admitted is not None:
                     self.admission.release(admitted)
-                _access(method, rid, code, started)
+                _access(method, rid, code, started, self.on_rpc)
 
         return call
 
@@ -273,7 +283,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     self.admission.release(admitted)
                 if public:
                     self.admission.release_public_stream()
-                _access(method, rid, code, started)
+                _access(method, rid, code, started, self.on_rpc)
 
         return call
 
@@ -306,7 +316,7 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             finally:
                 if public:
                     self.admission.release_public_stream()
-                _access(method, rid, code, started)
+                _access(method, rid, code, started, self.on_rpc)
 
         return call
 
@@ -356,19 +366,28 @@ async def _abort(
     trailing: tuple[tuple[str, bytes], ...],
     rid: str,
 ) -> None:
-    await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
+    try:
+        await context.abort(code, message, trailing_metadata=(*trailing, (REQUEST_ID, rid)))
+    except BaseException as exc:
+        # abort() ends the RPC by raising. Recorded further out (the tracing interceptor records
+        # it on the RPC's span), its traceback would show the error being handled, whose message
+        # may quote what the client sent (a key pasted as a team id): leave that chain out.
+        exc.__suppress_context__ = True
+        raise
 
 
-def _access(method: str, rid: str, code: str, started: float) -> None:
+def _access(method: str, rid: str, code: str, started: float, on_rpc: RpcObserver | None) -> None:
+    seconds = time.perf_counter() - started
+    if on_rpc is not None:
+        on_rpc(method, code, seconds)
     if log.isEnabledFor(logging.INFO):
-        p = principal_var.get(None)
+        # The request id (also on a refused request), principal and team id are added by the log
+        # formatter (service/logs.py).
         log.info(
             "rpc",
             extra={
-                "request_id": rid,
                 "method": method,
                 "code": code,
-                "ms": round((time.perf_counter() - started) * 1000, 2),
-                "principal": p.label if p is not None else "-",
+                "ms": round(seconds * 1000, 2),
             },
         )

@@ -30,6 +30,7 @@ from service.api.interceptor import Admission
 from service.domain.direct import ChatDelta, ChatEnd, DirectService, model_not_found
 from service.domain.errors import DomainError, InvalidArgument, from_storage
 from service.domain.principal import Principal
+from service.observe import RpcObserver
 from service.providers.base import ChatRequest
 
 log = logging.getLogger("service.access")
@@ -44,6 +45,22 @@ _JSON = "application/json"
 # Bodies over 1 MiB are refused by Envoy (413) before they get here; this bounds direct access.
 MAX_BODY = 1024 * 1024 + 1024
 
+# The gRPC status name of an HTTP status, for the RPC metrics.
+_CODE_NAMES = {
+    200: "OK",
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    502: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
 
 
@@ -54,9 +71,17 @@ def _json_response(
 
 
 class OpenAIHttp:
-    def __init__(self, direct: DirectService, auth: Authenticator, admission: Admission) -> None:
+    def __init__(
+        self,
+        direct: DirectService,
+        auth: Authenticator,
+        admission: Admission,
+        on_request: RpcObserver | None = None,
+    ) -> None:
         self.direct = direct
         self.auth = auth
+        # The RPC metrics (by OpenAIService method and the status code's name), as for gRPC.
+        self.on_request = on_request
         # The same concurrency cap per key as the gRPC RPCs (api/interceptor.py).
         self.admission = admission
         self._runner: web.AppRunner | None = None
@@ -117,16 +142,14 @@ class OpenAIHttp:
                 status = response.status
                 return response
             finally:
+                seconds = time.perf_counter() - started
+                if self.on_request is not None:
+                    self.on_request(method, _CODE_NAMES.get(status, "UNKNOWN"), seconds)
                 if log.isEnabledFor(logging.INFO):
+                    # The request id, principal and team id are added by the log formatter.
                     log.info(
                         "http",
-                        extra={
-                            "request_id": rid,
-                            "method": method,
-                            "status": status,
-                            "ms": round((time.perf_counter() - started) * 1000, 2),
-                            "principal": who.label if who is not None else "-",
-                        },
+                        extra={"method": method, "status": status, "ms": round(seconds * 1000, 2)},
                     )
 
         return call

@@ -50,6 +50,7 @@ from service.domain.ports import (
 )
 from service.domain.principal import Principal
 from service.domain.streaming import Relayed, relay, stop_when
+from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, EmbeddingResult, ModelSpec, TokenUsage
 from service.providers.costs import prices_of
 
@@ -159,12 +160,14 @@ class DirectService:
         draining: asyncio.Event,
         *,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
+        observer: CallObserver | None = None,
     ) -> None:
         self.teams = teams
         self.budget = budget
         self.runner = runner
         self.draining = draining
         self.default_max_tokens = default_max_tokens
+        self.observer = observer or LogObserver()
 
     # Who and what ------------------------------------------------------------------------
 
@@ -275,6 +278,7 @@ class DirectService:
         attempts: Attempts,
         ttft_ms: int | None = None,
         capped: bool,
+        chunks: int = 0,
     ) -> None:
         cost = 0
         if status != "failed":
@@ -285,6 +289,19 @@ class DirectService:
                 # max_tokens bounds the output: a provider reporting more is not charged past
                 # the reservation, so that spend never passes the budget.
                 cost = min(cost, call.reserved_nanos)
+        seconds = time.perf_counter() - started
+        self.observer.call(
+            call.model_group,
+            model.model_name,
+            status,
+            failed_attempts=len(attempts.items) - 1 if status == "success" else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost / NANOS_PER_USD,
+            seconds=seconds,
+            ttft_seconds=None if ttft_ms is None else ttft_ms / 1000,
+            chunks=chunks,
+        )
         settlement = DirectSettlement(
             call_id=call.call_id,
             status=status,
@@ -293,7 +310,7 @@ class DirectService:
             completion_tokens=usage.completion_tokens,
             usage_estimated=usage.estimated,
             cost_nanos=cost,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=int(seconds * 1000),
             ttft_ms=ttft_ms,
             error=error,
             attempts=attempts.items,
@@ -461,10 +478,12 @@ class DirectService:
         ttft_ms = int((time.perf_counter() - started) * 1000)
         seen = Relayed()
         stop = stop_when(self.draining, self._team_active(call.team_id), call.team_id)
+        sent = 0
         try:
             # Closed before the settlement below (its clean-up counts what was read ahead).
             async with contextlib.aclosing(relay(first, rest, seen, stop)) as events:
                 async for text, tool_calls in events:
+                    sent += 1
                     yield ChatDelta(text, tool_calls)
         finally:
             usage = seen.usage
@@ -489,6 +508,7 @@ class DirectService:
                 attempts=attempts,
                 ttft_ms=ttft_ms,
                 capped=capped,
+                chunks=sent,
             )
         if seen.status == "failed":
             stopped = seen.stopped

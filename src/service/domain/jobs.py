@@ -46,6 +46,7 @@ from service.domain.models import (
 from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
 from service.domain.principal import Principal
 from service.domain.streaming import Relayed, relay, stop_when
+from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
 from service.providers.costs import cost_of
 
@@ -189,12 +190,15 @@ class JobsService:
         catalog: Catalog,
         ledger: Ledger,
         runner: CallRunner,
+        observer: CallObserver | None = None,
     ) -> None:
         self.jobs = jobs
         self.teams = teams
         self.catalog = catalog
         self.ledger = ledger
         self.runner = runner
+        # Told of every recorded call (service/observe.py: metrics, when they are on).
+        self.observer = observer or LogObserver()
         # Set when the process shuts down: streams still open end with a final error event.
         self.draining = asyncio.Event()
 
@@ -451,9 +455,23 @@ class JobsService:
         error: str | None,
         attempts: Attempts,
         streamed: bool,
+        chunks: int = 0,
     ) -> CallRecord:
         cost = (
             cost_of(model, usage) if usage.total_tokens else (0.0 if status != "success" else None)
+        )
+        seconds = time.perf_counter() - started
+        self.observer.call(
+            group.group_name,
+            model.model_name,
+            status,
+            failed_attempts=len(attempts.items) - 1 if status == "success" else 0,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            cost_usd=cost,
+            seconds=seconds,
+            ttft_seconds=None if ttft_ms is None else ttft_ms / 1000,
+            chunks=chunks,
         )
         record = NewCall(
             job_id=job.job_id,
@@ -467,7 +485,7 @@ class JobsService:
             completion_tokens=usage.completion_tokens,
             usage_estimated=usage.estimated,
             cost_usd=cost,
-            latency_ms=int((time.perf_counter() - started) * 1000),
+            latency_ms=int(seconds * 1000),
             ttft_ms=ttft_ms,
             error=error,
             attempts=attempts.items,
@@ -612,11 +630,13 @@ class JobsService:
         ttft_ms = int((time.perf_counter() - started) * 1000)
         seen = Relayed()
         stop = stop_when(self.draining, self._team_active(job.team_id), job.team_id)
+        sent = 0
         try:
             # Closed before the record below, whichever way the stream ends: its clean-up reads
             # what the provider sent ahead of the client into `seen`.
             async with contextlib.aclosing(relay(first, rest, seen, stop)) as events:
                 async for text, tool_calls in events:
+                    sent += 1
                     yield StreamDelta(text, tool_calls)
         finally:
             usage = seen.usage
@@ -642,6 +662,7 @@ class JobsService:
                 error=seen.error,
                 attempts=attempts,
                 streamed=True,
+                chunks=sent,
             )
         if seen.status == "failed":
             stopped = seen.stopped

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 from service.domain.answers import check_embeddings, check_result, checked_stream, safe_error
 from service.domain.errors import DeadlineExceeded
 from service.domain.models import ModelGroup
+from service.observe import CallObserver, LogObserver
 from service.providers.base import (
     ChatRequest,
     ChatResult,
@@ -79,9 +80,12 @@ def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) ->
 
 
 class CallRunner:
-    def __init__(self, provider: Provider, default_timeout: float) -> None:
+    def __init__(
+        self, provider: Provider, default_timeout: float, observer: CallObserver | None = None
+    ) -> None:
         self.provider = provider
         self.default_timeout = default_timeout
+        self.observer = observer or LogObserver()
 
     async def _fallback(
         self,
@@ -109,10 +113,12 @@ class CallRunner:
                 value = await attempt(model, timeout)
             except ProviderError as exc:
                 attempts.add(model, safe_error(exc, request).message, started)
+                self.observer.attempt(group.group_name, model.model_name, started, exc)
                 if not exc.retryable:
                     break
                 continue
             attempts.add(model, None, started)
+            self.observer.attempt(group.group_name, model.model_name, started, None)
             return model, value, attempts
         return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
 

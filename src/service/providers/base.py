@@ -22,6 +22,13 @@ class ModelSpec:
     config: Mapping[str, Any] = field(default_factory=dict)
 
 
+def provider_of(model_name: str) -> str:
+    """The provider a model name designates, for metrics and spans: its prefix
+    (`anthropic/claude-3-5-sonnet` -> anthropic), `openai` for a bare name."""
+    slash = model_name.find("/")
+    return model_name[:slash] if slash > 0 else "openai"
+
+
 @dataclass(frozen=True, slots=True)
 class ChatRequest:
     """What the client asked for, in OpenAI chat-completions terms."""

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -103,6 +104,14 @@ class Database:
         # Bumped after every committed change of teams' keys, statuses or model groups, so that
         # in-process caches of those (storage/teams.py) never serve an older value.
         self.config_version = 0
+        # Told the seconds of each unit of work (a transaction, a read session, a money writer's
+        # statement): the metrics' db_statement, set by server.py.
+        self.on_work: Callable[[float], None] | None = None
+
+    def _timed(self, started: float) -> None:
+        on_work = self.on_work
+        if on_work is not None:
+            on_work(time.perf_counter() - started)
 
     @staticmethod
     def open(url: str, *, pool_size: int = 10) -> Database:
@@ -265,6 +274,7 @@ class SqliteDatabase(Database):
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[Connection]:
         async with self._writer.locked() as raw:
+            started = time.perf_counter()
             await self._begin(raw, "BEGIN IMMEDIATE")
             try:
                 yield _SqliteConnection(raw)
@@ -279,11 +289,13 @@ class SqliteDatabase(Database):
                 with contextlib.suppress(sqlite3.Error):
                     raw.execute("ROLLBACK")
                 raise _sqlite_error(exc) from exc
+            self._timed(started)
         self.note_commit()
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Connection]:
         async with self._reader.locked() as raw:
+            started = time.perf_counter()
             # A snapshot for the statements of the session (readers never wait in WAL mode).
             await self._begin(raw, "BEGIN")
             try:
@@ -291,12 +303,14 @@ class SqliteDatabase(Database):
             finally:
                 with contextlib.suppress(sqlite3.Error):
                     raw.execute("COMMIT")
+                self._timed(started)
 
     async def write(self, body: Callable[[sqlite3.Connection], tuple[T, bool]]) -> T:
         """A write transaction of the money writers (storage/money_sqlite.py), on the raw
         connection: body(conn) -> (result, commit); ROLLBACK when it says not to commit or
         raises."""
         async with self._writer.locked() as raw:
+            started = time.perf_counter()
             await self._begin(raw, "BEGIN IMMEDIATE")
             try:
                 result, commit = body(raw)
@@ -314,6 +328,7 @@ class SqliteDatabase(Database):
                 with contextlib.suppress(sqlite3.Error):
                     raw.execute("ROLLBACK")
                 raise _sqlite_error(exc) from exc
+            self._timed(started)
         if commit:
             self.note_commit()
         return result
@@ -321,10 +336,13 @@ class SqliteDatabase(Database):
     async def query(self, body: Callable[[sqlite3.Connection], T]) -> T:
         """Reads of the money writers on the raw connection (no transaction: one statement)."""
         async with self._reader.locked() as raw:
+            started = time.perf_counter()
             try:
                 return body(raw)
             except sqlite3.Error as exc:
                 raise _sqlite_error(exc) from exc
+            finally:
+                self._timed(started)
 
     def note_commit(self) -> None:
         self._commits += 1
@@ -488,6 +506,7 @@ class PostgresDatabase(Database):
             # accepting connections, a failover in progress): the client may retry later.
             unavailable = StorageUnavailable("Database unavailable, retry later")
             raise (self._translate(exc) or unavailable) from exc
+        started = time.perf_counter()
         try:
             yield raw
         except Exception as exc:
@@ -496,6 +515,7 @@ class PostgresDatabase(Database):
                 raise
             raise translated from exc
         finally:
+            self._timed(started)
             await pool.release(raw)
 
     @contextlib.asynccontextmanager

@@ -11,13 +11,13 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
 
-from service.domain.models import CallRecord, Job, JobRef
+from service.domain.models import OPEN_STATUSES, CallRecord, Job, JobRef
 from service.domain.ports import JobClaim, NewCall, NewJob
 from service.storage.database import Database
 from service.storage.money import Money
 from service.storage.rows import call_of, job_of, new_id, utcnow
 from service.storage.schema import jobs, llm_calls, teams
-from service.storage.sql import in_list, prepared
+from service.storage.sql import in_list, one_of, prepared
 from service.storage.statements import SELECT_CALLS, SELECT_JOB
 
 _JOB_REF = prepared(
@@ -39,6 +39,17 @@ _LOCK_METADATA = prepared(
     .with_for_update()
 )
 _SET_METADATA = prepared(update(jobs).where(jobs.c.job_id == bindparam("p_job_id")))
+# The gauges the job sweeper refreshes (service/metrics.py): open jobs through
+# ix_jobs_status_updated_at, reserved credits summed over teams (few rows).
+_OPEN_TOTALS = prepared(
+    select(
+        select(func.count())
+        .select_from(jobs)
+        .where(one_of(jobs.c.status, OPEN_STATUSES))
+        .scalar_subquery(),
+        select(func.coalesce(func.sum(teams.c.credits_reserved), 0)).scalar_subquery(),
+    )
+)
 _CALLS_OF_JOBS = prepared(
     select(llm_calls).where(in_list(llm_calls.c.job_id, "p_job_ids")).order_by(llm_calls.c.id)
 )
@@ -166,6 +177,13 @@ class JobRepository:
                     call = call_of(r._mapping)
                     by_job[call.job_id].append(call)
         return int(total), [job_of(r._mapping, by_job[r._mapping["job_id"]]) for r in rows]
+
+    async def open_totals(self) -> tuple[int, int]:
+        """(jobs open, credits reserved), all teams together, in one statement."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(_OPEN_TOTALS)).first()
+        assert row is not None  # an aggregate has one row
+        return int(row[0]), int(row[1])
 
     async def team_remaining(self, team_id: str) -> int | None:
         async with self.db.read() as conn:
