@@ -15,6 +15,7 @@ with internals, and the ledger stays clean.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from typing import Any
 
@@ -23,6 +24,7 @@ from google.protobuf import descriptor_pool
 
 from service.audit import audit
 from service.domain.validation import MAX_JSON_DEPTH
+from service.logs import JsonFormatter
 from tests.rest.real_service import (
     RestClient,
     RestService,
@@ -254,24 +256,37 @@ async def test_a_body_or_query_field_never_overrides_the_path(
 # --------------------------------------------------------------------------- 10: request id
 
 
-async def test_a_refused_request_logs_the_callers_request_id(
-    api: RestClient, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_refused_request_logs_the_callers_request_id(api: RestClient) -> None:
+    """The access line of a refused request carries the caller's x-request-id (formatted as the
+    service formats it: the request context is read when the line is written)."""
     team_id, key = await create_team(api)
     cases = [
         (api.with_key(None), "GET", f"/api/teams/{team_id}", 401),
         (api.with_key("sk-" + "n" * 40), "GET", f"/api/teams/{team_id}", 401),
         (api.with_key(key), "POST", "/api/organizations/create", 403),
     ]
-    caplog.set_level(logging.INFO, logger="service.access")
-    for client, method, path, status in cases:
-        rid = uid("rid")
-        resp = await client.call(method, path, json={}, headers={"x-request-id": rid})
-        assert resp.status == status, resp.text
-        assert resp.headers["x-request-id"] == rid
-        # The access line is written as the RPC's handler returns, a moment after the answer.
-        async with asyncio.timeout(2):
-            while not (logged := [r for r in caplog.records if getattr(r, "request_id", 0) == rid]):
-                await asyncio.sleep(0.01)
-        assert len(logged) == 1, logged
-        assert logged[0].code in ("UNAUTHENTICATED", "PERMISSION_DENIED"), logged[0].__dict__
+    lines: list[dict[str, Any]] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(json.loads(JsonFormatter().format(record)))
+
+    access = logging.getLogger("service.access")
+    handler, level = Capture(), access.level
+    access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    try:
+        for client, method, path, status in cases:
+            rid = uid("rid")
+            resp = await client.call(method, path, json={}, headers={"x-request-id": rid})
+            assert resp.status == status, resp.text
+            assert resp.headers["x-request-id"] == rid
+            # The access line is written as the RPC's handler returns, a moment after the answer.
+            async with asyncio.timeout(2):
+                while not (logged := [x for x in lines if x.get("request_id") == rid]):
+                    await asyncio.sleep(0.01)
+            assert len(logged) == 1, logged
+            assert logged[0]["code"] in ("UNAUTHENTICATED", "PERMISSION_DENIED"), logged[0]
+    finally:
+        access.removeHandler(handler)
+        access.setLevel(level)
