@@ -83,10 +83,16 @@ def gen_python(protos: list[str]) -> None:
     )
     (package / "v1" / "__init__.py").write_text("")
     (package / "py.typed").write_text("")
+    # Typed stubs by mypy-protobuf: messages (_pb2.pyi) and the gRPC stubs and servicer bases
+    # (_pb2_grpc.pyi), so that mypy checks the servicers and clients against the contract.
+    bindir = Path(sys.executable).parent
     _protoc(
+        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
+        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
         f"--python_out={PYTHON_OUT}",
-        f"--pyi_out={PYTHON_OUT}",
+        f"--mypy_out={PYTHON_OUT}",
         f"--grpc_python_out={PYTHON_OUT}",
+        f"--mypy_grpc_out={PYTHON_OUT}",
         *protos,
     )
 

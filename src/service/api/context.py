@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import time
 from contextvars import ContextVar
+from typing import Any, TypeAlias
 
 import grpc
 
 from service.domain.principal import Principal
+
+# The servicer context of every RPC (its message types vary by method).
+Ctx: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 principal_var: ContextVar[Principal] = ContextVar("principal")
 # Set first thing in every RPC (before authentication): Envoy's x-request-id, or a new one.
@@ -25,7 +29,7 @@ def request_id() -> str:
     return request_id_var.get("-")
 
 
-def deadline(context: grpc.aio.ServicerContext) -> float | None:
+def deadline(context: Ctx) -> float | None:
     """The request deadline on the time.monotonic() clock, or None."""
     left: float | None = context.time_remaining()
     if left is None:

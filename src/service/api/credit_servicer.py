@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-import grpc
-
 from saas_llm.v1 import credit_service_pb2 as pb
 from saas_llm.v1 import credit_service_pb2_grpc as pb_grpc
-from service.api.context import principal
+from service.api.context import Ctx, principal
 from service.api.convert import NULL, from_struct, string_or_null, ts
 from service.domain.credits import CreditsService
 from service.domain.ports import NANOS_PER_USD
 
-Ctx: TypeAlias = grpc.aio.ServicerContext
 
-
-class CreditServicer(pb_grpc.CreditServiceServicer):  # type: ignore[misc]
+class CreditServicer(pb_grpc.CreditServiceServicer):
     def __init__(self, credits: CreditsService) -> None:
         self.credits = credits
 

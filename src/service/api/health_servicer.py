@@ -5,25 +5,22 @@ from __future__ import annotations
 import logging
 import time
 
-import grpc
-
 from saas_llm.v1 import health_service_pb2 as pb
 from saas_llm.v1 import health_service_pb2_grpc as pb_grpc
+from service.api.context import Ctx
 from service.domain.ports import HealthProbe
 
 VERSION = "0.1.0"
 log = logging.getLogger(__name__)
 
 
-class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
+class HealthServicer(pb_grpc.HealthServiceServicer):
     def __init__(self, db: HealthProbe) -> None:
         self.db = db
         self.started = time.monotonic()
         self.shutting_down = False
 
-    async def Check(
-        self, request: pb.CheckRequest, context: grpc.aio.ServicerContext
-    ) -> pb.CheckResponse:
+    async def Check(self, request: pb.CheckRequest, context: Ctx) -> pb.CheckResponse:
         database = "ok"
         try:
             await self.db.ping()
@@ -41,9 +38,7 @@ class HealthServicer(pb_grpc.HealthServiceServicer):  # type: ignore[misc]
             uptime_seconds=round(time.monotonic() - self.started, 3),
         )
 
-    async def Live(
-        self, request: pb.LiveRequest, context: grpc.aio.ServicerContext
-    ) -> pb.LiveResponse:
+    async def Live(self, request: pb.LiveRequest, context: Ctx) -> pb.LiveResponse:
         # No database, no lock, no await: this answer is what Envoy and gRPC cost by themselves.
         return pb.LiveResponse(
             status="shutting_down" if self.shutting_down else "alive",

@@ -29,7 +29,7 @@ import grpc
 
 from service.api import errors
 from service.api.auth import RULES, Access, Authenticator
-from service.api.context import principal_var, request_id_var
+from service.api.context import Ctx, principal_var, request_id_var
 from service.api.path_bindings import ORIGINAL_PATH, PathBindings, Route
 from service.domain.errors import (
     ConcurrencyLimitExceeded,
@@ -45,7 +45,7 @@ log = logging.getLogger("service.access")
 REQUEST_ID = "x-request-id"
 
 
-def _meta(context: grpc.aio.ServicerContext) -> tuple[str | None, str, str | None]:
+def _meta(context: Ctx) -> tuple[str | None, str, str | None]:
     """(authorization, request id, the REST path Envoy's transcoder bound the request from)."""
     auth: str | None = None
     rid: str | None = None
@@ -136,7 +136,7 @@ class Admission:
         self.open_public_streams -= 1
 
 
-class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class GatewayInterceptor(grpc.aio.ServerInterceptor):
     def __init__(
         self,
         auth: Authenticator,
@@ -150,51 +150,55 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         self.paths = paths
         # The metrics of every RPC (service/metrics.py's RpcMetrics); None when metrics are off.
         self.on_rpc = on_rpc
-        self._cache: dict[str, grpc.RpcMethodHandler] = {}
+        self._cache: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
         self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
         details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         method: str = details.method
         cached = self._cache.get(method)
         if cached is not None:
             return cached
         handler = await continuation(details)
         if handler is None:
-            return None
+            return None  # type: ignore[return-value]  # grpc.aio's stubs say the method exists
         wrapped = self._wrap(method, handler)
         self._cache[method] = wrapped
         return wrapped
 
-    def _wrap(self, method: str, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    def _wrap(
+        self, method: str, handler: grpc.RpcMethodHandler[Any, Any]
+    ) -> grpc.RpcMethodHandler[Any, Any]:
         decode = _safe_deserializer(handler.request_deserializer)
         route = self.paths.route(method)
         public_stream = RULES.get(method) is Access.PUBLIC
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary, route),
+                self._unary(method, cast(Any, handler.unary_unary), route),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream, route, public_stream),
+                self._stream(method, cast(Any, handler.unary_stream), route, public_stream),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
             # Server reflection.
             return grpc.stream_stream_rpc_method_handler(
-                self._bidi(method, handler.stream_stream),
+                self._bidi(method, cast(Any, handler.stream_stream)),
                 request_deserializer=decode,
                 response_serializer=handler.response_serializer,
             )
         # Client streaming: no RPC of ours is.
         return handler
 
-    def _start(self, context: grpc.aio.ServicerContext) -> tuple[str | None, str, str | None]:
+    def _start(self, context: Ctx) -> tuple[str | None, str, str | None]:
         """The request id first, so that every answer (a refused key, a database failure
         during the key lookup) and every log line carries the caller's x-request-id."""
         authorization, rid, original_path = _meta(context)
@@ -210,10 +214,10 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _unary(
         self,
         method: str,
-        behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]],
+        behavior: Callable[[Any, Ctx], Awaitable[Any]],
         route: Route | None,
-    ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    ) -> Callable[[Any, Ctx], Awaitable[Any]]:
+        async def call(request: Any, context: Ctx) -> Any:
             started = time.perf_counter()
             authorization, rid, original_path = self._start(context)
             code = "OK"
@@ -243,11 +247,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _stream(
         self,
         method: str,
-        behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]],
+        behavior: Callable[[Any, Ctx], AsyncIterator[Any]],
         route: Route | None,
         public_stream: bool,
-    ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
-        async def call(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    ) -> Callable[[Any, Ctx], AsyncIterator[Any]]:
+        async def call(request: Any, context: Ctx) -> AsyncIterator[Any]:
             started = time.perf_counter()
             authorization, rid, original_path = self._start(context)
             code = "OK"
@@ -290,13 +294,11 @@ class GatewayInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def _bidi(
         self,
         method: str,
-        behavior: Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]],
-    ) -> Callable[[AsyncIterator[Any], grpc.aio.ServicerContext], AsyncIterator[Any]]:
+        behavior: Callable[[AsyncIterator[Any], Ctx], AsyncIterator[Any]],
+    ) -> Callable[[AsyncIterator[Any], Ctx], AsyncIterator[Any]]:
         """Server reflection: public, bounded with the other unauthenticated streams."""
 
-        async def call(
-            requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
-        ) -> AsyncIterator[Any]:
+        async def call(requests: AsyncIterator[Any], context: Ctx) -> AsyncIterator[Any]:
             started = time.perf_counter()
             authorization, rid, _ = self._start(context)
             code = "OK"
@@ -338,7 +340,7 @@ def _code_of(exc: Exception) -> str:
     return "ABORTED_BY_HANDLER" if _is_abort(exc) else "INTERNAL"
 
 
-async def _fail(context: grpc.aio.ServicerContext, exc: Exception, method: str, rid: str) -> None:
+async def _fail(context: Ctx, exc: Exception, method: str, rid: str) -> None:
     """End the RPC with the status `exc` maps to (the one error mapping of the service).
     Called from an `except` block, so that the log keeps the traceback."""
     if _is_abort(exc):
@@ -360,7 +362,7 @@ def _is_abort(exc: BaseException) -> bool:
 
 
 async def _abort(
-    context: grpc.aio.ServicerContext,
+    context: Ctx,
     code: grpc.StatusCode,
     message: str,
     trailing: tuple[tuple[str, bytes], ...],

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import TypeAlias
-
-import grpc
 
 from saas_llm.v1 import common_pb2
 from saas_llm.v1 import job_service_pb2 as pb
 from saas_llm.v1 import job_service_pb2_grpc as pb_grpc
-from service.api.context import deadline, principal
+from service.api.context import Ctx, deadline, principal
 from service.api.convert import (
     NULL,
     chat_message,
@@ -34,7 +31,6 @@ from service.domain.jobs import (
 from service.domain.models import CallRecord, Job, JobCosts
 from service.providers.base import ChatRequest
 
-Ctx: TypeAlias = grpc.aio.ServicerContext
 LlmRequest = pb.LlmCallRequest | pb.CreateAndCallRequest
 
 
@@ -142,7 +138,7 @@ def stream_pb(event: StreamEvent) -> pb.LlmCallStreamResponse:
     )
 
 
-class JobServicer(pb_grpc.JobServiceServicer):  # type: ignore[misc]
+class JobServicer(pb_grpc.JobServiceServicer):
     def __init__(self, jobs: JobsService) -> None:
         self.jobs = jobs
 

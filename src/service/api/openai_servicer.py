@@ -5,20 +5,16 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, TypeAlias
-
-import grpc
+from typing import Any
 
 from saas_llm.v1 import common_pb2
 from saas_llm.v1 import openai_service_pb2 as pb
 from saas_llm.v1 import openai_service_pb2_grpc as pb_grpc
-from service.api.context import deadline, principal
+from service.api.context import Ctx, deadline, principal
 from service.api.convert import chat_message, from_struct, params_of, struct
 from service.api.openai_wire import OWNER, choices_of
 from service.domain.direct import ChatDelta, ChatEnd, DirectService
 from service.providers.base import ChatRequest, ChatResult, Choice, TokenUsage
-
-Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def _usage(u: TokenUsage) -> pb.CompletionUsage:
@@ -43,7 +39,7 @@ def _choice(i: int, c: ChatResult | Choice) -> pb.ChatChoice:
     return pb.ChatChoice(index=i, message=message, finish_reason=c.finish_reason)
 
 
-class OpenAIServicer(pb_grpc.OpenAIServiceServicer):  # type: ignore[misc]
+class OpenAIServicer(pb_grpc.OpenAIServiceServicer):
     def __init__(self, direct: DirectService) -> None:
         self.direct = direct
 

@@ -3,10 +3,6 @@ in, domain call, proto out. Rules live in domain/tenancy.py."""
 
 from __future__ import annotations
 
-from typing import TypeAlias
-
-import grpc
-
 from saas_llm.v1 import (
     access_group_service_pb2 as ag_pb,
 )
@@ -34,7 +30,7 @@ from saas_llm.v1 import (
 from saas_llm.v1 import (
     team_service_pb2_grpc as team_grpc,
 )
-from service.api.context import principal
+from service.api.context import Ctx, principal
 from service.api.convert import from_struct, saturated_int32, struct, ts
 from service.domain.models import (
     AccessGroup,
@@ -47,8 +43,6 @@ from service.domain.models import (
 from service.domain.tenancy import TenancyService, budget_usd
 from service.domain.usage import UsageService
 from service.providers.base import ModelSpec
-
-Ctx: TypeAlias = grpc.aio.ServicerContext
 
 
 def organization_pb(o: Organization) -> org_pb.Organization:
@@ -136,7 +130,7 @@ def job_types_pb(rows: dict[str, UsageRow]) -> dict[str, common_pb2.JobTypeUsage
     }
 
 
-class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignore[misc]
+class OrganizationServicer(org_grpc.OrganizationServiceServicer):
     def __init__(self, tenancy: TenancyService, usage: UsageService) -> None:
         self.tenancy = tenancy
         self.usage = usage
@@ -190,7 +184,7 @@ class OrganizationServicer(org_grpc.OrganizationServiceServicer):  # type: ignor
         )
 
 
-class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[misc]
+class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):
     def __init__(self, tenancy: TenancyService) -> None:
         self.tenancy = tenancy
 
@@ -270,7 +264,7 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):  # type: ignore[mis
         )
 
 
-class TeamServicer(team_grpc.TeamServiceServicer):  # type: ignore[misc]
+class TeamServicer(team_grpc.TeamServiceServicer):
     def __init__(self, tenancy: TenancyService, usage: UsageService) -> None:
         self.tenancy = tenancy
         self.usage = usage
@@ -355,7 +349,7 @@ def access_group_pb(g: AccessGroup) -> ag_pb.ModelAccessGroup:
     )
 
 
-class ModelAccessGroupServicer(ag_grpc.ModelAccessGroupServiceServicer):  # type: ignore[misc]
+class ModelAccessGroupServicer(ag_grpc.ModelAccessGroupServiceServicer):
     def __init__(self, tenancy: TenancyService) -> None:
         self.tenancy = tenancy
 

@@ -76,6 +76,10 @@ _SELECT_1 = prepared(select(literal(1)))
 class Connection(Protocol):
     """An open transaction (or, from `Database.read()`, a read-only session)."""
 
+    # The driver's own connection (sqlite3.Connection, asyncpg.Connection), for the money
+    # writers that run SQL written for the dialect inside a repository's transaction.
+    raw: Any
+
     async def execute(self, statement: Statement, params: Params = None) -> Result: ...
 
     async def stream(self, statement: Statement) -> AsyncIterator[Row]: ...

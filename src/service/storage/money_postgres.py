@@ -392,5 +392,5 @@ class PostgresMoney:
 
     async def allocate(self, conn: Connection, team_id: str, amount: int, now: datetime) -> None:
         """The allocation row of a team being created, inside the team's transaction."""
-        raw: Any = conn.raw  # type: ignore[attr-defined]
+        raw: Any = conn.raw
         await raw.execute(_ALLOCATE, new_id(), team_id, amount, ledger_text.ALLOCATION, now)

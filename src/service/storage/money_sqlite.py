@@ -462,7 +462,7 @@ class SqliteMoney:
 
     async def allocate(self, conn: Connection, team_id: str, amount: int, now_dt: datetime) -> None:
         """The allocation row of a team being created, inside the team's transaction."""
-        raw: sqlite3.Connection = conn.raw  # type: ignore[attr-defined]
+        raw: sqlite3.Connection = conn.raw
         _entry(
             raw,
             team_id=team_id,

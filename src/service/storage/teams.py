@@ -26,7 +26,7 @@ from service.storage.schema import (
     team_model_groups,
     teams,
 )
-from service.storage.sql import prepared
+from service.storage.sql import Prepared, prepared
 
 
 def allowed_models(groups: Sequence[ModelGroup]) -> list[str]:
@@ -54,7 +54,7 @@ async def team_access_groups_of(conn: Connection, team_id: str) -> list[str]:
     return (await conn.execute(_ACCESS_GROUPS_OF, {"p_team_id": team_id})).scalars()
 
 
-def _group_names_query() -> object:
+def _group_names_query() -> Prepared:
     direct = (
         select(
             model_groups.c.group_name,
@@ -95,7 +95,7 @@ _GROUP_NAMES_OF = _group_names_query()
 async def team_groups(conn: Connection, team_id: str) -> list[ModelGroup]:
     """The team's model groups: its own assignments in order, then those of
     its access groups (as they are now), without duplicates."""
-    rows = (await conn.execute(_GROUP_NAMES_OF, {"p_team_id": team_id})).all()  # type: ignore[arg-type]
+    rows = (await conn.execute(_GROUP_NAMES_OF, {"p_team_id": team_id})).all()
     names = list(dict.fromkeys(r[0] for r in rows))
     by_name = {g.group_name: g for g in await load_groups(conn, names)}
     return [by_name[n] for n in names if n in by_name]
