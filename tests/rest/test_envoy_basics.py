@@ -364,6 +364,23 @@ async def test_headers_reach_the_service(
     assert UUID_RE.match(headers["x-request-id"])
 
 
+async def test_header_names_that_grpc_refuses_are_dropped(
+    http: aiohttp.ClientSession, base_url: str, stub: Any
+) -> None:
+    # gRPC metadata names allow only [0-9a-z_.-]; HTTP allows more. Envoy drops the others
+    # (envoy.yaml, drop_header_names_invalid_in_grpc) and keeps every valid header beside them.
+    bad = {"x|y": "1", "a!b": "2", "q#": "3", "~": "4", "!lead": "5", "trail~": "6"}
+    good = {"Authorization": "Bearer sk-kept", "x-valid_name.1-2": "kept"}
+    status, _, _ = await request(
+        http, "GET", f"{base_url}/api/organizations/hdr-bad", headers={**bad, **good}
+    )
+    assert status == 200
+    seen = stub.last("GetOrganization").metadata
+    assert seen["authorization"] == "Bearer sk-kept"
+    assert seen["x-valid_name.1-2"] == "kept"
+    assert not set(bad) & set(seen), seen
+
+
 async def test_server_streaming_is_sse_and_unbuffered(
     http: aiohttp.ClientSession, base_url: str, stub: Any
 ) -> None:

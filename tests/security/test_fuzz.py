@@ -172,7 +172,7 @@ def test_soak_openapi_fuzz_no_5xx(case: schemathesis.Case, fuzz_target: Target) 
 
 
 def test_header_names_invalid_in_grpc_are_not_5xx(fuzz_target: Target) -> None:
-    # HTTP allows them, gRPC metadata does not: Envoy's Lua filter drops them (envoy.yaml).
+    # HTTP allows them, gRPC metadata does not: Envoy drops them (envoy.yaml, drop_header_names_invalid_in_grpc).
     for name in ("x|y", "a!b", "q#", "~"):
         r = fuzz_target.session.get(
             fuzz_target.base_url + "/health", headers={name: "1"}, timeout=5
