@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from bench.procs import Child, spawn
@@ -99,7 +100,7 @@ def write_config(workdir: Path, api_base: str) -> Path:
     return path
 
 
-def start(exe: Path, workdir: Path, api_base: str, port: int) -> Child:
+def start(exe: Path, workdir: Path, api_base: str, port: int, prefix: Sequence[str] = ()) -> Child:
     config = write_config(workdir, api_base)
     env = dict(os.environ)
     env.pop("PYTHONPATH", None)
@@ -128,4 +129,4 @@ def start(exe: Path, workdir: Path, api_base: str, port: int) -> Child:
         "--log_config",
         str(workdir / "litellm-logging.json"),
     ]
-    return spawn("litellm-proxy", argv, env=env, cwd=workdir, log_dir=workdir)
+    return spawn("litellm-proxy", argv, env=env, cwd=workdir, log_dir=workdir, prefix=prefix)

@@ -76,14 +76,16 @@ def spawn(
     cwd: Path,
     log_dir: Path,
     stdout_pipe: bool = False,
+    prefix: Sequence[str] = (),
 ) -> Child:
     """Start argv in its own session (so that stop() reaches its whole process group); stderr
-    (and stdout unless piped) go to log_dir/<name>.log."""
+    (and stdout unless piped) go to log_dir/<name>.log. prefix (e.g. `taskset -c 0`) must exec
+    the program so that the child's pid is the program's."""
     log_path = log_dir / f"{name}.log"
     log = log_path.open("wb")
     try:
         proc = subprocess.Popen(
-            [*die_with_parent(), *argv],
+            [*die_with_parent(), *prefix, *argv],
             env=dict(env),
             cwd=str(cwd),
             stdin=subprocess.DEVNULL,

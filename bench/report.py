@@ -16,8 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 DASH = "\u2013"  # en dash: no value
 
-# Targets of issue 8 / DESIGN.md "Performance".
-THROUGHPUT_RATIO = 10.0
+# Targets of issues 8 and 20 / DESIGN.md "Performance".
+THROUGHPUT_RATIO = 15.0
+# llm-call CPU per request at c=32 over the floor's (same transport).
+CALL_VS_FLOOR = 1.25
+# create+call+complete on PostgreSQL: CPU per flow over the PostgreSQL llm-call's.
+FLOW_VS_CALL = 3.0
 ADDED_P50_MS = 1.0
 FIRST_CHUNK_MS = 1.0
 PER_CHUNK_US = 50.0
@@ -27,6 +31,14 @@ RSS_MB = 150.0
 OTHERS_BUSY = 0.25
 # The scenario name of GET /health/live (bench/run.py): what every call costs at least.
 FLOOR = "empty call (floor)"
+# The `via` of the OpenAI-compatible path (POST /v1/chat/completions through Envoy).
+OPENAI_VIA = "OpenAI /v1"
+
+
+def _floor_via(via: str) -> str:
+    """The floor a row is compared with: native gRPC rows with the gRPC floor (no Envoy),
+    everything through Envoy with the REST floor."""
+    return "gRPC" if via == "gRPC" else "Envoy REST"
 
 
 def _find(rows: list[dict[str, Any]], **match: Any) -> dict[str, Any] | None:
@@ -57,6 +69,22 @@ def derive(rows: list[dict[str, Any]]) -> None:
             row["added_per_chunk_us"] = round(
                 row["chunk_interval_p50_us"] - base["chunk_interval_p50_us"], 1
             )
+    # How far above the floor each gateway row is, in CPU per request (same concurrency and
+    # transport; the floor touches no database, so the PostgreSQL rows use the same floor).
+    for row in rows:
+        if not str(row["system"]).startswith("gateway") or not row.get("cpu_ms_per_req"):
+            continue
+        floor = _find(
+            rows,
+            system="gateway",
+            scenario=FLOOR,
+            via=_floor_via(row["via"]),
+            concurrency=row["concurrency"],
+        )
+        if floor and floor.get("cpu_ms_per_req_total") and floor is not row:
+            row["cpu_vs_floor"] = round(
+                row["cpu_ms_per_req_total"] / floor["cpu_ms_per_req_total"], 2
+            )
 
 
 def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -73,6 +101,7 @@ def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, 
                 "target": name,
                 "value": None if value is None else round(value, 3),
                 "limit": limit,
+                "higher": higher,
                 "unit": unit,
                 "met": met,
                 "how": how,
@@ -130,6 +159,30 @@ def targets(meta: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, 
             higher=True,
             how="LiteLLM proxy CPU ms/req / (service + Envoy) CPU ms/req",
         )
+    add(
+        "llm-call CPU per request vs the floor's (Envoy REST, c=32)",
+        ours.get("cpu_vs_floor") if ours else None,
+        CALL_VS_FLOOR,
+        "x",
+        higher=False,
+        how="(service + Envoy) CPU ms/req of the llm-call / of the empty call (GET /health/live)",
+    )
+    pg_call = _find(
+        rows, system="gateway/pg", scenario="llm-call", via="Envoy REST", concurrency=32
+    )
+    pg_flow = _find(
+        rows, system="gateway/pg", scenario="create+call+complete", via="Envoy REST", concurrency=32
+    )
+    add(
+        "create+call+complete CPU vs llm-call CPU (PostgreSQL, Envoy REST, c=32)",
+        pg_flow["cpu_ms_per_req_total"] / pg_call["cpu_ms_per_req_total"]
+        if pg_flow and pg_call and pg_call.get("cpu_ms_per_req_total")
+        else None,
+        FLOW_VS_CALL,
+        "x",
+        higher=False,
+        how="CPU per flow (3 requests) / CPU per llm-call, both on PostgreSQL",
+    )
     c1 = _find(rows, system="gateway", scenario="llm-call", via="Envoy REST", concurrency=1)
     add(
         "added p50 latency, llm-call Envoy REST, c=1",
@@ -235,8 +288,9 @@ def table(doc: dict[str, Any]) -> str:
     meta = doc["meta"]
     lines = [
         "| System | Scenario | Via | c | RPS | p50 ms | p99 ms | +p50 ms | +p99 ms "
-        "| CPU ms/req (svc + Envoy) | 1st chunk ms (+) | per chunk µs (+) | peak RSS MB | err |",
-        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| CPU ms/req (svc + Envoy) | x floor | 1st chunk ms (+) | per chunk µs (+) | peak RSS MB "
+        "| err |",
+        "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for r in doc["results"]:
         first = chunk = DASH
@@ -250,7 +304,8 @@ def table(doc: dict[str, Any]) -> str:
             f"| {_system(r)} | {r['scenario']} | {r['via']} | {r['concurrency']} "
             f"| {_f(r['rps'], 0)}{busy} | {_f(r['p50_ms'], 3)} | {_f(r['p99_ms'], 3)} "
             f"| {_signed(r.get('added_p50_ms'), 3)} | {_signed(r.get('added_p99_ms'), 3)} "
-            f"| {_cpu(r)} | {first} | {chunk} | {_rss(r)} | {r['errors']} |"
+            f"| {_cpu(r)} | {_f(r.get('cpu_vs_floor'), 2)} | {first} | {chunk} | {_rss(r)} "
+            f"| {r['errors']} |"
         )
     if any(r.get("other_cpu_cores", 0) > OTHERS_BUSY for r in doc["results"]):
         lines += [
@@ -301,9 +356,21 @@ def table(doc: dict[str, Any]) -> str:
         f"LiteLLM {meta.get('litellm_version')}, {meta.get('stream_chunks')} chunks per stream, "
         f"bench runtime {meta.get('runtime_s')} s"
         + (" (--quick)" if meta.get("quick") else "")
-        + ". The load generator shares the CPUs with what it measures."
+        + ". "
+        + _pinning(meta)
     )
     return "\n".join(lines)
+
+
+def _pinning(meta: dict[str, Any]) -> str:
+    pin = meta.get("pinning") or {}
+    if "gateway_cpus" in pin:
+        return (
+            f"Pinned: the gateway (service + Envoy, or the LiteLLM proxy) on CPU "
+            f"{','.join(map(str, pin['gateway_cpus']))}, the load generator and the upstream on "
+            f"CPU {','.join(map(str, pin['load_cpus']))}."
+        )
+    return f"Not pinned ({pin.get('off', 'unknown')}): the load generator shares the CPUs."
 
 
 def floor_line(doc: dict[str, Any]) -> str | None:
@@ -328,11 +395,10 @@ def targets_table(doc: dict[str, Any]) -> str:
     lines = ["| Target | Measured | Limit | Met |", "|---|--:|--:|:-:|"]
     for t in doc["targets"]:
         unit = t["unit"]
-        cmp = "≥" if unit == "x" else "≤"
+        cmp = "≥" if t.get("higher", unit == "x") else "≤"
         met = {True: "yes", False: "**no**", None: "n/a"}[t["met"]]
         lines.append(
-            f"| {t['target']} | {_f(t['value'], 2)} {unit} | {cmp} {_f(t['limit'], 0)} {unit} "
-            f"| {met} |"
+            f"| {t['target']} | {_f(t['value'], 2)} {unit} | {cmp} {t['limit']:g} {unit} | {met} |"
         )
     return "\n".join(lines)
 
@@ -343,7 +409,7 @@ def summary(doc: dict[str, Any]) -> str:
         r
         for r in doc["results"]
         if r["scenario"] in (FLOOR, "llm-call", "llm-call-stream")
-        and (r["via"] in ("Envoy REST", "proxy", "HTTP"))
+        and (r["via"] in ("Envoy REST", "proxy", "HTTP", OPENAI_VIA))
         and r["system"] in ("direct", "litellm", "gateway")
     ]
     lines = [
@@ -367,8 +433,8 @@ def summary(doc: dict[str, Any]) -> str:
         + "\n\n"
         + targets_table(doc)
         + (f"\n\n{floor}" if floor else "")
-        + f"\n\nRun {meta.get('started_at')} on {host.get('cpus')} CPUs (load generator included); "
-        "every scenario and the definitions: [bench/README.md](bench/README.md)."
+        + f"\n\nRun {meta.get('started_at')} on {host.get('cpus')} CPUs. {_pinning(meta)} "
+        "Every scenario and the definitions: [bench/README.md](bench/README.md)."
     )
 
 

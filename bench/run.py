@@ -34,7 +34,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from bench import litellm_proxy, loadgen, procs, report
+from bench import litellm_proxy, loadgen, pinning, procs, report
 from bench.loadgen import LoadResult, Op, StreamTiming
 from service.devrun import envoy_command
 
@@ -46,6 +46,9 @@ STREAM_CHUNKS = 20
 # Back-to-back gateway/proxy rounds for the throughput ratio (the target takes their median).
 PAIRED_ROUNDS = 5
 POSTGRES = ("127.0.0.1", 5432)
+# Set by main(): the gateway on one CPU, this process (load generator) and the upstream on the
+# others (bench/pinning.py); None with --no-pin or on a machine where pinning is unavailable.
+LAYOUT: pinning.Layout | None = None
 
 
 def say(text: str) -> None:
@@ -240,6 +243,7 @@ class Gateway:
     envoy: procs.Child
     grpc_port: int
     http_port: int
+    direct_port: int
     start_s: float
     envoy_start_s: float
     database: str
@@ -257,7 +261,9 @@ class Gateway:
         self.service.stop()
 
 
-def _service_env(database_url: str, master_key: str, grpc_port: int) -> dict[str, str]:
+def _service_env(
+    database_url: str, master_key: str, grpc_port: int, direct_port: int
+) -> dict[str, str]:
     env = dict(os.environ)
     src = str(ROOT / "src")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (src, env.get("PYTHONPATH", "")) if p)
@@ -267,6 +273,8 @@ def _service_env(database_url: str, master_key: str, grpc_port: int) -> dict[str
             "MASTER_KEY": master_key,
             "GRPC_PORT": str(grpc_port),
             "GRPC_HOST": "127.0.0.1",
+            # The OpenAI-compatible paths' HTTP handler, behind Envoy like in production.
+            "DIRECT_HTTP_PORT": str(direct_port),
             "LOG_LEVEL": "WARNING",
             # Metrics on (the bench measures what production runs) on a free port.
             "METRICS_PORT": "0",
@@ -323,7 +331,8 @@ async def _envoy_ready(admin_port: int, http_port: int, child: procs.Child) -> N
 async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway:
     master_key = "sk-master-" + secrets.token_urlsafe(24)
     grpc_port, http_port, admin_port = procs.free_port(), procs.free_port(), procs.free_port()
-    env = _service_env(database_url, master_key, grpc_port)
+    direct_port = procs.free_port()
+    env = _service_env(database_url, master_key, grpc_port, direct_port)
     migrated = subprocess.run(
         [sys.executable, "-m", "service", "migrate"],
         env=env,
@@ -339,6 +348,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
         env=env,
         cwd=ROOT,
         log_dir=workdir,
+        prefix=pinning.prefix(LAYOUT),
     )
     try:
         await _grpc_serving(grpc_port, service, 60)
@@ -355,6 +365,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
                 admin_port=admin_port,
                 descriptor_path=DESCRIPTOR,
                 listen_address="127.0.0.1",
+                direct_hosts=[direct_port],
             )
         )
         envoy = procs.spawn(
@@ -363,6 +374,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
             env=dict(os.environ),
             cwd=workdir,
             log_dir=workdir,
+            prefix=pinning.prefix(LAYOUT),
         )
     except BaseException:
         service.stop()
@@ -378,6 +390,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
         envoy=envoy,
         grpc_port=grpc_port,
         http_port=http_port,
+        direct_port=direct_port,
         start_s=start_s,
         envoy_start_s=time.perf_counter() - envoy.started_at,
         database=database_url.split(":", 1)[0],
@@ -451,7 +464,9 @@ def _check_call(obj: Any) -> None:
 class GatewayOps:
     """The requests of the gateway scenarios, as load generator ops."""
 
-    def __init__(self, gw: Gateway, session: loadgen.Session, stub: Any) -> None:
+    def __init__(
+        self, gw: Gateway, session: loadgen.Session, stub: Any, health_stub: Any = None
+    ) -> None:
         from google.protobuf import struct_pb2
 
         from saas_llm.v1 import common_pb2
@@ -459,6 +474,7 @@ class GatewayOps:
         self.gw = gw
         self.s = session
         self.stub = stub
+        self.health_stub = health_stub
         self.headers = {"Authorization": f"Bearer {gw.team_key}"}
         self.metadata = (("authorization", f"Bearer {gw.team_key}"),)
         self.messages_pb = [
@@ -508,6 +524,35 @@ class GatewayOps:
             answer = await loadgen.post_json(self.s, url, b"", None, "GET")
             if answer["status"] != "alive":
                 raise loadgen.HttpError(f"not alive: {answer}")
+            return None
+
+        return op
+
+    async def grpc_floor(self, concurrency: int) -> Op:
+        # HealthService/Live over native gRPC: grpc.aio and our interceptor around a handler
+        # that does nothing; the floor of the gRPC rows (no Envoy).
+        from saas_llm.v1 import health_service_pb2 as health_pb
+
+        request = health_pb.LiveRequest()
+
+        async def op() -> StreamTiming | None:
+            answer = await self.health_stub.Live(request, timeout=60)
+            if answer.status != "alive":
+                raise loadgen.HttpError(f"not alive: {answer}")
+            return None
+
+        return op
+
+    async def openai_call(self, concurrency: int) -> Op:
+        # The OpenAI-compatible path (Pattern B): POST /v1/chat/completions with the team's key
+        # and the model group's name, through Envoy to the service's own HTTP handler.
+        url = f"{self.gw.rest}/v1/chat/completions"
+        body = orjson.dumps({"model": "bench", "messages": MESSAGES})
+
+        async def op() -> StreamTiming | None:
+            obj = await self._post(url, body)
+            if not obj["choices"][0]["message"]["content"]:
+                raise loadgen.HttpError(f"empty answer: {obj}")
             return None
 
         return op
@@ -582,8 +627,10 @@ class GatewayOps:
 # (name for --only, scenario, via, stream, GatewayOps method)
 GATEWAY_SCENARIOS = (
     ("floor", report.FLOOR, "Envoy REST", False, "rest_floor"),
+    ("floor-grpc", report.FLOOR, "gRPC", False, "grpc_floor"),
     ("llm-call", "llm-call", "Envoy REST", False, "rest_call"),
     ("llm-call-grpc", "llm-call", "gRPC", False, "grpc_call"),
+    ("openai", "llm-call", report.OPENAI_VIA, False, "openai_call"),
     ("flow", "create+call+complete", "Envoy REST", False, "flow"),
     ("create-and-call", "create-and-call", "Envoy REST", False, "create_and_call"),
     ("stream", "llm-call-stream", "Envoy REST", True, "rest_stream"),
@@ -602,6 +649,7 @@ async def gateway_scenarios(
     """Every scenario of our gateway, at concurrency 1 and 32."""
     import grpc
 
+    from saas_llm.v1 import health_service_pb2_grpc as health_grpc
     from saas_llm.v1 import job_service_pb2_grpc as job_grpc
 
     rows: list[dict[str, Any]] = []
@@ -610,10 +658,11 @@ async def gateway_scenarios(
     system = "gateway" + (f"/{label}" if label else "")
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw.grpc_port}")
     stub = job_grpc.JobServiceStub(channel)
+    health_stub = health_grpc.HealthServiceStub(channel)
     try:
         for c in (1, 32):
             async with loadgen.Session() as session:
-                ops = GatewayOps(gw, session, stub)
+                ops = GatewayOps(gw, session, stub, health_stub)
                 for name, scenario, via, stream, method in GATEWAY_SCENARIOS:
                     if only is not None and name not in only:
                         continue
@@ -634,6 +683,10 @@ async def gateway_scenarios(
     finally:
         await channel.close()
     return rows
+
+
+# The scenarios repeated on PostgreSQL (the others do not touch the database differently).
+PG_SCENARIOS = {"llm-call", "flow", "create-and-call"}
 
 
 # Baselines ---------------------------------------------------------------------------------
@@ -821,6 +874,7 @@ async def amain(args: argparse.Namespace) -> int:
         "stream_chunks": STREAM_CHUNKS,
         "quick": bool(args.quick),
         "litellm_version": litellm_proxy.LITELLM_VERSION,
+        "pinning": LAYOUT.describe() if LAYOUT else {"off": args.pin_off_reason},
         "notes": [],
     }
     if meta["load_average_at_start"] > 0.5:
@@ -878,7 +932,7 @@ async def amain(args: argparse.Namespace) -> int:
         if litellm_exe is not None:
             say(f"baseline: LiteLLM proxy {litellm_proxy.LITELLM_VERSION} (1 worker, no database)")
             port = procs.free_port()
-            proxy = litellm_proxy.start(litellm_exe, workdir, up_base, port)
+            proxy = litellm_proxy.start(litellm_exe, workdir, up_base, port, pinning.prefix(LAYOUT))
             children.append(proxy)
             try:
                 await _litellm_ready(proxy, port)
@@ -927,7 +981,7 @@ async def amain(args: argparse.Namespace) -> int:
                     pg,
                     sizes,
                     upstream.pid,
-                    only={"llm-call", "flow"} & (only or {"llm-call", "flow"}),
+                    only=PG_SCENARIOS & (only or PG_SCENARIOS),
                     label="pg",
                 )
                 pg.stop()
@@ -1015,14 +1069,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        help="comma-separated gateway scenarios: floor,llm-call,llm-call-grpc,flow,create-and-call,"
-        "stream,stream-grpc",
+        help="comma-separated gateway scenarios: floor,floor-grpc,llm-call,llm-call-grpc,openai,"
+        "flow,create-and-call,stream,stream-grpc",
+    )
+    parser.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin (default: gateway on one CPU, load generator and upstream on the others)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir with the logs")
     parser.add_argument(
         "--profile", metavar="DIR", help="py-spy the service during each run (collapsed stacks)"
     )
     args = parser.parse_args(argv)
+    global LAYOUT
+    LAYOUT, args.pin_off_reason = (None, "--no-pin") if args.no_pin else pinning.plan()
+    if LAYOUT is not None:
+        # Before any thread exists: affinity is per thread, inherited by threads made later.
+        pinning.pin_self(LAYOUT)
+        say(
+            f"pinned: gateway on CPU {LAYOUT.gateway}, load generator and upstream on {LAYOUT.load}"
+        )
+    else:
+        say(f"not pinned: {args.pin_off_reason}")
     if args.profile:
         global PROFILE_DIR
         PROFILE_DIR = Path(args.profile).resolve()
