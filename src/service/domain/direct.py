@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
@@ -206,17 +207,7 @@ class DirectService:
             for g in groups:
                 for m in g.models:
                     if matches(m):
-                        one = ModelGroup(
-                            model_group_id=g.model_group_id,
-                            group_name=g.group_name,
-                            display_name=g.display_name,
-                            description=g.description,
-                            status=g.status,
-                            models=[m],
-                            metadata=g.metadata,
-                            created_at=g.created_at,
-                            updated_at=g.updated_at,
-                        )
+                        one = dataclasses.replace(g, models=[m])
                         return Target(requested=name, group_name=g.group_name, group=one)
         raise model_not_found(name)
 
