@@ -298,6 +298,13 @@ class MetricsObserver(LogObserver):
         if chunks:
             series.stream.inc(chunks)
 
+    def breaker(self, model: str, state: str) -> None:
+        if state in ("closed", "open", "half_open"):
+            BREAKER_STATE.labels(model).state(state)
+
+    def cache(self, model_group: str, hit: bool) -> None:
+        cache(model_group, "hit" if hit else "miss")
+
 
 class MetricsServer:
     """GET /metrics of this process (prometheus_client's HTTP server, on a thread of its own:
