@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from service.observe import CallObserver, LogObserver
+from service.providers.base import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +44,17 @@ TRIAL = 2  # half-open: this call may be the trial (claim it with try_trial)
 
 # Seconds between two log lines about a failing shared store.
 LOG_EVERY_S = 30.0
+
+
+def breaker_key(model: ModelSpec) -> str:
+    """What a breaker is kept for: the model name, and for a model served at its own
+    `api_base` a short hash of it (two deployments of one name fail separately; the URL itself,
+    which may carry credentials, is never shown)."""
+    base = model.config.get("api_base")
+    if not base:
+        return model.model_name
+    digest = hashlib.sha256(str(base).encode()).hexdigest()[:8]
+    return f"{model.model_name}@{digest}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service.domain.answers import check_embeddings, check_result, checked_stream, safe_error
-from service.domain.breaker import ALLOW, SKIP, TRIAL, Breakers
+from service.domain.breaker import ALLOW, SKIP, TRIAL, Breakers, breaker_key
 from service.domain.errors import DeadlineExceeded, Unavailable
 from service.domain.models import ModelGroup
 from service.domain.response_cache import CachedAnswer, Lookup, ResponseCache
@@ -105,7 +105,7 @@ def _attempt_timeout(
 
 
 def _all_cooling_down(group: ModelGroup, breakers: Breakers) -> Unavailable:
-    wait = min(breakers.retry_in(m.model_name) for m in group.models)
+    wait = min(breakers.retry_in(breaker_key(m)) for m in group.models)
     seconds = max(1, math.ceil(wait))
     return Unavailable(
         f"Every model of group '{group.group_name}' is cooling down after failures; "
@@ -147,7 +147,7 @@ class CallRunner:
         last = group.models[0]
         tried = 0
         for model in group.models:
-            name = model.model_name
+            name = breaker_key(model)
             verdict = breakers.check(name)
             if verdict != ALLOW and (verdict == SKIP or not await breakers.try_trial(name)):
                 # Its circuit is open: no request is sent.
@@ -168,7 +168,7 @@ class CallRunner:
                 value = await attempt(model, timeout)
             except ProviderError as exc:
                 attempts.add(model, safe_error(exc, request).message, started)
-                self.observer.attempt(group.group_name, name, started, exc)
+                self.observer.attempt(group.group_name, model.model_name, started, exc)
                 if not exc.retryable:
                     # The provider answered (a client error fails the same way everywhere).
                     await breakers.success(name)
@@ -186,7 +186,7 @@ class CallRunner:
                     breakers.abandon(name)
                 raise
             attempts.add(model, None, started)
-            self.observer.attempt(group.group_name, name, started, None)
+            self.observer.attempt(group.group_name, model.model_name, started, None)
             await breakers.success(name)
             return model, value, attempts
         if not tried:
