@@ -15,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from saas_llm.v1 import common_pb2
@@ -129,6 +130,14 @@ async def breakers_of(c: Client) -> list[health_pb.ModelBreaker]:
     return list((await c.health.Check(health_pb.CheckRequest())).breakers)
 
 
+def sample(name: str, **labels: str) -> float | None:
+    return REGISTRY.get_sample_value(name, labels)
+
+
+def breaker_metric(model: str, state: str) -> float | None:
+    return sample("gateway_llm_breaker_state", model=model, gateway_llm_breaker_state=state)
+
+
 # Circuit breakers ---------------------------------------------------------------------------
 
 
@@ -162,6 +171,8 @@ async def test_failing_model_is_skipped_after_the_threshold_then_tried_again(
             3,
         )
         assert 0.5 < state.retry_in_seconds <= 1.0
+        assert breaker_metric(breaker_key(bad), "open") == 1.0
+        assert breaker_metric(breaker_key(bad), "closed") == 0.0
         # Open: the next calls go straight to the fallback, the failing model gets no request.
         for _ in range(4):
             assert (await call(c, key, job)).response.content == "from good"
@@ -182,6 +193,7 @@ async def test_failing_model_is_skipped_after_the_threshold_then_tried_again(
         assert (await call(c, key, job)).response.content == "from bad again"
         assert requests_to(upstream, "bad") == 6
         assert await breakers_of(c) == []
+        assert breaker_metric(breaker_key(bad), "closed") == 1.0
 
         got = await c.jobs.GetJob(job_pb.GetJobRequest(job_id=job), metadata=bearer(key))
         assert got.costs.total_calls == 11 and got.costs.failed_calls == 0
@@ -435,6 +447,19 @@ async def test_cache_hit_calls_no_provider_and_costs_nothing(
     assert "".join([m.content async for m in stream]) == "cached words"
     assert requests_to(upstream, "cachy") == 4
 
+    # Metrics: one hit, three misses (streams do not look); the hit is a "cached" call outcome.
+    assert sample("gateway_llm_cache_requests_total", model_group=group, result="hit") == 1
+    assert sample("gateway_llm_cache_requests_total", model_group=group, result="miss") == 3
+    assert (
+        sample(
+            "gateway_llm_calls_total",
+            model_group=group,
+            model="openai/cachy",
+            provider="openai",
+            outcome="cached",
+        )
+        == 1
+    )
     done = await c.jobs.CompleteJob(
         job_pb.CompleteJobRequest(job_id=job, status="completed"), metadata=bearer(key)
     )

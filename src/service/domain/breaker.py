@@ -53,8 +53,17 @@ def breaker_key(model: ModelSpec) -> str:
     base = model.config.get("api_base")
     if not base:
         return model.model_name
-    digest = hashlib.sha256(str(base).encode()).hexdigest()[:8]
-    return f"{model.model_name}@{digest}"
+    memo = (model.model_name, str(base))
+    key = _KEYS.get(memo)
+    if key is None:
+        if len(_KEYS) >= 10_000:
+            _KEYS.clear()
+        digest = hashlib.sha256(memo[1].encode()).hexdigest()[:8]
+        key = _KEYS[memo] = f"{model.model_name}@{digest}"
+    return key
+
+
+_KEYS: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +211,11 @@ class Breakers:
             await self.shared.release_trial(model)
         except Exception as exc:
             self._store_failed("release_trial", exc)
+
+    def tracked(self, model: str) -> bool:
+        """Whether this replica knows of failures of `model` (else success() has nothing to do:
+        the caller skips it, and its coroutine, on the common path)."""
+        return model in self._states
 
     async def success(self, model: str) -> None:
         """The model answered: close its breaker. Nothing to do (no I/O) when it had no

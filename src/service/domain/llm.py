@@ -171,7 +171,8 @@ class CallRunner:
                 self.observer.attempt(group.group_name, model.model_name, started, exc)
                 if not exc.retryable:
                     # The provider answered (a client error fails the same way everywhere).
-                    await breakers.success(name)
+                    if breakers.tracked(name):
+                        await breakers.success(name)
                     break
                 if cut and exc.status is None:
                     # A transport failure (a timeout) within a deadline the caller cut short
@@ -187,7 +188,8 @@ class CallRunner:
                 raise
             attempts.add(model, None, started)
             self.observer.attempt(group.group_name, model.model_name, started, None)
-            await breakers.success(name)
+            if breakers.tracked(name):
+                await breakers.success(name)
             return model, value, attempts
         if not tried:
             raise _all_cooling_down(group, breakers)
