@@ -155,6 +155,9 @@ class Breakers:
         self._logged_at = -LOG_EVERY_S
         self._sync_task: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # When this replica last changed each model's state itself: a snapshot asked for before
+        # that is older than what the replica knows, and leaves the model alone.
+        self._changed: dict[str, float] = {}
 
     # The per-call path --------------------------------------------------------------------
 
@@ -182,6 +185,7 @@ class Breakers:
                     return False
                 mine = self._states.setdefault(model, _Local())
                 mine.trial_until = self.clock() + window
+                self._changed[model] = self.clock()
                 self.observer.breaker(model, "half_open")
                 return True
         st = self._states.get(model)
@@ -223,6 +227,7 @@ class Breakers:
         st = self._states.pop(model, None)
         if st is None:
             return
+        self._changed[model] = self.clock()
         if st.opened:
             self.observer.breaker(model, "closed")
             log.info("circuit closed", extra={"model": model})
@@ -266,8 +271,12 @@ class Breakers:
 
     # State from the shared store ------------------------------------------------------------
 
-    def _apply(self, model: str, shared: SharedState) -> None:
+    def _apply(self, model: str, shared: SharedState, *, mine: bool = True) -> None:
+        """Take the store's state of `model`: from this replica's own change (`mine`), or from a
+        snapshot."""
         now = self.clock()
+        if mine:
+            self._changed[model] = now
         st = self._states.get(model)
         was = _state_name(st, now)
         if shared.failures <= 0 and not shared.opened:
@@ -299,15 +308,21 @@ class Breakers:
         """Mirror the shared store (one round trip)."""
         if self.shared is None:
             return
+        asked = self.clock()
         try:
             snapshot = await self.shared.snapshot()
         except Exception as exc:
             self._store_failed("snapshot", exc)
             return
+        changed = self._changed
+        self._changed = {m: t for m, t in changed.items() if t >= asked}
+        closed = SharedState(0, False, 0.0, 0.0)
         for model in [m for m in self._states if m not in snapshot]:
-            self._apply(model, SharedState(0, False, 0.0, 0.0))
+            if changed.get(model, -1.0) < asked:
+                self._apply(model, closed, mine=False)
         for model, state in snapshot.items():
-            self._apply(model, state)
+            if changed.get(model, -1.0) < asked:
+                self._apply(model, state, mine=False)
 
     async def _sync_forever(self) -> None:
         while True:
