@@ -38,9 +38,12 @@ gateway_credits_reserved                                gauge      as above: cre
 gateway_refusals_total{kind,limit}                      counter    refused(): kind rate_limit
     (limit rpm or tpm) or job_limit (limit calls, tokens or cost).
 gateway_llm_breaker_state{model,gateway_llm_breaker_state}
-                                                        enum       breaker_state(): closed,
-    open, half_open (one series per state, 1 for the current one).
-gateway_llm_cache_requests_total{model_group,result}    counter    cache(): hit or miss.
+                                                        enum       domain/breaker.py through
+    the observer's breaker(): closed, open, half_open (one series per state, 1 for the current
+    one), on each change this replica makes or learns from Redis. `model` is the breaker's key:
+    the model name, with "@" and 8 hex digits of a hash of its api_base when it has one.
+gateway_llm_cache_requests_total{model_group,result}    counter    domain/response_cache.py
+    through the observer's cache(): hit or miss (groups with cache_ttl_seconds only).
 gateway_db_statement_duration_seconds                   histogram  db_statement(): one unit
     of database work (a statement, a transaction or a read session), start to commit.
 process_*, python_gc_*, python_info                     (default)  prometheus_client's own
@@ -297,6 +300,13 @@ class MetricsObserver(LogObserver):
             series.ttft.observe(ttft_seconds)
         if chunks:
             series.stream.inc(chunks)
+
+    def breaker(self, model: str, state: str) -> None:
+        if state in ("closed", "open", "half_open"):
+            BREAKER_STATE.labels(model).state(state)
+
+    def cache(self, model_group: str, hit: bool) -> None:
+        cache(model_group, "hit" if hit else "miss")
 
 
 class MetricsServer:

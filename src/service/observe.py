@@ -52,6 +52,14 @@ class CallObserver(Protocol):
         `chunks` is the number of stream events sent to the client (0 when not streamed)."""
         ...
 
+    def breaker(self, model: str, state: str) -> None:
+        """A model's circuit breaker changed state: closed, open or half_open."""
+        ...
+
+    def cache(self, model_group: str, hit: bool) -> None:
+        """A response cache lookup of a group with caching on."""
+        ...
+
 
 def attempt_fields(
     model_group: str, model: str, started: float, error: ProviderError
@@ -92,6 +100,12 @@ class LogObserver:
         ttft_seconds: float | None,
         chunks: int,
     ) -> None:
+        return None
+
+    def breaker(self, model: str, state: str) -> None:
+        return None
+
+    def cache(self, model_group: str, hit: bool) -> None:
         return None
 
 

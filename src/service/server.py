@@ -49,10 +49,12 @@ from service.api.tenancy_servicers import (
     TeamServicer,
 )
 from service.domain.answers import MAX_SEND_BYTES
+from service.domain.breaker import Breakers
 from service.domain.credits import CreditsService
 from service.domain.direct import DirectService
 from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
+from service.domain.response_cache import CacheStore, LocalCacheStore, ResponseCache
 from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
 from service.observe import CallObserver, LogObserver
@@ -60,6 +62,7 @@ from service.providers import costs
 from service.providers.base import Provider
 from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
+from service.redis_state import RedisBreakers, RedisCacheStore, RedisState
 from service.settings import Settings
 from service.storage.catalog import CatalogRepository
 from service.storage.database import Database
@@ -146,7 +149,36 @@ class App:
         self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
         usage = UsageService(UsageRepository(self.db), teams, catalog)
         self.credits = credits = CreditsService(ledger, ledger)
-        runner = CallRunner(self.provider, settings.default_llm_timeout, observer)
+        # Circuit breakers and the response cache: shared through Redis when REDIS_URL is set.
+        self.redis: RedisState | None = None
+        shared_breakers: RedisBreakers | None = None
+        cache_store: CacheStore = LocalCacheStore(
+            settings.response_cache_max_entries, settings.response_cache_max_bytes
+        )
+        if settings.redis_url:
+            self.redis = RedisState(
+                settings.redis_url,
+                settings.redis_key_prefix,
+                timeout=settings.redis_timeout_seconds,
+                retry_after=settings.redis_retry_seconds,
+            )
+            shared_breakers = RedisBreakers(self.redis)
+            cache_store = RedisCacheStore(self.redis)
+        self.breakers = Breakers(
+            failures=settings.breaker_failures,
+            cooldown=settings.breaker_cooldown_seconds,
+            shared=shared_breakers,
+            observer=observer,
+            sync_interval=settings.breaker_sync_seconds,
+        )
+        self.response_cache = ResponseCache(cache_store, teams, observer)
+        runner = CallRunner(
+            self.provider,
+            settings.default_llm_timeout,
+            observer,
+            breakers=self.breakers,
+            cache=self.response_cache,
+        )
         self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner, observer)
         self.ledger = ledger
         self.direct = DirectService(
@@ -158,7 +190,7 @@ class App:
             observer=observer,
         )
         master = settings.master_key.get_secret_value() if settings.master_key else None
-        self.health = HealthServicer(self.db)
+        self.health = HealthServicer(self.db, self.breakers)
         self.grpc_health = health_aio.HealthServicer()
         max_bytes = settings.max_message_bytes
         authenticator = Authenticator(master, teams)
@@ -232,6 +264,7 @@ class App:
         for name in ("", *SERVICE_NAMES):
             await self.grpc_health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="job-sweeper")
+        self.breakers.start()
         log.info(
             "listening",
             extra={
@@ -311,7 +344,10 @@ class App:
                 _done, late = await asyncio.wait(pending, timeout=settle_tasks)
                 if late:
                     log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
+        await self.breakers.stop()
         await self.provider.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
         await self.db.dispose()
         if self.metrics_server is not None:
             self.metrics_server.stop()

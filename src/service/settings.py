@@ -84,6 +84,26 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = ""
     otel_service_name: str = "saas-llm-gateway"
 
+    # Redis (optional): when set, circuit breaker state and the response cache are shared by
+    # every replica (service/redis_state.py); unset, each process keeps its own. Keys start with
+    # REDIS_KEY_PREFIX, so that several deployments (or test runs) can share one Redis. A Redis
+    # that fails is skipped (fail open, logged) for REDIS_RETRY_SECONDS before it is tried again.
+    redis_url: str = ""
+    redis_key_prefix: str = "gw:"
+    redis_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
+    redis_retry_seconds: float = Field(default=5.0, ge=0, le=300)
+    # Circuit breaker (domain/breaker.py): a model failing BREAKER_FAILURES times in a row (or
+    # answering with a Retry-After) is skipped by its groups for BREAKER_COOLDOWN_SECONDS (or the
+    # Retry-After, if longer), then tried once again. With Redis, each replica refreshes its view
+    # of the shared state every BREAKER_SYNC_SECONDS.
+    breaker_failures: int = Field(default=5, ge=1, le=1000)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0, le=3600)
+    breaker_sync_seconds: float = Field(default=1.0, gt=0, le=60)
+    # The in-process response cache (no Redis): at most this many answers (least recently used
+    # dropped first) and this many bytes.
+    response_cache_max_entries: int = Field(default=1000, ge=1, le=1_000_000)
+    response_cache_max_bytes: int = Field(default=64 * 1024 * 1024, ge=1024)
+
     @property
     def is_sqlite(self) -> bool:
         return self.database_url.startswith("sqlite")

@@ -70,6 +70,8 @@ class Behavior:
     # "key" (the Authorization key as sent), "key_short" (its last character dropped),
     # "key_base64" (base64 of it), "prompt" (the last message's content as sent).
     error_echo: tuple[str, ...] = ()
+    # For status >= 400: extra response headers, e.g. {"Retry-After": "2"}.
+    headers: dict[str, str] | None = None
 
 
 @dataclass
@@ -273,7 +275,10 @@ class FakeUpstream:
                     error["message"] = _echo(behavior.error_echo, request, body)
                 payload = behavior.raw_body or orjson.dumps({"error": error})
                 return web.Response(
-                    body=payload, status=behavior.status, content_type="application/json"
+                    body=payload,
+                    status=behavior.status,
+                    content_type="application/json",
+                    headers=behavior.headers,
                 )
             if body.get("stream"):
                 return await self._stream(request, body, behavior)

@@ -157,7 +157,8 @@ async def test_health_needs_no_key_and_echoes_request_id(api: RestClient) -> Non
         resp = await client.call("GET", "/health", headers={"x-request-id": "rid-123"})
         assert resp.status == 200, resp.text
         data = resp.json()
-        assert list(data) == ["status", "database", "version", "uptime_seconds"]
+        assert list(data) == ["status", "database", "version", "uptime_seconds", "breakers"]
+        assert data["breakers"] == []  # no open circuit
         assert (data["status"], data["database"]) == ("healthy", "ok")
         assert data["version"]
         assert data["uptime_seconds"] > 0

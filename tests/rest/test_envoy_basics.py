@@ -84,7 +84,10 @@ async def test_health_prints_zero_values(http: aiohttp.ClientSession, base_url: 
     status, headers, body = await request(http, "GET", f"{base_url}/health")
     assert status == 200
     assert headers["content-type"] == "application/json"
-    assert body == (b'{"status":"healthy","database":"","version":"0.0.0-stub","uptime_seconds":0}')
+    assert body == (
+        b'{"status":"healthy","database":"","version":"0.0.0-stub","uptime_seconds":0,'
+        b'"breakers":[]}'
+    )
     # The gRPC plumbing headers are stripped from REST answers.
     assert not [h for h in headers if h.startswith("grpc-")]
 

@@ -781,6 +781,8 @@ class MemoryStore:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup:
         await self._enter("create_model_group")
         if group_name in self.model_groups:
@@ -796,6 +798,7 @@ class MemoryStore:
             metadata=_copy(metadata),
             created_at=now,
             updated_at=now,
+            cache_ttl_seconds=cache_ttl_seconds,
         )
         self.model_groups[group_name] = group
         return group
@@ -815,6 +818,8 @@ class MemoryStore:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup | None:
         await self._enter("update_model_group")
         old = self.model_groups.get(group_name)
@@ -830,6 +835,7 @@ class MemoryStore:
             metadata=_copy(metadata),
             created_at=old.created_at,
             updated_at=self._now(),
+            cache_ttl_seconds=cache_ttl_seconds,
         )
         self.model_groups[group_name] = group
         return group

@@ -8,6 +8,7 @@ import time
 from saas_llm.v1 import health_service_pb2 as pb
 from saas_llm.v1 import health_service_pb2_grpc as pb_grpc
 from service.api.context import Ctx
+from service.domain.breaker import Breakers
 from service.domain.ports import HealthProbe
 
 VERSION = "0.1.0"
@@ -15,8 +16,9 @@ log = logging.getLogger(__name__)
 
 
 class HealthServicer(pb_grpc.HealthServiceServicer):
-    def __init__(self, db: HealthProbe) -> None:
+    def __init__(self, db: HealthProbe, breakers: Breakers | None = None) -> None:
         self.db = db
+        self.breakers = breakers
         self.started = time.monotonic()
         self.shutting_down = False
 
@@ -36,6 +38,16 @@ class HealthServicer(pb_grpc.HealthServiceServicer):
             database=database,
             version=VERSION,
             uptime_seconds=round(time.monotonic() - self.started, 3),
+            # Open circuits do not make the replica unhealthy: its groups skip those models.
+            breakers=[
+                pb.ModelBreaker(
+                    model=b.model,
+                    state=b.state,
+                    retry_in_seconds=b.retry_in_seconds,
+                    consecutive_failures=b.consecutive_failures,
+                )
+                for b in (self.breakers.report() if self.breakers is not None else ())
+            ],
         )
 
     async def Live(self, request: pb.LiveRequest, context: Ctx) -> pb.LiveResponse:

@@ -103,6 +103,7 @@ def answer_pb(a: CallAnswer) -> tuple[pb.LlmResponse, pb.LlmCallMetadata]:
             model_group=a.call.model_group,
             prompt_tokens=r.usage.prompt_tokens,
             completion_tokens=r.usage.completion_tokens,
+            cached=a.cached,
         ),
     )
 

@@ -62,6 +62,7 @@ _CODE_NAMES = {
 }
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+_CACHE_HIT = {"X-Gateway-Cache": "hit"}
 
 
 def _json_response(
@@ -198,7 +199,10 @@ class OpenAIHttp:
         stream = body.get("stream") is True
         if not stream:
             answer = await self.direct.chat(who, body["model"], chat, None)
-            return _json_response(wire.completion(answer))
+            # A response cache hit says so in a header (the body stays OpenAI's).
+            return _json_response(
+                wire.completion(answer), headers=_CACHE_HIT if answer.cached else None
+            )
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         opened = await self.direct.chat_stream(who, body["model"], chat, None)

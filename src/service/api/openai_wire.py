@@ -183,7 +183,7 @@ def error(exc: DomainError) -> tuple[int, dict[str, Any], dict[str, str]]:
         kind = "budget_exceeded"
     headers = {}
     retry = exc.metadata.get("retry_after_seconds")
-    if status == 429 and retry:
+    if status in (429, 503) and retry:
         headers["Retry-After"] = retry
     body = {
         "error": {

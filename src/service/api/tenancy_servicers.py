@@ -100,6 +100,7 @@ def group_pb(g: ModelGroup) -> mg_pb.ModelGroup:
         metadata=struct(g.metadata),
         created_at=ts(g.created_at),
         updated_at=ts(g.updated_at),
+        cache_ttl_seconds=g.cache_ttl_seconds,
     )
 
 
@@ -202,6 +203,7 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):
             request.description,
             models,
             from_struct(request.metadata),
+            request.cache_ttl_seconds,
         )
         return group_pb(group)
 
@@ -220,6 +222,7 @@ class ModelGroupServicer(mg_grpc.ModelGroupServiceServicer):
                 for m in request.models
             ],
             from_struct(request.metadata),
+            request.cache_ttl_seconds if request.HasField("cache_ttl_seconds") else None,
         )
         return group_pb(group)
 

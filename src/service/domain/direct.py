@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 import time
 import uuid
@@ -78,6 +79,8 @@ class ChatAnswer:
     created: int  # unix seconds
     model: str  # as the client named it
     result: ChatResult
+    # Answered by the model group's response cache: no provider called, nothing spent.
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,17 +209,7 @@ class DirectService:
             for g in groups:
                 for m in g.models:
                     if matches(m):
-                        one = ModelGroup(
-                            model_group_id=g.model_group_id,
-                            group_name=g.group_name,
-                            display_name=g.display_name,
-                            description=g.description,
-                            status=g.status,
-                            models=[m],
-                            metadata=g.metadata,
-                            created_at=g.created_at,
-                            updated_at=g.updated_at,
-                        )
+                        one = dataclasses.replace(g, models=[m])
                         return Target(requested=name, group_name=g.group_name, group=one)
         raise model_not_found(name)
 
@@ -279,9 +272,10 @@ class DirectService:
         ttft_ms: int | None = None,
         capped: bool,
         chunks: int = 0,
+        cached: bool = False,
     ) -> None:
         cost = 0
-        if status != "failed":
+        if status != "failed" and not cached:
             prices = prices_of(model, simulator_default=True) or (0.0, 0.0)
             usd = usage.prompt_tokens * prices[0] + usage.completion_tokens * prices[1]
             cost = max(0, math.ceil(usd * NANOS_PER_USD))
@@ -293,8 +287,8 @@ class DirectService:
         self.observer.call(
             call.model_group,
             model.model_name,
-            status,
-            failed_attempts=len(attempts.items) - 1 if status == "success" else 0,
+            "cached" if cached else status,
+            failed_attempts=len(attempts.items) - 1 if status == "success" and not cached else 0,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=cost / NANOS_PER_USD,
@@ -374,7 +368,9 @@ class DirectService:
         started = time.perf_counter()
         first = target.group.models[0]
         try:
-            outcome = await self.runner.complete(target.group, request, deadline)
+            outcome = await self.runner.complete(
+                target.group, request, deadline, team_id=call.team_id
+            )
         except BaseException as exc:
             # Cancelled (the client went away) or out of time before any answer: the prompt
             # was sent, so its estimate is what the call may have cost.
@@ -426,12 +422,14 @@ class DirectService:
             error=None,
             attempts=outcome.attempts,
             capped=capped,
+            cached=outcome.cached,
         )
         return ChatAnswer(
             call_id=call.call_id,
             created=int(call.created_at.timestamp()),
             model=target.requested,
             result=outcome.result,
+            cached=outcome.cached,
         )
 
     async def chat_stream(

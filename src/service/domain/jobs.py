@@ -71,6 +71,8 @@ class CallInput:
 class CallAnswer:
     call: CallRecord
     result: ChatResult
+    # Answered by the model group's response cache: no provider was called.
+    cached: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -456,16 +458,23 @@ class JobsService:
         attempts: Attempts,
         streamed: bool,
         chunks: int = 0,
+        cached: bool = False,
     ) -> CallRecord:
-        cost = (
-            cost_of(model, usage) if usage.total_tokens else (0.0 if status != "success" else None)
-        )
+        if cached:
+            # A cache hit costs the provider nothing (its tokens are the answer's).
+            cost: float | None = 0.0
+        else:
+            cost = (
+                cost_of(model, usage)
+                if usage.total_tokens
+                else (0.0 if status != "success" else None)
+            )
         seconds = time.perf_counter() - started
         self.observer.call(
             group.group_name,
             model.model_name,
-            status,
-            failed_attempts=len(attempts.items) - 1 if status == "success" else 0,
+            "cached" if cached else status,
+            failed_attempts=len(attempts.items) - 1 if status == "success" and not cached else 0,
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=cost,
@@ -500,7 +509,7 @@ class JobsService:
         job, group = await self._prepare(who, job_id, call)
         started = time.perf_counter()
         try:
-            outcome = await self.runner.complete(group, call.request, deadline)
+            outcome = await self.runner.complete(group, call.request, deadline, team_id=job.team_id)
         except (DeadlineExceeded, asyncio.CancelledError) as exc:
             await self._record_interrupted(job, group, call, started, exc, streamed=False)
             raise
@@ -602,8 +611,9 @@ class JobsService:
             error=None,
             attempts=outcome.attempts,
             streamed=False,
+            cached=outcome.cached,
         )
-        return CallAnswer(call=record, result=outcome.result)
+        return CallAnswer(call=record, result=outcome.result, cached=outcome.cached)
 
     async def llm_call_stream(
         self, who: Principal, job_id: str, call: CallInput, deadline: float | None

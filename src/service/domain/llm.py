@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service.domain.answers import check_embeddings, check_result, checked_stream, safe_error
-from service.domain.errors import DeadlineExceeded
+from service.domain.breaker import ALLOW, SKIP, TRIAL, Breakers, breaker_key
+from service.domain.errors import DeadlineExceeded, Unavailable
 from service.domain.models import ModelGroup
+from service.domain.response_cache import CachedAnswer, Lookup, ResponseCache
 from service.observe import CallObserver, LogObserver
 from service.providers.base import (
     ChatRequest,
@@ -29,6 +32,8 @@ from service.providers.base import (
 # Time kept back from the request deadline so that the call can still be
 # recorded and answered before the client gives up.
 DEADLINE_MARGIN_S = 0.05
+# The error of a model its circuit breaker kept out of a call (domain/breaker.py).
+SKIPPED = "skipped: the model is cooling down after failures"
 
 T = TypeVar("T")
 
@@ -48,8 +53,18 @@ class Attempts:
             }
         )
 
+    def skip(self, model: ModelSpec) -> None:
+        """A model its circuit breaker kept out of the call (no request was sent)."""
+        self.items.append(
+            {"model": model.model_name, "error": SKIPPED, "latency_ms": 0, "skipped": True}
+        )
+
     @property
     def last_error(self) -> str:
+        """The last provider error (a skipped model's only when no model was tried)."""
+        for a in reversed(self.items):
+            if a["error"] and not a.get("skipped"):
+                return str(a["error"])
         for a in reversed(self.items):
             if a["error"]:
                 return str(a["error"])
@@ -62,11 +77,20 @@ class Outcome:
     result: ChatResult | None
     attempts: Attempts
     error: str | None
+    # Answered by the group's response cache (domain/response_cache.py): no provider called.
+    cached: bool = False
 
 
 def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) -> float:
     """Seconds for one attempt: the model's `timeout` config (or the default),
     never past the request deadline."""
+    return _attempt_timeout(model, deadline, default)[0]
+
+
+def _attempt_timeout(
+    model: ModelSpec, deadline: float | None, default: float
+) -> tuple[float, bool]:
+    """(seconds for one attempt, whether the request deadline cut them short)."""
     configured = model.config.get("timeout")
     timeout = (
         float(configured) if isinstance(configured, int | float) and configured > 0 else default
@@ -75,17 +99,37 @@ def attempt_timeout(model: ModelSpec, deadline: float | None, default: float) ->
         left = deadline - time.monotonic() - DEADLINE_MARGIN_S
         if left <= 0:
             raise DeadlineExceeded("Deadline exceeded before the LLM call could finish")
-        timeout = min(timeout, left)
-    return timeout
+        if left < timeout:
+            return left, True
+    return timeout, False
+
+
+def _all_cooling_down(group: ModelGroup, breakers: Breakers) -> Unavailable:
+    wait = min(breakers.retry_in(breaker_key(m)) for m in group.models)
+    seconds = max(1, math.ceil(wait))
+    return Unavailable(
+        f"Every model of group '{group.group_name}' is cooling down after failures; "
+        f"retry in {seconds}s",
+        metadata={"retry_after_seconds": str(seconds), "model_group": group.group_name},
+    )
 
 
 class CallRunner:
     def __init__(
-        self, provider: Provider, default_timeout: float, observer: CallObserver | None = None
+        self,
+        provider: Provider,
+        default_timeout: float,
+        observer: CallObserver | None = None,
+        *,
+        breakers: Breakers | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.provider = provider
         self.default_timeout = default_timeout
         self.observer = observer or LogObserver()
+        # Without one, a process-local breaker with the defaults (5 failures, 30 s).
+        self.breakers = breakers or Breakers(observer=self.observer)
+        self.cache = cache
 
     async def _fallback(
         self,
@@ -99,15 +143,26 @@ class CallRunner:
         other stops; when none succeeded, an Outcome with the last error. A deadline that runs
         out before the first attempt is DeadlineExceeded; after one, the last error stands."""
         attempts = Attempts()
+        breakers = self.breakers
         last = group.models[0]
+        tried = 0
         for model in group.models:
+            name = breaker_key(model)
+            verdict = breakers.check(name)
+            if verdict != ALLOW and (verdict == SKIP or not await breakers.try_trial(name)):
+                # Its circuit is open: no request is sent.
+                attempts.skip(model)
+                continue
             last = model
             try:
-                timeout = attempt_timeout(model, deadline, self.default_timeout)
+                timeout, cut = _attempt_timeout(model, deadline, self.default_timeout)
             except DeadlineExceeded:
-                if not attempts.items:
+                if verdict == TRIAL:
+                    breakers.abandon(name)
+                if not tried:
                     raise
                 break
+            tried += 1
             started = time.perf_counter()
             try:
                 value = await attempt(model, timeout)
@@ -115,16 +170,54 @@ class CallRunner:
                 attempts.add(model, safe_error(exc, request).message, started)
                 self.observer.attempt(group.group_name, model.model_name, started, exc)
                 if not exc.retryable:
+                    # The provider answered (a client error fails the same way everywhere).
+                    if breakers.tracked(name):
+                        await breakers.success(name)
                     break
+                if cut and exc.status is None:
+                    # A transport failure (a timeout) within a deadline the caller cut short
+                    # says nothing of the model: not counted.
+                    if verdict == TRIAL:
+                        breakers.abandon(name)
+                else:
+                    await breakers.failure(name, exc.retry_after)
                 continue
+            except BaseException:
+                if verdict == TRIAL:
+                    breakers.abandon(name)
+                raise
             attempts.add(model, None, started)
             self.observer.attempt(group.group_name, model.model_name, started, None)
+            if breakers.tracked(name):
+                await breakers.success(name)
             return model, value, attempts
+        if not tried:
+            raise _all_cooling_down(group, breakers)
         return Outcome(model=last, result=None, attempts=attempts, error=attempts.last_error)
 
     async def complete(
-        self, group: ModelGroup, request: ChatRequest, deadline: float | None
+        self,
+        group: ModelGroup,
+        request: ChatRequest,
+        deadline: float | None,
+        *,
+        team_id: str | None = None,
     ) -> Outcome:
+        """The call's answer from the group's models in priority order. With `team_id` and a
+        group that caches (cache_ttl_seconds), the response cache is asked first and keeps the
+        answer (scoped to the team's organization)."""
+        miss: Lookup | None = None
+        if team_id is not None and self.cache is not None and group.cache_ttl_seconds > 0:
+            found = await self.cache.lookup(team_id, group, request)
+            if isinstance(found, CachedAnswer):
+                model = next(
+                    (m for m in group.models if m.model_name == found.model), group.models[0]
+                )
+                return Outcome(
+                    model=model, result=found.result, attempts=Attempts(), error=None, cached=True
+                )
+            miss = found
+
         async def attempt(model: ModelSpec, timeout: float) -> ChatResult:
             return check_result(await self.provider.complete(model, request, timeout))
 
@@ -132,6 +225,8 @@ class CallRunner:
         if isinstance(done, Outcome):
             return done
         model, result, attempts = done
+        if miss is not None and self.cache is not None:
+            await self.cache.store_answer(miss, model.model_name, result)
         return Outcome(model=model, result=result, attempts=attempts, error=None)
 
     async def embed(

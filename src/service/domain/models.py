@@ -34,6 +34,8 @@ class ModelGroup:
     metadata: dict[str, Any]
     created_at: datetime
     updated_at: datetime
+    # Response cache (issue 16): seconds an answer is served again to an identical call; 0 off.
+    cache_ttl_seconds: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -334,6 +334,8 @@ class Catalog(Protocol):
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup: ...
 
     async def get_model_group(self, group_name: str) -> ModelGroup | None: ...
@@ -347,6 +349,8 @@ class Catalog(Protocol):
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup | None: ...
 
     async def delete_model_group(self, group_name: str) -> int | None:

@@ -151,13 +151,15 @@ class TenancyService:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup:
         name, display, desc, checked, meta = _group_fields(
             who, group_name, display_name, description, models, metadata
         )
+        ttl = _cache_ttl(cache_ttl_seconds)
         try:
             group = await self.catalog.create_model_group(
-                name, display, desc, self._sealed(checked, []), meta
+                name, display, desc, self._sealed(checked, []), meta, cache_ttl_seconds=ttl
             )
         except ConstraintViolation as exc:
             raise AlreadyExists(f"Model group '{group_name}' already exists") from exc
@@ -171,16 +173,24 @@ class TenancyService:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        cache_ttl_seconds: int | None = None,
     ) -> ModelGroup:
+        """Replace the group's fields; `cache_ttl_seconds` None keeps the current TTL."""
         name, display, desc, checked, meta = _group_fields(
             who, group_name, display_name, description, models, metadata
         )
+        ttl = None if cache_ttl_seconds is None else _cache_ttl(cache_ttl_seconds)
         # The stored group: a redacted secret sent back as read keeps the secret it stands for.
         current = await self.catalog.get_model_group(name)
         if current is None:
             raise model_group_not_found(group_name)
         group = await self.catalog.update_model_group(
-            name, display, desc, self._sealed(checked, current.models), meta
+            name,
+            display,
+            desc,
+            self._sealed(checked, current.models),
+            meta,
+            cache_ttl_seconds=current.cache_ttl_seconds if ttl is None else ttl,
         )
         if group is None:
             raise model_group_not_found(group_name)
@@ -389,6 +399,19 @@ class TenancyService:
         if not await self.teams.rotate_key(team_id, key_hash, prefix):
             raise team_not_found(team_id)
         return key, prefix
+
+
+# The longest response cache TTL a group may have: a week.
+MAX_CACHE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def _cache_ttl(seconds: int) -> int:
+    if not 0 <= seconds <= MAX_CACHE_TTL_SECONDS:
+        raise InvalidArgument(
+            f"cache_ttl_seconds must be between 0 and {MAX_CACHE_TTL_SECONDS}",
+            field="cache_ttl_seconds",
+        )
+    return seconds
 
 
 def _group_fields(

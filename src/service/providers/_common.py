@@ -3,7 +3,10 @@ token estimation. Nothing here imports LiteLLM or does I/O."""
 
 from __future__ import annotations
 
+import email.utils
+import math
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
 from typing import Any
 
 from service.providers.base import ProviderError, TokenUsage
@@ -53,8 +56,41 @@ def clean_message(message: str, secret: str | None) -> str:
     return message
 
 
-def http_error(status: int, upstream_message: str | None, secret: str | None) -> ProviderError:
-    """A ProviderError for an HTTP error answer, with a short human message."""
+# The longest Retry-After honoured: a provider (or a proxy in front of it) cannot keep a model out
+# of its groups for longer than this.
+MAX_RETRY_AFTER_S = 3600.0
+
+
+def parse_retry_after(value: bytes | str | None) -> float | None:
+    """Seconds of a Retry-After header: delta-seconds ("30", "1.5") or an HTTP date; None when
+    absent, unreadable or not in the future. Capped at MAX_RETRY_AFTER_S."""
+    if not value:
+        return None
+    text = value.decode("latin-1") if isinstance(value, bytes) else value
+    text = text.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(text)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds) or seconds <= 0:
+        return None
+    return min(seconds, MAX_RETRY_AFTER_S)
+
+
+def http_error(
+    status: int,
+    upstream_message: str | None,
+    secret: str | None,
+    retry_after: float | None = None,
+) -> ProviderError:
+    """A ProviderError for an HTTP error answer, with a short human message. `retry_after`
+    (seconds, from the answer's Retry-After) is kept on 429 and 503 answers."""
     if status in (401, 403, 407):
         # The operator's provider credentials, not the tenant's request, are
         # wrong: say so without echoing the provider's text (it may quote a
@@ -74,7 +110,12 @@ def http_error(status: int, upstream_message: str | None, secret: str | None) ->
         base = f"Provider rejected the request (HTTP {status})"
     if upstream_message:
         base = f"{base}: {clean_message(upstream_message, secret)}"
-    return ProviderError(base, retryable=is_retryable_status(status), status=status)
+    return ProviderError(
+        base,
+        retryable=is_retryable_status(status),
+        status=status,
+        retry_after=retry_after if status in (429, 503) else None,
+    )
 
 
 def timeout_error() -> ProviderError:

@@ -93,15 +93,26 @@ class ProviderError(Exception):
     """A failed upstream call.
 
     retryable: connection errors, timeouts, 408/409/429 and 5xx; the next model
-    of the group is then tried. Not retryable: other 4xx (a bad request fails
+    of the group is then tried (and the failure counts toward the model's
+    circuit breaker, domain/breaker.py). Not retryable: other 4xx (a bad request fails
     the same way everywhere).
     """
 
-    def __init__(self, message: str, *, retryable: bool, status: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.retryable = retryable
         self.status = status
+        # Seconds the provider asked us to wait (its Retry-After header, on a 429 or 503): the
+        # circuit breaker keeps the model out of its groups at least that long.
+        self.retry_after = retry_after
 
 
 class Provider(Protocol):

@@ -89,6 +89,8 @@ class Connection(asyncio.Protocol):
 
     def _reset(self) -> None:
         self.status = 0
+        # The answer's Retry-After header, as sent (the circuit breaker honours it).
+        self.retry_after: bytes | None = None
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
@@ -137,6 +139,8 @@ class Connection(asyncio.Protocol):
         lname = name.lower()
         if lname == b"content-length" or lname == b"transfer-encoding":
             self._framed = True
+        elif lname == b"retry-after":
+            self.retry_after = value
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

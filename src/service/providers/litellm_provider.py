@@ -23,6 +23,7 @@ from service.providers._common import (
     embedding_usage_estimate,
     estimate_usage,
     http_error,
+    parse_retry_after,
     resolve_api_key,
     timeout_error,
     tool_call_chars,
@@ -166,7 +167,7 @@ class LiteLLMProvider:
         message = _PREFIX_RE.sub("", str(getattr(exc, "message", None) or exc), count=1)
         status = getattr(exc, "status_code", None)
         if isinstance(status, int) and 400 <= status < 600:
-            return http_error(status, message or None, key)
+            return http_error(status, message or None, key, _retry_after(exc))
         # Anything else (unexpected library error): let the next model try.
         return ProviderError(f"Provider error: {type(exc).__name__}", retryable=True, status=None)
 
@@ -315,3 +316,16 @@ async def _close_stream(wrapper: Any) -> None:
             except Exception:  # noqa: S110 - closing is best effort
                 pass
             return
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The Retry-After of the HTTP answer behind a LiteLLM exception, when it kept one."""
+    headers = getattr(getattr(exc, "response", None), "headers", None)
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    try:
+        value = get("retry-after")
+    except Exception:
+        return None
+    return parse_retry_after(value) if isinstance(value, str | bytes) else None

@@ -31,6 +31,7 @@ from service.providers._common import (
     embedding_usage_estimate,
     estimate_usage,
     http_error,
+    parse_retry_after,
     parse_usage,
     resolve_api_key,
     timeout_error,
@@ -183,7 +184,9 @@ class OpenAICompatProvider:
             _raise_transport_error(exc)
         conn.release()
         if status >= 300:
-            raise http_error(status, _upstream_message(raw), key)
+            raise http_error(
+                status, _upstream_message(raw), key, parse_retry_after(conn.retry_after)
+            )
         return _parse_completion(raw, request)
 
     async def embed(
@@ -206,7 +209,9 @@ class OpenAICompatProvider:
             _raise_transport_error(exc)
         conn.release()
         if status >= 300:
-            raise http_error(status, _upstream_message(raw), key)
+            raise http_error(
+                status, _upstream_message(raw), key, parse_retry_after(conn.retry_after)
+            )
         return _parse_embeddings(raw, inputs)
 
     async def stream(
@@ -235,7 +240,9 @@ class OpenAICompatProvider:
                 status = await conn.read_head(deadline)
                 if status >= 300:
                     raw = await conn.read_body(deadline)
-                    raise http_error(status, _upstream_message(raw), key)
+                    raise http_error(
+                        status, _upstream_message(raw), key, parse_retry_after(conn.retry_after)
+                    )
                 lines = await conn.next_lines(deadline)
             except BaseException as exc:
                 _raise_transport_error(exc)

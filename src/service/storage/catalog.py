@@ -58,6 +58,7 @@ def _group(m: Any, models: list[ModelSpec]) -> ModelGroup:
         metadata=m["metadata"] or {},
         created_at=as_utc(m["created_at"]),
         updated_at=as_utc(m["updated_at"]),
+        cache_ttl_seconds=int(m["cache_ttl_seconds"] or 0),
     )
 
 
@@ -198,6 +199,8 @@ class CatalogRepository:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup:
         now = utcnow()
         gid = new_id()
@@ -212,6 +215,7 @@ class CatalogRepository:
                     metadata=metadata,
                     created_at=now,
                     updated_at=now,
+                    cache_ttl_seconds=cache_ttl_seconds,
                 )
             )
             await _insert_models(conn, gid, models)
@@ -225,6 +229,7 @@ class CatalogRepository:
             metadata=metadata,
             created_at=now,
             updated_at=now,
+            cache_ttl_seconds=cache_ttl_seconds,
         )
 
     async def get_model_group(self, group_name: str) -> ModelGroup | None:
@@ -243,6 +248,8 @@ class CatalogRepository:
         description: str,
         models: list[ModelSpec],
         metadata: dict[str, Any],
+        *,
+        cache_ttl_seconds: int = 0,
     ) -> ModelGroup | None:
         """Replace a group's fields and models in one transaction."""
         try:
@@ -256,6 +263,7 @@ class CatalogRepository:
                             description=description,
                             metadata=metadata,
                             updated_at=utcnow(),
+                            cache_ttl_seconds=cache_ttl_seconds,
                         )
                         .returning(model_groups.c.model_group_id)
                     )

@@ -64,6 +64,8 @@ model_groups = Table(
     Column("metadata", Json, nullable=False),
     _ts("created_at"),
     _ts("updated_at"),
+    # Response cache TTL (issue 16); 0 = off.
+    Column("cache_ttl_seconds", Integer, nullable=False, server_default="0"),
 )
 
 model_group_models = Table(

@@ -43,6 +43,8 @@ class CallMetadata(_Model):
     model_group: str = ""
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # True when the model group's response cache answered (no provider called).
+    cached: bool = False
 
 
 class LLMCallResponse(_Model):

@@ -73,7 +73,10 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     ERROR_REASON_NOT_IMPLEMENTED: _ErrorReason.ValueType  # 19
     """UNIMPLEMENTED (501): the RPC is part of the contract but not served yet."""
     ERROR_REASON_UNAVAILABLE: _ErrorReason.ValueType  # 20
-    """UNAVAILABLE (503): the service is shutting down or the database is down."""
+    """UNAVAILABLE (503): the service is shutting down or the database is down,
+    or every model of the group is cooling down after failures (circuit
+    breaker open; metadata.retry_after_seconds says when one is tried again).
+    """
     ERROR_REASON_INTERNAL: _ErrorReason.ValueType  # 21
     """INTERNAL (500): an unexpected error; the log has the details under the
     request id.
@@ -186,7 +189,10 @@ ERROR_REASON_DEADLINE_EXCEEDED: ErrorReason.ValueType  # 18
 ERROR_REASON_NOT_IMPLEMENTED: ErrorReason.ValueType  # 19
 """UNIMPLEMENTED (501): the RPC is part of the contract but not served yet."""
 ERROR_REASON_UNAVAILABLE: ErrorReason.ValueType  # 20
-"""UNAVAILABLE (503): the service is shutting down or the database is down."""
+"""UNAVAILABLE (503): the service is shutting down or the database is down,
+or every model of the group is cooling down after failures (circuit
+breaker open; metadata.retry_after_seconds says when one is tried again).
+"""
 ERROR_REASON_INTERNAL: ErrorReason.ValueType  # 21
 """INTERNAL (500): an unexpected error; the log has the details under the
 request id.

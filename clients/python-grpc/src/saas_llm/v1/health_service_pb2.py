@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n saas_llm/v1/health_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\"\x0e\n\x0c\x43heckRequest\"Z\n\rCheckResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\"\r\n\x0bLiveRequest\"G\n\x0cLiveResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x32\xb3\x01\n\rHealthService\x12O\n\x05\x43heck\x12\x19.saas_llm.v1.CheckRequest\x1a\x1a.saas_llm.v1.CheckResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12Q\n\x04Live\x12\x18.saas_llm.v1.LiveRequest\x1a\x19.saas_llm.v1.LiveResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/health/liveBg\n\x13gateway.saas_llm.v1B\x12HealthServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n saas_llm/v1/health_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\"\x0e\n\x0c\x43heckRequest\"\x87\x01\n\rCheckResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x04 \x01(\x01\x12+\n\x08\x62reakers\x18\x05 \x03(\x0b\x32\x19.saas_llm.v1.ModelBreaker\"d\n\x0cModelBreaker\x12\r\n\x05model\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x18\n\x10retry_in_seconds\x18\x03 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\x04 \x01(\x05\"\r\n\x0bLiveRequest\"G\n\x0cLiveResponse\x12\x0e\n\x06status\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x16\n\x0euptime_seconds\x18\x03 \x01(\x01\x32\xb3\x01\n\rHealthService\x12O\n\x05\x43heck\x12\x19.saas_llm.v1.CheckRequest\x1a\x1a.saas_llm.v1.CheckResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\x07/health\x12Q\n\x04Live\x12\x18.saas_llm.v1.LiveRequest\x1a\x19.saas_llm.v1.LiveResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\x0c/health/liveBg\n\x13gateway.saas_llm.v1B\x12HealthServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -39,12 +39,14 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HEALTHSERVICE'].methods_by_name['Live']._serialized_options = b'\202\323\344\223\002\016\022\014/health/live'
   _globals['_CHECKREQUEST']._serialized_start=79
   _globals['_CHECKREQUEST']._serialized_end=93
-  _globals['_CHECKRESPONSE']._serialized_start=95
-  _globals['_CHECKRESPONSE']._serialized_end=185
-  _globals['_LIVEREQUEST']._serialized_start=187
-  _globals['_LIVEREQUEST']._serialized_end=200
-  _globals['_LIVERESPONSE']._serialized_start=202
-  _globals['_LIVERESPONSE']._serialized_end=273
-  _globals['_HEALTHSERVICE']._serialized_start=276
-  _globals['_HEALTHSERVICE']._serialized_end=455
+  _globals['_CHECKRESPONSE']._serialized_start=96
+  _globals['_CHECKRESPONSE']._serialized_end=231
+  _globals['_MODELBREAKER']._serialized_start=233
+  _globals['_MODELBREAKER']._serialized_end=333
+  _globals['_LIVEREQUEST']._serialized_start=335
+  _globals['_LIVEREQUEST']._serialized_end=348
+  _globals['_LIVERESPONSE']._serialized_start=350
+  _globals['_LIVERESPONSE']._serialized_end=421
+  _globals['_HEALTHSERVICE']._serialized_start=424
+  _globals['_HEALTHSERVICE']._serialized_end=603
 # @@protoc_insertion_point(module_scope)

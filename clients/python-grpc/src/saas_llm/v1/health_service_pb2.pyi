@@ -3,8 +3,10 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -43,6 +45,7 @@ class CheckResponse(_message.Message):
     DATABASE_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     UPTIME_SECONDS_FIELD_NUMBER: _builtins.int
+    BREAKERS_FIELD_NUMBER: _builtins.int
     status: _builtins.str
     """"healthy", "unhealthy" or "shutting_down"."""
     database: _builtins.str
@@ -51,6 +54,13 @@ class CheckResponse(_message.Message):
     """Service version."""
     uptime_seconds: _builtins.float
     """Seconds since the process started."""
+    @_builtins.property
+    def breakers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelBreaker]:
+        """Models whose circuit breaker is not closed (open, or half-open waiting
+        for its trial call), as this replica sees them (shared through Redis when
+        REDIS_URL is set). Empty when every model is served normally.
+        """
+
     def __init__(
         self,
         *,
@@ -58,14 +68,54 @@ class CheckResponse(_message.Message):
         database: _builtins.str = ...,
         version: _builtins.str = ...,
         uptime_seconds: _builtins.float = ...,
+        breakers: _abc.Iterable[Global___ModelBreaker] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database", b"database", "status", b"status", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["breakers", b"breakers", "database", b"database", "status", b"status", "uptime_seconds", b"uptime_seconds", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckResponse: _TypeAlias = CheckResponse  # noqa: Y015
+
+@_typing.final
+class ModelBreaker(_message.Message):
+    """Circuit breaker state of one model: after BREAKER_FAILURES failures in a
+    row (or a provider's Retry-After) its groups skip it for
+    BREAKER_COOLDOWN_SECONDS, then try it once again.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    RETRY_IN_SECONDS_FIELD_NUMBER: _builtins.int
+    CONSECUTIVE_FAILURES_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model, as configured in its groups."""
+    state: _builtins.str
+    """"open" (skipped) or "half_open" (the next call tries it once)."""
+    retry_in_seconds: _builtins.float
+    """Seconds until an open breaker lets a trial call through (0 when
+    half-open).
+    """
+    consecutive_failures: _builtins.int
+    """Failures in a row."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        state: _builtins.str = ...,
+        retry_in_seconds: _builtins.float = ...,
+        consecutive_failures: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consecutive_failures", b"consecutive_failures", "model", b"model", "retry_in_seconds", b"retry_in_seconds", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelBreaker: _TypeAlias = ModelBreaker  # noqa: Y015
 
 @_typing.final
 class LiveRequest(_message.Message):

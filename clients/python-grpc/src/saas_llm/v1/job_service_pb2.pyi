@@ -243,6 +243,7 @@ class LlmCallMetadata(_message.Message):
     MODEL_GROUP_FIELD_NUMBER: _builtins.int
     PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
     tokens_used: _builtins.int
     """prompt + completion tokens."""
     latency_ms: _builtins.int
@@ -253,6 +254,11 @@ class LlmCallMetadata(_message.Message):
     """Prompt tokens."""
     completion_tokens: _builtins.int
     """Completion tokens."""
+    cached: _builtins.bool
+    """true when the answer came from the model group's response cache
+    (cache_ttl_seconds): no provider was called and the call's provider cost
+    is 0; it still counts as a call of the job.
+    """
     def __init__(
         self,
         *,
@@ -261,10 +267,11 @@ class LlmCallMetadata(_message.Message):
         model_group: _builtins.str = ...,
         prompt_tokens: _builtins.int = ...,
         completion_tokens: _builtins.int = ...,
+        cached: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "latency_ms", b"latency_ms", "model_group", b"model_group", "prompt_tokens", b"prompt_tokens", "tokens_used", b"tokens_used"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached", b"cached", "completion_tokens", b"completion_tokens", "latency_ms", b"latency_ms", "model_group", b"model_group", "prompt_tokens", b"prompt_tokens", "tokens_used", b"tokens_used"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -28,7 +28,7 @@ from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saas_llm/v1/model_group_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x0fModelGroupModel\x12\x18\n\nmodel_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xbe\x02\n\nModelGroup\x12\x1c\n\x0emodel_group_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12,\n\x06models\x18\x06 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xcf\x01\n\x17\x43reateModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModelB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\"\xbd\x01\n\x17UpdateModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModelB\x04\xe2\x41\x01\x02\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"3\n\x17\x44\x65leteModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x18\x44\x65leteModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x18\n\x16ListModelGroupsRequest\"W\n\x17ListModelGroupsResponse\x12-\n\x0cmodel_groups\x18\x01 \x03(\x0b\x32\x17.saas_llm.v1.ModelGroup\x12\r\n\x05total\x18\x02 \x01(\x05\"0\n\x14GetModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x1aGetModelGroupModelsRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"_\n\x1bGetModelGroupModelsResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12,\n\x06models\x18\x02 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\"E\n\x18ResolveModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07team_id\x18\x02 \x01(\t\"x\n\x19ResolveModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rprimary_model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x17\n\x0fteam_has_access\x18\x04 \x01(\x08\x32\xb0\x07\n\x11ModelGroupService\x12v\n\x10\x43reateModelGroup\x12$.saas_llm.v1.CreateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/model-groups/create:\x01*\x12w\n\x0fListModelGroups\x12#.saas_llm.v1.ListModelGroupsRequest\x1a$.saas_llm.v1.ListModelGroupsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/model-groups\x12s\n\rGetModelGroup\x12!.saas_llm.v1.GetModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/model-groups/{group_name}\x12\x97\x01\n\x13GetModelGroupModels\x12\'.saas_llm.v1.GetModelGroupModelsRequest\x1a(.saas_llm.v1.GetModelGroupModelsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/model-groups/{group_name}/models\x12|\n\x10UpdateModelGroup\x12$.saas_llm.v1.UpdateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\")\x82\xd3\xe4\x93\x02#\x1a\x1e/api/model-groups/{group_name}:\x01*\x12\x87\x01\n\x10\x44\x65leteModelGroup\x12$.saas_llm.v1.DeleteModelGroupRequest\x1a%.saas_llm.v1.DeleteModelGroupResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/model-groups/{group_name}\x12\x92\x01\n\x11ResolveModelGroup\x12%.saas_llm.v1.ResolveModelGroupRequest\x1a&.saas_llm.v1.ResolveModelGroupResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/model-groups/{group_name}/resolveBk\n\x13gateway.saas_llm.v1B\x16ModelGroupServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%saas_llm/v1/model_group_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"f\n\x0fModelGroupModel\x12\x18\n\nmodel_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x10\n\x08priority\x18\x02 \x01(\x05\x12\'\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xd9\x02\n\nModelGroup\x12\x1c\n\x0emodel_group_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03\x12\x12\n\ngroup_name\x18\x02 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x0e\n\x06status\x18\x05 \x01(\t\x12,\n\x06models\x18\x06 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\x12)\n\x08metadata\x18\x07 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x19\n\x11\x63\x61\x63he_ttl_seconds\x18\n \x01(\x05\"\xf0\x01\n\x17\x43reateModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x1a\n\x0c\x64isplay_name\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01\x12\x19\n\x0b\x64\x65scription\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x32\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModelB\x04\xe2\x41\x01\x02\x12/\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x1f\n\x11\x63\x61\x63he_ttl_seconds\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01\"\xf3\x01\n\x17UpdateModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x32\n\x06models\x18\x04 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModelB\x04\xe2\x41\x01\x02\x12)\n\x08metadata\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x1e\n\x11\x63\x61\x63he_ttl_seconds\x18\x06 \x01(\x05H\x00\x88\x01\x01\x42\x14\n\x12_cache_ttl_seconds\"3\n\x17\x44\x65leteModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"?\n\x18\x44\x65leteModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x65leted\x18\x02 \x01(\x08\"\x18\n\x16ListModelGroupsRequest\"W\n\x17ListModelGroupsResponse\x12-\n\x0cmodel_groups\x18\x01 \x03(\x0b\x32\x17.saas_llm.v1.ModelGroup\x12\r\n\x05total\x18\x02 \x01(\x05\"0\n\x14GetModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"6\n\x1aGetModelGroupModelsRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"_\n\x1bGetModelGroupModelsResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12,\n\x06models\x18\x02 \x03(\x0b\x32\x1c.saas_llm.v1.ModelGroupModel\"E\n\x18ResolveModelGroupRequest\x12\x18\n\ngroup_name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0f\n\x07team_id\x18\x02 \x01(\t\"x\n\x19ResolveModelGroupResponse\x12\x12\n\ngroup_name\x18\x01 \x01(\t\x12\x15\n\rprimary_model\x18\x02 \x01(\t\x12\x17\n\x0f\x66\x61llback_models\x18\x03 \x03(\t\x12\x17\n\x0fteam_has_access\x18\x04 \x01(\x08\x32\xb0\x07\n\x11ModelGroupService\x12v\n\x10\x43reateModelGroup\x12$.saas_llm.v1.CreateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"#\x82\xd3\xe4\x93\x02\x1d\"\x18/api/model-groups/create:\x01*\x12w\n\x0fListModelGroups\x12#.saas_llm.v1.ListModelGroupsRequest\x1a$.saas_llm.v1.ListModelGroupsResponse\"\x19\x82\xd3\xe4\x93\x02\x13\x12\x11/api/model-groups\x12s\n\rGetModelGroup\x12!.saas_llm.v1.GetModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\"&\x82\xd3\xe4\x93\x02 \x12\x1e/api/model-groups/{group_name}\x12\x97\x01\n\x13GetModelGroupModels\x12\'.saas_llm.v1.GetModelGroupModelsRequest\x1a(.saas_llm.v1.GetModelGroupModelsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/api/model-groups/{group_name}/models\x12|\n\x10UpdateModelGroup\x12$.saas_llm.v1.UpdateModelGroupRequest\x1a\x17.saas_llm.v1.ModelGroup\")\x82\xd3\xe4\x93\x02#\x1a\x1e/api/model-groups/{group_name}:\x01*\x12\x87\x01\n\x10\x44\x65leteModelGroup\x12$.saas_llm.v1.DeleteModelGroupRequest\x1a%.saas_llm.v1.DeleteModelGroupResponse\"&\x82\xd3\xe4\x93\x02 *\x1e/api/model-groups/{group_name}\x12\x92\x01\n\x11ResolveModelGroup\x12%.saas_llm.v1.ResolveModelGroupRequest\x1a&.saas_llm.v1.ResolveModelGroupResponse\".\x82\xd3\xe4\x93\x02(\x12&/api/model-groups/{group_name}/resolveBk\n\x13gateway.saas_llm.v1B\x16ModelGroupServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -54,6 +54,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEMODELGROUPREQUEST'].fields_by_name['models']._serialized_options = b'\342A\001\002'
   _globals['_CREATEMODELGROUPREQUEST'].fields_by_name['metadata']._loaded_options = None
   _globals['_CREATEMODELGROUPREQUEST'].fields_by_name['metadata']._serialized_options = b'\342A\001\001'
+  _globals['_CREATEMODELGROUPREQUEST'].fields_by_name['cache_ttl_seconds']._loaded_options = None
+  _globals['_CREATEMODELGROUPREQUEST'].fields_by_name['cache_ttl_seconds']._serialized_options = b'\342A\001\001'
   _globals['_UPDATEMODELGROUPREQUEST'].fields_by_name['group_name']._loaded_options = None
   _globals['_UPDATEMODELGROUPREQUEST'].fields_by_name['group_name']._serialized_options = b'\342A\001\002'
   _globals['_UPDATEMODELGROUPREQUEST'].fields_by_name['models']._loaded_options = None
@@ -83,29 +85,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELGROUPMODEL']._serialized_start=180
   _globals['_MODELGROUPMODEL']._serialized_end=282
   _globals['_MODELGROUP']._serialized_start=285
-  _globals['_MODELGROUP']._serialized_end=603
-  _globals['_CREATEMODELGROUPREQUEST']._serialized_start=606
-  _globals['_CREATEMODELGROUPREQUEST']._serialized_end=813
-  _globals['_UPDATEMODELGROUPREQUEST']._serialized_start=816
-  _globals['_UPDATEMODELGROUPREQUEST']._serialized_end=1005
-  _globals['_DELETEMODELGROUPREQUEST']._serialized_start=1007
-  _globals['_DELETEMODELGROUPREQUEST']._serialized_end=1058
-  _globals['_DELETEMODELGROUPRESPONSE']._serialized_start=1060
-  _globals['_DELETEMODELGROUPRESPONSE']._serialized_end=1123
-  _globals['_LISTMODELGROUPSREQUEST']._serialized_start=1125
-  _globals['_LISTMODELGROUPSREQUEST']._serialized_end=1149
-  _globals['_LISTMODELGROUPSRESPONSE']._serialized_start=1151
-  _globals['_LISTMODELGROUPSRESPONSE']._serialized_end=1238
-  _globals['_GETMODELGROUPREQUEST']._serialized_start=1240
-  _globals['_GETMODELGROUPREQUEST']._serialized_end=1288
-  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_start=1290
-  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_end=1344
-  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_start=1346
-  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_end=1441
-  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_start=1443
-  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_end=1512
-  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_start=1514
-  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_end=1634
-  _globals['_MODELGROUPSERVICE']._serialized_start=1637
-  _globals['_MODELGROUPSERVICE']._serialized_end=2581
+  _globals['_MODELGROUP']._serialized_end=630
+  _globals['_CREATEMODELGROUPREQUEST']._serialized_start=633
+  _globals['_CREATEMODELGROUPREQUEST']._serialized_end=873
+  _globals['_UPDATEMODELGROUPREQUEST']._serialized_start=876
+  _globals['_UPDATEMODELGROUPREQUEST']._serialized_end=1119
+  _globals['_DELETEMODELGROUPREQUEST']._serialized_start=1121
+  _globals['_DELETEMODELGROUPREQUEST']._serialized_end=1172
+  _globals['_DELETEMODELGROUPRESPONSE']._serialized_start=1174
+  _globals['_DELETEMODELGROUPRESPONSE']._serialized_end=1237
+  _globals['_LISTMODELGROUPSREQUEST']._serialized_start=1239
+  _globals['_LISTMODELGROUPSREQUEST']._serialized_end=1263
+  _globals['_LISTMODELGROUPSRESPONSE']._serialized_start=1265
+  _globals['_LISTMODELGROUPSRESPONSE']._serialized_end=1352
+  _globals['_GETMODELGROUPREQUEST']._serialized_start=1354
+  _globals['_GETMODELGROUPREQUEST']._serialized_end=1402
+  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_start=1404
+  _globals['_GETMODELGROUPMODELSREQUEST']._serialized_end=1458
+  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_start=1460
+  _globals['_GETMODELGROUPMODELSRESPONSE']._serialized_end=1555
+  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_start=1557
+  _globals['_RESOLVEMODELGROUPREQUEST']._serialized_end=1626
+  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_start=1628
+  _globals['_RESOLVEMODELGROUPRESPONSE']._serialized_end=1748
+  _globals['_MODELGROUPSERVICE']._serialized_start=1751
+  _globals['_MODELGROUPSERVICE']._serialized_end=2695
 # @@protoc_insertion_point(module_scope)

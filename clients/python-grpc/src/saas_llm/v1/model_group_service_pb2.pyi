@@ -85,6 +85,7 @@ class ModelGroup(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     model_group_id: _builtins.str
     """Server-assigned UUID."""
     group_name: _builtins.str
@@ -95,6 +96,11 @@ class ModelGroup(_message.Message):
     """Description."""
     status: _builtins.str
     """"active"."""
+    cache_ttl_seconds: _builtins.int
+    """Response cache: seconds an answer of this group is kept and served again
+    to an identical non-streamed call (same organization, group, messages and
+    parameters) without calling a provider; 0 = off (the default).
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelGroupModel]:
         """Models in priority order."""
@@ -123,10 +129,11 @@ class ModelGroup(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        cache_ttl_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "model_group_id", b"model_group_id", "models", b"models", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_ttl_seconds", b"cache_ttl_seconds", "created_at", b"created_at", "description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "model_group_id", b"model_group_id", "models", b"models", "status", b"status", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -143,12 +150,18 @@ class CreateModelGroupRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     group_name: _builtins.str
     """[A-Za-z0-9_.:-]{1,128}."""
     display_name: _builtins.str
     """At most 256 characters."""
     description: _builtins.str
     """At most 4096 characters."""
+    cache_ttl_seconds: _builtins.int
+    """Response cache TTL in seconds, 0-604800; 0 (the default) = no caching.
+    Opt in only for groups whose answers may be reused (exact-match: same
+    organization, messages and parameters).
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelGroupModel]:
         """1-32 models with distinct priorities."""
@@ -165,10 +178,11 @@ class CreateModelGroupRequest(_message.Message):
         description: _builtins.str = ...,
         models: _abc.Iterable[Global___ModelGroupModel] | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        cache_ttl_seconds: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_ttl_seconds", b"cache_ttl_seconds", "description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "models", b"models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -177,7 +191,8 @@ Global___CreateModelGroupRequest: _TypeAlias = CreateModelGroupRequest  # noqa: 
 @_typing.final
 class UpdateModelGroupRequest(_message.Message):
     """Request of UpdateModelGroup. Every field is replaced, so send the whole
-    group (as returned by GetModelGroup).
+    group (as returned by GetModelGroup); cache_ttl_seconds alone is kept when
+    left out.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -187,12 +202,17 @@ class UpdateModelGroupRequest(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     MODELS_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
+    CACHE_TTL_SECONDS_FIELD_NUMBER: _builtins.int
     group_name: _builtins.str
     """The group (from the path)."""
     display_name: _builtins.str
     """New display name; empty keeps the group name."""
     description: _builtins.str
     """New description."""
+    cache_ttl_seconds: _builtins.int
+    """New response cache TTL in seconds, 0-604800 (0 turns caching off); left
+    out, the group keeps its current TTL.
+    """
     @_builtins.property
     def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelGroupModel]:
         """The new models, 1-32 with distinct priorities."""
@@ -209,12 +229,15 @@ class UpdateModelGroupRequest(_message.Message):
         description: _builtins.str = ...,
         models: _abc.Iterable[Global___ModelGroupModel] | None = ...,
         metadata: _struct_pb2.Struct | None = ...,
+        cache_ttl_seconds: _builtins.int | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_ttl_seconds", b"_cache_ttl_seconds", "cache_ttl_seconds", b"cache_ttl_seconds", "metadata", b"metadata"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "models", b"models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_ttl_seconds", b"_cache_ttl_seconds", "cache_ttl_seconds", b"cache_ttl_seconds", "description", b"description", "display_name", b"display_name", "group_name", b"group_name", "metadata", b"metadata", "models", b"models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cache_ttl_seconds: _TypeAlias = _typing.Literal["cache_ttl_seconds"]  # noqa: Y015
+    _WhichOneofArgType__cache_ttl_seconds: _TypeAlias = _typing.Literal["_cache_ttl_seconds", b"_cache_ttl_seconds"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_ttl_seconds) -> _WhichOneofReturnType__cache_ttl_seconds | None: ...
 
 Global___UpdateModelGroupRequest: _TypeAlias = UpdateModelGroupRequest  # noqa: Y015
 

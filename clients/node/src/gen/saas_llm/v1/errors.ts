@@ -76,7 +76,11 @@ export enum ErrorReason {
   ERROR_REASON_DEADLINE_EXCEEDED = 18,
   /** ERROR_REASON_NOT_IMPLEMENTED - UNIMPLEMENTED (501): the RPC is part of the contract but not served yet. */
   ERROR_REASON_NOT_IMPLEMENTED = 19,
-  /** ERROR_REASON_UNAVAILABLE - UNAVAILABLE (503): the service is shutting down or the database is down. */
+  /**
+   * ERROR_REASON_UNAVAILABLE - UNAVAILABLE (503): the service is shutting down or the database is down,
+   * or every model of the group is cooling down after failures (circuit
+   * breaker open; metadata.retry_after_seconds says when one is tried again).
+   */
   ERROR_REASON_UNAVAILABLE = 20,
   /**
    * ERROR_REASON_INTERNAL - INTERNAL (500): an unexpected error; the log has the details under the

@@ -37,6 +37,31 @@ export interface CheckResponse {
   version: string;
   /** Seconds since the process started. */
   uptimeSeconds: number;
+  /**
+   * Models whose circuit breaker is not closed (open, or half-open waiting
+   * for its trial call), as this replica sees them (shared through Redis when
+   * REDIS_URL is set). Empty when every model is served normally.
+   */
+  breakers: ModelBreaker[];
+}
+
+/**
+ * Circuit breaker state of one model: after BREAKER_FAILURES failures in a
+ * row (or a provider's Retry-After) its groups skip it for
+ * BREAKER_COOLDOWN_SECONDS, then try it once again.
+ */
+export interface ModelBreaker {
+  /** The model, as configured in its groups. */
+  model: string;
+  /** "open" (skipped) or "half_open" (the next call tries it once). */
+  state: string;
+  /**
+   * Seconds until an open breaker lets a trial call through (0 when
+   * half-open).
+   */
+  retryInSeconds: number;
+  /** Failures in a row. */
+  consecutiveFailures: number;
 }
 
 /** Request of Live. */
@@ -109,7 +134,7 @@ export const CheckRequest: MessageFns<CheckRequest> = {
 };
 
 function createBaseCheckResponse(): CheckResponse {
-  return { status: "", database: "", version: "", uptimeSeconds: 0 };
+  return { status: "", database: "", version: "", uptimeSeconds: 0, breakers: [] };
 }
 
 export const CheckResponse: MessageFns<CheckResponse> = {
@@ -125,6 +150,9 @@ export const CheckResponse: MessageFns<CheckResponse> = {
     }
     if (message.uptimeSeconds !== 0) {
       writer.uint32(33).double(message.uptimeSeconds);
+    }
+    for (const v of message.breakers) {
+      ModelBreaker.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -174,6 +202,14 @@ export const CheckResponse: MessageFns<CheckResponse> = {
             message.uptimeSeconds = reader.double();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.breakers.push(ModelBreaker.decode(reader, reader.uint32()));
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -196,6 +232,9 @@ export const CheckResponse: MessageFns<CheckResponse> = {
         : isSet(object.uptime_seconds)
         ? globalThis.Number(object.uptime_seconds)
         : 0,
+      breakers: globalThis.Array.isArray(object?.breakers)
+        ? object.breakers.map((e: any) => ModelBreaker.fromJSON(e))
+        : [],
     };
   },
 
@@ -213,6 +252,9 @@ export const CheckResponse: MessageFns<CheckResponse> = {
     if (message.uptimeSeconds !== 0) {
       obj.uptimeSeconds = floatToJson(message.uptimeSeconds);
     }
+    if (message.breakers?.length) {
+      obj.breakers = message.breakers.map((e) => ModelBreaker.toJSON(e));
+    }
     return obj;
   },
 
@@ -225,6 +267,132 @@ export const CheckResponse: MessageFns<CheckResponse> = {
     message.database = object.database ?? "";
     message.version = object.version ?? "";
     message.uptimeSeconds = object.uptimeSeconds ?? 0;
+    message.breakers = object.breakers?.map((e) => ModelBreaker.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseModelBreaker(): ModelBreaker {
+  return { model: "", state: "", retryInSeconds: 0, consecutiveFailures: 0 };
+}
+
+export const ModelBreaker: MessageFns<ModelBreaker> = {
+  encode(message: ModelBreaker, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.model !== "") {
+      writer.uint32(10).string(message.model);
+    }
+    if (message.state !== "") {
+      writer.uint32(18).string(message.state);
+    }
+    if (message.retryInSeconds !== 0) {
+      writer.uint32(25).double(message.retryInSeconds);
+    }
+    if (message.consecutiveFailures !== 0) {
+      writer.uint32(32).int32(message.consecutiveFailures);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ModelBreaker {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseModelBreaker();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.model = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.state = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.retryInSeconds = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.consecutiveFailures = reader.int32();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): ModelBreaker {
+    return {
+      model: isSet(object.model) ? globalThis.String(object.model) : "",
+      state: isSet(object.state) ? globalThis.String(object.state) : "",
+      retryInSeconds: isSet(object.retryInSeconds)
+        ? globalThis.Number(object.retryInSeconds)
+        : isSet(object.retry_in_seconds)
+        ? globalThis.Number(object.retry_in_seconds)
+        : 0,
+      consecutiveFailures: isSet(object.consecutiveFailures)
+        ? globalThis.Number(object.consecutiveFailures)
+        : isSet(object.consecutive_failures)
+        ? globalThis.Number(object.consecutive_failures)
+        : 0,
+    };
+  },
+
+  toJSON(message: ModelBreaker): unknown {
+    const obj: any = {};
+    if (message.model !== "") {
+      obj.model = message.model;
+    }
+    if (message.state !== "") {
+      obj.state = message.state;
+    }
+    if (message.retryInSeconds !== 0) {
+      obj.retryInSeconds = floatToJson(message.retryInSeconds);
+    }
+    if (message.consecutiveFailures !== 0) {
+      obj.consecutiveFailures = Math.round(message.consecutiveFailures);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ModelBreaker>): ModelBreaker {
+    return ModelBreaker.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ModelBreaker>): ModelBreaker {
+    const message = createBaseModelBreaker();
+    message.model = object.model ?? "";
+    message.state = object.state ?? "";
+    message.retryInSeconds = object.retryInSeconds ?? 0;
+    message.consecutiveFailures = object.consecutiveFailures ?? 0;
     return message;
   },
 };

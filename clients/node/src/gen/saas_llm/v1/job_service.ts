@@ -133,6 +133,12 @@ export interface LlmCallMetadata {
   promptTokens: number;
   /** Completion tokens. */
   completionTokens: number;
+  /**
+   * true when the answer came from the model group's response cache
+   * (cache_ttl_seconds): no provider was called and the call's provider cost
+   * is 0; it still counts as a call of the job.
+   */
+  cached: boolean;
 }
 
 /** Response of LlmCall (seed 003). */
@@ -1091,7 +1097,7 @@ export const LlmResponse: MessageFns<LlmResponse> = {
 };
 
 function createBaseLlmCallMetadata(): LlmCallMetadata {
-  return { tokensUsed: 0, latencyMs: 0, modelGroup: "", promptTokens: 0, completionTokens: 0 };
+  return { tokensUsed: 0, latencyMs: 0, modelGroup: "", promptTokens: 0, completionTokens: 0, cached: false };
 }
 
 export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
@@ -1110,6 +1116,9 @@ export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
     }
     if (message.completionTokens !== 0) {
       writer.uint32(40).int32(message.completionTokens);
+    }
+    if (message.cached !== false) {
+      writer.uint32(48).bool(message.cached);
     }
     return writer;
   },
@@ -1167,6 +1176,14 @@ export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
             message.completionTokens = reader.int32();
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cached = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1206,6 +1223,7 @@ export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
         : isSet(object.completion_tokens)
         ? globalThis.Number(object.completion_tokens)
         : 0,
+      cached: isSet(object.cached) ? globalThis.Boolean(object.cached) : false,
     };
   },
 
@@ -1226,6 +1244,9 @@ export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
     if (message.completionTokens !== 0) {
       obj.completionTokens = Math.round(message.completionTokens);
     }
+    if (message.cached !== false) {
+      obj.cached = message.cached;
+    }
     return obj;
   },
 
@@ -1239,6 +1260,7 @@ export const LlmCallMetadata: MessageFns<LlmCallMetadata> = {
     message.modelGroup = object.modelGroup ?? "";
     message.promptTokens = object.promptTokens ?? 0;
     message.completionTokens = object.completionTokens ?? 0;
+    message.cached = object.cached ?? false;
     return message;
   },
 };

@@ -78,7 +78,15 @@ export interface ModelGroup {
     | Date
     | undefined;
   /** Last change (UTC). */
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /**
+   * Response cache: seconds an answer of this group is kept and served again
+   * to an identical non-streamed call (same organization, group, messages and
+   * parameters) without calling a provider; 0 = off (the default).
+   */
+  cacheTtlSeconds: number;
 }
 
 /** Request of CreateModelGroup. */
@@ -92,12 +100,21 @@ export interface CreateModelGroupRequest {
   /** 1-32 models with distinct priorities. */
   models: ModelGroupModel[];
   /** JSON object, at most 16 KiB. */
-  metadata: { [key: string]: any } | undefined;
+  metadata:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * Response cache TTL in seconds, 0-604800; 0 (the default) = no caching.
+   * Opt in only for groups whose answers may be reused (exact-match: same
+   * organization, messages and parameters).
+   */
+  cacheTtlSeconds: number;
 }
 
 /**
  * Request of UpdateModelGroup. Every field is replaced, so send the whole
- * group (as returned by GetModelGroup).
+ * group (as returned by GetModelGroup); cache_ttl_seconds alone is kept when
+ * left out.
  */
 export interface UpdateModelGroupRequest {
   /** The group (from the path). */
@@ -109,7 +126,14 @@ export interface UpdateModelGroupRequest {
   /** The new models, 1-32 with distinct priorities. */
   models: ModelGroupModel[];
   /** New metadata, at most 16 KiB. */
-  metadata: { [key: string]: any } | undefined;
+  metadata:
+    | { [key: string]: any }
+    | undefined;
+  /**
+   * New response cache TTL in seconds, 0-604800 (0 turns caching off); left
+   * out, the group keeps its current TTL.
+   */
+  cacheTtlSeconds?: number | undefined;
 }
 
 /** Request of DeleteModelGroup. */
@@ -297,6 +321,7 @@ function createBaseModelGroup(): ModelGroup {
     metadata: undefined,
     createdAt: undefined,
     updatedAt: undefined,
+    cacheTtlSeconds: 0,
   };
 }
 
@@ -328,6 +353,9 @@ export const ModelGroup: MessageFns<ModelGroup> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(74).fork()).join();
+    }
+    if (message.cacheTtlSeconds !== 0) {
+      writer.uint32(80).int32(message.cacheTtlSeconds);
     }
     return writer;
   },
@@ -417,6 +445,14 @@ export const ModelGroup: MessageFns<ModelGroup> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.cacheTtlSeconds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -462,6 +498,11 @@ export const ModelGroup: MessageFns<ModelGroup> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      cacheTtlSeconds: isSet(object.cacheTtlSeconds)
+        ? globalThis.Number(object.cacheTtlSeconds)
+        : isSet(object.cache_ttl_seconds)
+        ? globalThis.Number(object.cache_ttl_seconds)
+        : 0,
     };
   },
 
@@ -494,6 +535,9 @@ export const ModelGroup: MessageFns<ModelGroup> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.cacheTtlSeconds !== 0) {
+      obj.cacheTtlSeconds = Math.round(message.cacheTtlSeconds);
+    }
     return obj;
   },
 
@@ -511,12 +555,13 @@ export const ModelGroup: MessageFns<ModelGroup> = {
     message.metadata = object.metadata ?? undefined;
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.cacheTtlSeconds = object.cacheTtlSeconds ?? 0;
     return message;
   },
 };
 
 function createBaseCreateModelGroupRequest(): CreateModelGroupRequest {
-  return { groupName: "", displayName: "", description: "", models: [], metadata: undefined };
+  return { groupName: "", displayName: "", description: "", models: [], metadata: undefined, cacheTtlSeconds: 0 };
 }
 
 export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
@@ -535,6 +580,9 @@ export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
     }
     if (message.metadata !== undefined) {
       Struct.encode(Struct.wrap(message.metadata), writer.uint32(42).fork()).join();
+    }
+    if (message.cacheTtlSeconds !== 0) {
+      writer.uint32(48).int32(message.cacheTtlSeconds);
     }
     return writer;
   },
@@ -592,6 +640,14 @@ export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
             message.metadata = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cacheTtlSeconds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -621,6 +677,11 @@ export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
         ? object.models.map((e: any) => ModelGroupModel.fromJSON(e))
         : [],
       metadata: isObject(object.metadata) ? object.metadata : undefined,
+      cacheTtlSeconds: isSet(object.cacheTtlSeconds)
+        ? globalThis.Number(object.cacheTtlSeconds)
+        : isSet(object.cache_ttl_seconds)
+        ? globalThis.Number(object.cache_ttl_seconds)
+        : 0,
     };
   },
 
@@ -641,6 +702,9 @@ export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
     if (message.metadata !== undefined) {
       obj.metadata = message.metadata;
     }
+    if (message.cacheTtlSeconds !== 0) {
+      obj.cacheTtlSeconds = Math.round(message.cacheTtlSeconds);
+    }
     return obj;
   },
 
@@ -654,12 +718,20 @@ export const CreateModelGroupRequest: MessageFns<CreateModelGroupRequest> = {
     message.description = object.description ?? "";
     message.models = object.models?.map((e) => ModelGroupModel.fromPartial(e)) || [];
     message.metadata = object.metadata ?? undefined;
+    message.cacheTtlSeconds = object.cacheTtlSeconds ?? 0;
     return message;
   },
 };
 
 function createBaseUpdateModelGroupRequest(): UpdateModelGroupRequest {
-  return { groupName: "", displayName: "", description: "", models: [], metadata: undefined };
+  return {
+    groupName: "",
+    displayName: "",
+    description: "",
+    models: [],
+    metadata: undefined,
+    cacheTtlSeconds: undefined,
+  };
 }
 
 export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
@@ -678,6 +750,9 @@ export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
     }
     if (message.metadata !== undefined) {
       Struct.encode(Struct.wrap(message.metadata), writer.uint32(42).fork()).join();
+    }
+    if (message.cacheTtlSeconds !== undefined) {
+      writer.uint32(48).int32(message.cacheTtlSeconds);
     }
     return writer;
   },
@@ -735,6 +810,14 @@ export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
             message.metadata = Struct.unwrap(Struct.decode(reader, reader.uint32()));
             continue;
           }
+          case 6: {
+            if (tag !== 48) {
+              break;
+            }
+
+            message.cacheTtlSeconds = reader.int32();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -764,6 +847,11 @@ export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
         ? object.models.map((e: any) => ModelGroupModel.fromJSON(e))
         : [],
       metadata: isObject(object.metadata) ? object.metadata : undefined,
+      cacheTtlSeconds: isSet(object.cacheTtlSeconds)
+        ? globalThis.Number(object.cacheTtlSeconds)
+        : isSet(object.cache_ttl_seconds)
+        ? globalThis.Number(object.cache_ttl_seconds)
+        : undefined,
     };
   },
 
@@ -784,6 +872,9 @@ export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
     if (message.metadata !== undefined) {
       obj.metadata = message.metadata;
     }
+    if (message.cacheTtlSeconds !== undefined) {
+      obj.cacheTtlSeconds = Math.round(message.cacheTtlSeconds);
+    }
     return obj;
   },
 
@@ -797,6 +888,7 @@ export const UpdateModelGroupRequest: MessageFns<UpdateModelGroupRequest> = {
     message.description = object.description ?? "";
     message.models = object.models?.map((e) => ModelGroupModel.fromPartial(e)) || [];
     message.metadata = object.metadata ?? undefined;
+    message.cacheTtlSeconds = object.cacheTtlSeconds ?? undefined;
     return message;
   },
 };
