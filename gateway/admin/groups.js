@@ -23,6 +23,7 @@ export async function groupsPage(el) {
       { title: "Display name", cell: (g) => g.display_name },
       { title: "Models (priority order)", cell: (g) => g.models.map((m) => m.model_name).join(" → ") },
       { title: "Provider keys", cell: (g) => g.models.map((m) => credential(m.config)).join(", ") },
+      { title: "Cache", cell: (g) => (g.cache_ttl_seconds ? `${g.cache_ttl_seconds} s` : "off") },
     ], groups, "groups-table")),
     card("New model group", editor(null)));
 }
@@ -128,6 +129,10 @@ function editor(group) {
       placeholder: "ChatAgent" })),
     field("Display name", h("input", { name: "display_name", value: group?.display_name || "" })),
     field("Description", h("input", { name: "description", value: group?.description || "" })),
+    // Exact-match response cache (0 = off): identical requests of one organization within the
+    // TTL are answered without calling a provider.
+    field("Cache answers for (seconds, 0 = off)", h("input", { name: "cache_ttl_seconds",
+      type: "number", min: 0, max: 604800, step: 1, value: String(group?.cache_ttl_seconds || 0) })),
     list,
     h("div", { class: "actions" }, h("button", { type: "button", "data-testid": "add-model",
       onclick: () => { rows.push(modelRow(null, rows, redraw)); redraw(); } }, "+ Add a fallback model")),
@@ -136,6 +141,7 @@ function editor(group) {
     const body = {
       display_name: val(f, "display_name"),
       description: val(f, "description"),
+      cache_ttl_seconds: Number(val(f, "cache_ttl_seconds") || 0),
       models: rows.map((r, i) => r.model(i)),
     };
     if (group) {

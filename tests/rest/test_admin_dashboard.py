@@ -189,6 +189,7 @@ async def test_operator_sets_up_the_quick_start_in_the_browser(
     await editor.get_by_label("api_base").fill(upstream.base_url)
     await editor.get_by_label("$ per 1M input tokens").fill("2.5")
     await editor.get_by_label("$ per 1M output tokens").fill("10")
+    await editor.get_by_label("Cache answers for (seconds, 0 = off)").fill("60")
     await editor.get_by_role("button", name="+ Add a fallback model").click()
     await editor.get_by_label("Model", exact=True).nth(1).fill("simulator/backup")
     await editor.get_by_role("button", name="Create group").click()
@@ -199,6 +200,16 @@ async def test_operator_sets_up_the_quick_start_in_the_browser(
     # Saving the group unchanged keeps the stored key (the hint goes back, not a key).
     await tab.by("group-editor").get_by_role("button", name="Save group").click()
     await page.get_by_text("Saved.").wait_for(timeout=WAIT_MS)
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{service.base_url}/api/model-groups/{group}",
+            headers={"Authorization": f"Bearer {service.master_key}"},
+        ) as resp,
+    ):
+        assert (await resp.json())["cache_ttl_seconds"] == 60
+    await tab.open("#/groups")
+    await tab.by("groups-table").get_by_text("60 s", exact=True).wait_for(timeout=WAIT_MS)
 
     # A team: its key is shown once.
     await tab.open(f"#/orgs/{org}")
