@@ -24,8 +24,8 @@ from saas_llm.v1 import (
 from service.server import App
 from service.settings import Settings
 from service.storage.migrate import migrate
+from tests.support.procs import MASTER_KEY
 
-MASTER_KEY = "sk-master-test-" + "x" * 24
 # Every service the tests start, in process or as a child process, serves its metrics on a free
 # port (never the default 9464, which `make run` may be using).
 os.environ.setdefault("METRICS_PORT", "0")

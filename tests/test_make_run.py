@@ -14,13 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.procs import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
@@ -35,7 +31,7 @@ def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str
 
 
 def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
-    http, grpc_port, admin = _free_port(), _free_port(), _free_port()
+    http, grpc_port, admin = free_port(), free_port(), free_port()
     key = "sk-master-" + "k" * 32
     env = {
         **os.environ,
@@ -116,7 +112,7 @@ def test_run_all_comes_up_when_the_envoy_admin_port_is_taken(tmp_path: Path) -> 
     """Issue 21, item 11: `make run` used to fail when 9901 was taken (Envoy could not bind its
     admin port). Without ENVOY_ADMIN_PORT it now picks a free port and says so. (The test makes
     a port of its own the default instead of taking 9901, which tests must leave alone.)"""
-    http, grpc_port = _free_port(), _free_port()
+    http, grpc_port = free_port(), free_port()
     key = "sk-master-" + "k" * 32
     env = {
         **os.environ,
@@ -175,8 +171,8 @@ def test_run_all_names_a_taken_envoy_admin_port(tmp_path: Path) -> None:
         taken.listen()
         env = {
             **os.environ,
-            "HTTP_PORT": str(_free_port()),
-            "GRPC_PORT": str(_free_port()),
+            "HTTP_PORT": str(free_port()),
+            "GRPC_PORT": str(free_port()),
             "ENVOY_ADMIN_PORT": str(taken.getsockname()[1]),
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
             "MASTER_KEY": "sk-master-" + "k" * 32,

@@ -24,8 +24,8 @@ from service.domain.answers import MAX_ANSWER_CHARS
 from service.storage.schema import jobs, llm_calls
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_group, make_team, uid, user_msg
+from tests.support.upstream import FakeUpstream
 
 INT32_MAX = 2**31 - 1
 PERIOD_OF = "%Y-%m"

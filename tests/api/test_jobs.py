@@ -16,8 +16,8 @@ from saas_llm.v1 import job_service_pb2 as job_pb
 from service.audit import audit
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer
-from tests.fakes.upstream import FakeUpstream, closed_base_url
 from tests.flows import make_group, make_team, run_flow, struct, user_msg
+from tests.support.upstream import FakeUpstream, closed_base_url
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import pytest
 from saas_llm.v1 import job_service_pb2 as job_pb
 from service.audit import audit
 from tests.conftest import Client, bearer
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_group, make_team, user_msg
+from tests.support.upstream import FakeUpstream
 
 
 @pytest.fixture

@@ -18,17 +18,10 @@ import pytest
 
 from tests import conftest
 from tests.conftest import MASTER_KEY, fresh_database
-from tests.envoy_harness import Envoy, start_envoy
-from tests.reliability.harness import (
-    ROOT,
-    audit_cli,
-    base_env,
-    die_with_parent,
-    free_ports,
-    leaked,
-    start_services,
-)
+from tests.reliability.harness import audit_cli, leaked
 from tests.reliability.rest import Rest, make_tenant, rest_flow
+from tests.support.envoy import Envoy, start_envoy
+from tests.support.procs import ROOT, base_env, die_with_parent, free_ports, start_services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import uuid
@@ -45,7 +44,8 @@ from saas_llm.v1 import (  # noqa: F401  (register every service in the default 
     team_service_pb2,
 )
 from tests.conftest import MASTER_KEY, Client, fresh_database, start_client, stop_client
-from tests.envoy_harness import Envoy, start_envoy
+from tests.support.envoy import Envoy, start_envoy
+from tests.support.procs import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -112,12 +112,6 @@ async def serve_real(kind: str, tmp: Path, **overrides: object) -> AsyncIterator
         await stop_client(client)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
     """What `make run` does, without make: `python -m service migrate`, then
@@ -127,7 +121,7 @@ async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
         "DATABASE_URL": database_url,
         "MASTER_KEY": MASTER_KEY,
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(_free_port()),
+        "GRPC_PORT": str(free_port()),
         "LOG_LEVEL": "INFO",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     }

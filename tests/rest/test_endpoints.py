@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
 from tests.rest.real_service import (
     ROOT,
     UUID_RE,
@@ -38,6 +37,7 @@ from tests.rest.real_service import (
     uid,
     user,
 )
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.envoy
 

