@@ -294,8 +294,25 @@ class ServiceProc:
         self.starts += 1
 
     async def wait_ready(self, timeout: float = 30.0) -> None:
-        assert self.child is not None
-        await wait_grpc_serving(self.port, self.child, timeout)
+        """Until a health check on a channel with default options says SERVING. (Default
+        options on purpose: gRPC shares subchannels between channels of equal options, and a
+        test's channel to a restarted replica must not inherit the backoff of a connection
+        refused while it was down.)"""
+        from grpc_health.v1 import health_pb2
+
+        child = self.child
+        assert child is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if not child.alive():
+                raise RuntimeError(
+                    f"{self.name} exited with {child.proc.returncode}:\n{child.log_tail()}"
+                )
+            if await grpc_health(self.port, 0.5) == health_pb2.HealthCheckResponse.SERVING:
+                return
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.name} not serving after {timeout}s:\n{child.log_tail()}")
+            await asyncio.sleep(0.05)
 
     def signal(self, sig: int) -> None:
         assert self.proc is not None
