@@ -28,17 +28,15 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Coroutine, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
 
 from gateway.envoy_config import render
 from service.devrun import envoy_command
 from tests.support.procs import ROOT, Child, spawn
 
 DESCRIPTOR = ROOT / "build" / "descriptor.pb"
-T = TypeVar("T")
 
 
 async def http_get(host: str, port: int, path: str, timeout: float = 1.0) -> tuple[int, bytes]:
@@ -157,21 +155,19 @@ async def wait_ready(
         await asyncio.sleep(0.01)
 
 
-async def start_envoy(
+def _launch(
     grpc_port: int | Sequence[int | str],
     *,
-    descriptor: Path | str = DESCRIPTOR,
-    log_level: str = "warn",
-    concurrency: int = 2,
-    startup_timeout: float = 15.0,
+    descriptor: Path | str,
+    log_level: str,
+    concurrency: int,
     cors_allowed_origins: Sequence[str] = (),
     direct_hosts: Sequence[int | str] = (),
     otlp_endpoint: str | None = None,
-) -> Envoy:
-    """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
-    its listener accepts connections. `direct_hosts`: the services' HTTP handlers for the
-    OpenAI-compatible paths (their DIRECT_HTTP_PORT). With otlp_endpoint, Envoy traces to that
-    collector."""
+) -> tuple[Envoy, Path]:
+    """Render the config into a temp dir and start Envoy on it: (Envoy, its admin address
+    file). In the caller's thread: the parent-death signal fires when the thread that started
+    the child ends."""
     descriptor = Path(descriptor).resolve()
     if not descriptor.exists():
         raise RuntimeError(f"{descriptor} is missing: run `make gen`")
@@ -205,27 +201,55 @@ async def start_envoy(
         cwd=workdir,
         log_dir=workdir,
     )
-    envoy = Envoy(child=child, workdir=workdir)
+    return Envoy(child=child, workdir=workdir), admin_path
+
+
+async def _ready(envoy: Envoy, admin_path: Path, timeout: float) -> Envoy:
     try:
         envoy.port, envoy.admin_port = await wait_ready(
-            child, timeout=startup_timeout, admin_path=admin_path
+            envoy.child, timeout=timeout, admin_path=admin_path
         )
     except BaseException:
-        await envoy.stop()  # the exception carries the end of Envoy's log
+        envoy.stop_sync()  # the exception carries the end of Envoy's log
         raise
     return envoy
 
 
-def _in_thread(coro: Coroutine[Any, Any, T]) -> T:
-    """Run coro to its end on an event loop of its own (callable whether or not this thread
-    runs one)."""
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, coro).result()
+async def start_envoy(
+    grpc_port: int | Sequence[int | str],
+    *,
+    descriptor: Path | str = DESCRIPTOR,
+    log_level: str = "warn",
+    concurrency: int = 2,
+    startup_timeout: float = 15.0,
+    cors_allowed_origins: Sequence[str] = (),
+    direct_hosts: Sequence[int | str] = (),
+    otlp_endpoint: str | None = None,
+) -> Envoy:
+    """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
+    its listener accepts connections. `direct_hosts`: the services' HTTP handlers for the
+    OpenAI-compatible paths (their DIRECT_HTTP_PORT). With otlp_endpoint, Envoy traces to that
+    collector."""
+    envoy, admin_path = _launch(
+        grpc_port,
+        descriptor=descriptor,
+        log_level=log_level,
+        concurrency=concurrency,
+        cors_allowed_origins=cors_allowed_origins,
+        direct_hosts=direct_hosts,
+        otlp_endpoint=otlp_endpoint,
+    )
+    return await _ready(envoy, admin_path, startup_timeout)
 
 
 def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> Envoy:
-    """start_envoy() for code outside an event loop; stop it with `stop_sync()`."""
-    return _in_thread(start_envoy(list(grpc_ports), startup_timeout=timeout))
+    """start_envoy() for code outside an event loop (the readiness checks run on a loop of
+    their own in a worker thread); stop it with `stop_sync()`."""
+    envoy, admin_path = _launch(
+        list(grpc_ports), descriptor=DESCRIPTOR, log_level="warn", concurrency=2
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _ready(envoy, admin_path, timeout)).result()
 
 
 @contextlib.asynccontextmanager
