@@ -25,6 +25,7 @@ from service.server import App
 from service.settings import Settings
 from service.storage.migrate import migrate
 from tests.support.procs import MASTER_KEY
+from tests.support.upstream import FakeUpstream
 
 # Every service the tests start, in process or as a child process, serves its metrics on a free
 # port (never the default 9464, which `make run` may be using).
@@ -170,3 +171,11 @@ async def sqlite_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         yield c
     finally:
         await stop_client(c)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake OpenAI-compatible upstream over real HTTP, one per test (tests/support/upstream.py).
+    Suites that share one per module or session override it."""
+    async with FakeUpstream() as fake:
+        yield fake

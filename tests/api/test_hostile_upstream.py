@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -57,12 +56,6 @@ HOSTILE_ANSWERS: dict[str, dict[str, Any]] = {
     # 4: NUL in the answer (PostgreSQL cannot store it).
     "nul_content": {"content": "before\x00after"},
 }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
 
 
 async def _job(c: Client, team_id: str, key: str) -> str:

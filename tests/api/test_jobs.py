@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -18,12 +17,6 @@ from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer
 from tests.flows import make_group, make_team, run_flow, struct, user_msg
 from tests.support.upstream import FakeUpstream, closed_base_url
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
 
 
 async def assert_ledger_ok(c: Client) -> None:

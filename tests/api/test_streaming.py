@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -17,12 +16,6 @@ from service.audit import audit
 from tests.conftest import Client, bearer
 from tests.flows import make_group, make_team, user_msg
 from tests.support.upstream import FakeUpstream
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
 
 
 async def _job(c: Client, team_id: str, key: str) -> str:

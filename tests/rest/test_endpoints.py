@@ -52,12 +52,6 @@ def assert_seed_keys(data: dict[str, Any], seed_keys: list[str]) -> None:
     assert keys == seed_keys, (list(data), seed_keys)
 
 
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as fake:
-        yield fake
-
-
 async def healthy(api: RestClient) -> None:
     """/health still answers `healthy` (used after every kind of bad input)."""
     data = await api.with_key(None).ok("GET", "/health")
