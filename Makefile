@@ -20,16 +20,31 @@ SEED_NODE_STAMP := $(SEED_NODE)/node_modules/.package-lock.json
 CHROMIUM := /usr/bin/chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help install gen gen-check lint fmt test run migrate bench audit clean
+.PHONY: help install lock gen gen-check lint fmt test run migrate bench audit clean
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml clients/python-grpc/pyproject.toml clients/python/pyproject.toml
+# The Python dependencies come from requirements.lock (every version pinned, every file hashed:
+# pip refuses anything else), then the three local packages from the tree without their
+# dependencies (and without build isolation: setuptools is in the lock). `pip check` fails when
+# a pyproject.toml asks for something the lock lacks: run `make lock` and commit.
+LOCAL_PACKAGES := -e clients/python-grpc -e '.[dev]' -e 'clients/python[grpc]'
+LOCK_EXCLUDE := saas-llm-gateway saas-llm-grpc saas-litellm-client
+
+$(STAMP): requirements.lock pyproject.toml clients/python-grpc/pyproject.toml clients/python/pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e clients/python-grpc -e '.[dev]' -e 'clients/python[grpc]'
+	$(BIN)/pip install -q --require-hashes -r requirements.lock
+	$(BIN)/pip install -q --no-deps --no-build-isolation $(LOCAL_PACKAGES)
+	$(BIN)/pip check
 	touch $(STAMP)
+
+lock: ## Re-resolve requirements.in (pyproject.toml's runtime and dev deps, the clients) into requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/uv || $(BIN)/pip install -q uv
+	$(BIN)/uv pip compile requirements.in --generate-hashes --python $(BIN)/python \
+	  $(foreach p,$(LOCK_EXCLUDE),--no-emit-package $(p)) --custom-compile-command 'make lock' \
+	  $(LOCK_ARGS) -o requirements.lock
 
 # The TypeScript client's dependencies (ts-proto generates its stubs in `make gen`), exactly as
 # package-lock.json pins them; npm's cache makes a reinstall quick.

@@ -1,7 +1,7 @@
 """`make bench` (`python -m bench`): the gateway side by side with the LiteLLM proxy, one run.
 
 1. The LiteLLM proxy's venv (bench/.litellm-venv, pinned) is installed if missing.
-2. The fast fake upstream starts (bench/upstream.py); the upstream is measured directly.
+2. The fast fake upstream starts (tests/support/fast_upstream.py); it is measured directly.
 3. The service (`python -m service serve`, SQLite in a temp dir) and Envoy (envoy.yaml rendered
    with free ports) start as separate processes; an org, a model group pointing at the fake
    upstream and a team with plenty of credits are created through REST; then every scenario runs.
@@ -37,6 +37,8 @@ import orjson
 from bench import litellm_proxy, loadgen, pinning, procs, report
 from bench.loadgen import LoadResult, Op, StreamTiming
 from service.devrun import envoy_command
+from tests.support.envoy import wait_ready as envoy_ready
+from tests.support.procs import wait_grpc_serving
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -284,48 +286,11 @@ def _service_env(
 
 
 async def _grpc_serving(port: int, child: procs.Child, timeout: float) -> None:
-    import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    deadline = time.monotonic() + timeout
-    # The port first (a gRPC channel whose first connect fails backs off for ~1 s, which would
-    # count as start time), then the health check, with short reconnect backoffs anyway.
-    await procs.wait_tcp(port, timeout, child)
-    options = [
-        ("grpc.initial_reconnect_backoff_ms", 10),
-        ("grpc.min_reconnect_backoff_ms", 10),
-        ("grpc.max_reconnect_backoff_ms", 50),
-    ]
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while True:
-            if not child.alive():
-                raise RuntimeError(f"service exited during startup:\n{child.log_tail()}")
-            try:
-                answer = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=0.5)
-                if answer.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            except grpc.aio.AioRpcError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"service not serving after {timeout}s:\n{child.log_tail()}")
-            await asyncio.sleep(0.005)
+    await wait_grpc_serving(port, child, timeout)
 
 
 async def _envoy_ready(admin_port: int, http_port: int, child: procs.Child) -> None:
-    deadline = time.monotonic() + 30
-    async with aiohttp.ClientSession() as session:
-        while True:
-            if not child.alive():
-                raise RuntimeError(f"envoy exited during startup:\n{child.log_tail()}")
-            with contextlib.suppress(aiohttp.ClientError, OSError):
-                async with session.get(f"http://127.0.0.1:{admin_port}/ready") as resp:
-                    if resp.status == 200:
-                        break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"envoy not ready:\n{child.log_tail()}")
-            await asyncio.sleep(0.01)
-    await procs.wait_tcp(http_port, 10, child)
+    await envoy_ready(child, timeout=30, admin_port=admin_port, http_port=http_port)
 
 
 async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway:
@@ -742,7 +707,15 @@ async def openai_scenarios(
 async def start_upstream(workdir: Path) -> tuple[procs.Child, int]:
     child = procs.spawn(
         "upstream",
-        [sys.executable, "-m", "bench.upstream", "--port", "0", "--chunks", str(STREAM_CHUNKS)],
+        [
+            sys.executable,
+            "-m",
+            "tests.support.fast_upstream",
+            "--port",
+            "0",
+            "--chunks",
+            str(STREAM_CHUNKS),
+        ],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         log_dir=workdir,

@@ -24,8 +24,9 @@ from saas_llm.v1 import (
 from service.server import App
 from service.settings import Settings
 from service.storage.migrate import migrate
+from tests.support.procs import MASTER_KEY
+from tests.support.upstream import FakeUpstream
 
-MASTER_KEY = "sk-master-test-" + "x" * 24
 # Every service the tests start, in process or as a child process, serves its metrics on a free
 # port (never the default 9464, which `make run` may be using).
 os.environ.setdefault("METRICS_PORT", "0")
@@ -170,3 +171,11 @@ async def sqlite_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterat
         yield c
     finally:
         await stop_client(c)
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[FakeUpstream]:
+    """A fake OpenAI-compatible upstream over real HTTP, one per test (tests/support/upstream.py).
+    Suites that share one per module or session override it."""
+    async with FakeUpstream() as fake:
+        yield fake

@@ -14,13 +14,9 @@ import time
 import urllib.request
 from pathlib import Path
 
+from tests.support.procs import Child, free_port, spawn
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str, object]:
@@ -34,8 +30,35 @@ def _call(url: str, key: str, body: dict[str, object] | None = None) -> dict[str
         return json.loads(r.read())  # type: ignore[no-any-return]
 
 
+def _start_run_all(argv: list[str], env: dict[str, str], tmp_path: Path) -> Child:
+    """`python -m service run-all` (or argv doing the same) in its own session, output logged."""
+    return spawn("run-all", [sys.executable, *argv], env=env, cwd=ROOT, log_dir=tmp_path)
+
+
+def _wait_healthy(child: Child, base: str, key: str) -> dict[str, object]:
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return _call(f"{base}/health", key)
+        except OSError:
+            assert child.alive(), child.log()
+            assert time.monotonic() < deadline, "run-all did not come up"
+            time.sleep(0.2)
+
+
+def _interrupt(child: Child) -> tuple[int, str]:
+    """Ctrl-C, as a terminal would send it: (exit code, output)."""
+    child.proc.send_signal(signal.SIGINT)
+    try:
+        code = child.proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(child.pid, signal.SIGKILL)
+        raise
+    return code, child.log()
+
+
 def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
-    http, grpc_port, admin = _free_port(), _free_port(), _free_port()
+    http, grpc_port, admin = free_port(), free_port(), free_port()
     key = "sk-master-" + "k" * 32
     env = {
         **os.environ,
@@ -48,25 +71,10 @@ def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
     }
     env.pop("OPENAI_API_KEY", None)
     env.pop("SIMULATE_WITHOUT_KEYS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "run-all"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    child = _start_run_all(["-m", "service", "run-all"], env, tmp_path)
     base = f"http://127.0.0.1:{http}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                health = _call(f"{base}/health", key)
-                break
-            except OSError:
-                assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                assert time.monotonic() < deadline, "run-all did not come up"
-                time.sleep(0.2)
+        health = _wait_healthy(child, base, key)
         assert health["status"] == "healthy"
         _call(f"{base}/api/organizations/create", key, {"organization_id": "org_a", "name": "A"})
         _call(
@@ -102,13 +110,7 @@ def test_run_all_serves_the_quick_start(tmp_path: Path) -> None:
         done = _call(f"{base}/api/jobs/{job['job_id']}/complete", tk, {"status": "completed"})
         assert done["costs"]["credits_remaining"] == 9  # type: ignore[index]
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            code = proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise
-    out = proc.stdout.read().decode() if proc.stdout else ""
+        code, out = _interrupt(child)
     assert code == 0, out
 
 
@@ -116,7 +118,7 @@ def test_run_all_comes_up_when_the_envoy_admin_port_is_taken(tmp_path: Path) -> 
     """Issue 21, item 11: `make run` used to fail when 9901 was taken (Envoy could not bind its
     admin port). Without ENVOY_ADMIN_PORT it now picks a free port and says so. (The test makes
     a port of its own the default instead of taking 9901, which tests must leave alone.)"""
-    http, grpc_port = _free_port(), _free_port()
+    http, grpc_port = free_port(), free_port()
     key = "sk-master-" + "k" * 32
     env = {
         **os.environ,
@@ -136,33 +138,12 @@ def test_run_all_comes_up_when_the_envoy_admin_port_is_taken(tmp_path: Path) -> 
             f"d.DEFAULT_ENVOY_ADMIN_PORT = {busy}; "
             "raise SystemExit(d.run_all())"
         )
-        proc = subprocess.Popen(
-            [sys.executable, "-c", script],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+        child = _start_run_all(["-c", script], env, tmp_path)
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    health = _call(f"http://127.0.0.1:{http}/health", key)
-                    break
-                except OSError:
-                    assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
-                    assert time.monotonic() < deadline, "run-all did not come up"
-                    time.sleep(0.2)
+            health = _wait_healthy(child, f"http://127.0.0.1:{http}", key)
             assert health["status"] == "healthy"
         finally:
-            proc.send_signal(signal.SIGINT)
-            try:
-                code = proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                raise
-    out = proc.stdout.read().decode() if proc.stdout else ""
+            code, out = _interrupt(child)
     assert code == 0, out
     assert f"port {busy} is in use: Envoy's admin interface listens on 127.0.0.1:" in out, out
 
@@ -175,8 +156,8 @@ def test_run_all_names_a_taken_envoy_admin_port(tmp_path: Path) -> None:
         taken.listen()
         env = {
             **os.environ,
-            "HTTP_PORT": str(_free_port()),
-            "GRPC_PORT": str(_free_port()),
+            "HTTP_PORT": str(free_port()),
+            "GRPC_PORT": str(free_port()),
             "ENVOY_ADMIN_PORT": str(taken.getsockname()[1]),
             "DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
             "MASTER_KEY": "sk-master-" + "k" * 32,

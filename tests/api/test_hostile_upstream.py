@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import secrets
-from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -24,8 +23,8 @@ from service.domain.answers import MAX_ANSWER_CHARS
 from service.storage.schema import jobs, llm_calls
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_group, make_team, uid, user_msg
+from tests.support.upstream import FakeUpstream
 
 INT32_MAX = 2**31 - 1
 PERIOD_OF = "%Y-%m"
@@ -57,12 +56,6 @@ HOSTILE_ANSWERS: dict[str, dict[str, Any]] = {
     # 4: NUL in the answer (PostgreSQL cannot store it).
     "nul_content": {"content": "before\x00after"},
 }
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
 
 
 async def _job(c: Client, team_id: str, key: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -16,14 +15,8 @@ from saas_llm.v1 import job_service_pb2 as job_pb
 from service.audit import audit
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer
-from tests.fakes.upstream import FakeUpstream, closed_base_url
 from tests.flows import make_group, make_team, run_flow, struct, user_msg
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
+from tests.support.upstream import FakeUpstream, closed_base_url
 
 
 async def assert_ledger_ok(c: Client) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -15,14 +14,8 @@ import pytest
 from saas_llm.v1 import job_service_pb2 as job_pb
 from service.audit import audit
 from tests.conftest import Client, bearer
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_group, make_team, user_msg
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
+from tests.support.upstream import FakeUpstream
 
 
 async def _job(c: Client, team_id: str, key: str) -> str:

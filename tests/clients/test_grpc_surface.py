@@ -12,8 +12,8 @@ import aiohttp
 import pytest
 
 from tests.clients.conftest import envoy_target, grpc_target
-from tests.envoy_harness import start_envoy
 from tests.rest.real_service import RestService
+from tests.support.envoy import start_envoy
 
 pytestmark = pytest.mark.envoy
 

@@ -33,8 +33,8 @@ from saas_litellm_client import (
 )
 from saas_llm.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from tests.clients.conftest import Team, envoy_target, grpc_target, new_team
-from tests.fakes.upstream import FakeUpstream
 from tests.rest.real_service import RestClient, RestService
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.envoy
 

@@ -14,9 +14,9 @@ import openai
 import pytest
 from pydantic import BaseModel
 
-from tests.fakes.upstream import FakeUpstream
 from tests.reliability.harness import audit_cli
 from tests.rest.real_service import RestClient, RestService, serve_real
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.envoy
 

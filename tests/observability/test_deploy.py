@@ -23,9 +23,9 @@ from saas_llm.v1 import job_service_pb2 as job_pb
 from service import metrics
 from service.devrun import envoy_binary
 from tests.conftest import Client, bearer
-from tests.envoy_harness import DESCRIPTOR, start_envoy
 from tests.flows import make_group, make_team, user_msg
 from tests.observability.scrape import scrape
+from tests.support.envoy import DESCRIPTOR, start_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE = ROOT / "docker-compose.yml"

@@ -21,10 +21,10 @@ from gateway.envoy_config import ENVOY_YAML, render
 from service.devrun import envoy_command
 from service.server import App
 from tests.conftest import Client, fresh_database, make_settings, stop_client
-from tests.envoy_harness import DESCRIPTOR, start_envoy
-from tests.fakes.otlp import OtlpCollector
 from tests.flows import make_group, make_team
-from tests.reliability.harness import free_ports
+from tests.support.envoy import DESCRIPTOR, start_envoy
+from tests.support.otlp import OtlpCollector
+from tests.support.procs import free_ports
 
 pytestmark = pytest.mark.envoy
 

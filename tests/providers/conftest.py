@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from service.providers.openai_compat import OpenAICompatProvider
-from tests.fakes.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import pytest
 
 from service.providers.base import ChatRequest, ModelSpec, ProviderError
 from service.providers.litellm_provider import LiteLLMProvider
-from tests.fakes.upstream import FakeUpstream, closed_base_url
+from tests.support.upstream import FakeUpstream, closed_base_url
 
 REQUEST = ChatRequest(
     messages=[{"role": "user", "content": "hello"}], params={"temperature": 0.3, "seed": 5}

@@ -10,7 +10,7 @@ import pytest
 
 from service.providers.base import ChatRequest, ModelSpec, ProviderError, StreamChunk
 from service.providers.openai_compat import OpenAICompatProvider
-from tests.fakes.upstream import FakeUpstream, closed_base_url
+from tests.support.upstream import FakeUpstream, closed_base_url
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -11,7 +11,7 @@ from service.providers.litellm_provider import LiteLLMProvider
 from service.providers.openai_compat import OpenAICompatProvider
 from service.providers.router import ProviderRouter
 from service.providers.simulator import SimulatorProvider
-from tests.fakes.upstream import FakeUpstream
+from tests.support.upstream import FakeUpstream
 
 REQUEST = ChatRequest(messages=[{"role": "user", "content": "hi"}])
 

@@ -18,24 +18,17 @@ import pytest
 
 from tests import conftest
 from tests.conftest import MASTER_KEY, fresh_database
-from tests.envoy_harness import Envoy, start_envoy
-from tests.reliability.harness import (
-    ROOT,
-    audit_cli,
-    base_env,
-    die_with_parent,
-    free_ports,
-    leaked,
-    start_services,
-)
+from tests.reliability.harness import audit_cli, leaked
 from tests.reliability.rest import Rest, make_tenant, rest_flow
+from tests.support.envoy import http_get, start_envoy
+from tests.support.procs import ROOT, base_env, free_ports, spawn, start_services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 
 
-async def upstream_requests(envoy: Envoy) -> dict[str, int]:
+async def upstream_requests(admin_port: int) -> dict[str, int]:
     """rq_total per upstream host of the grpc_service cluster, from Envoy's admin /clusters."""
-    _, body = await envoy.admin_get("/clusters")
+    _, body = await http_get("127.0.0.1", admin_port, "/clusters", timeout=5.0)
     out: dict[str, int] = {}
     for line in body.decode().splitlines():
         parts = line.split("::")
@@ -102,7 +95,7 @@ async def _cluster_run(
                 "released": outcomes.count("released"),
             }
 
-        per_host = await upstream_requests(envoy)
+        per_host = await upstream_requests(envoy.admin_port)
         numbers["requests_per_replica"] = per_host
         assert len(per_host) == replicas, per_host
         counts = sorted(per_host.values())
@@ -151,21 +144,18 @@ async def test_run_cluster_launcher(tmp_path: Path) -> None:
     conftest._created_pg.append(name)  # dropped at the end of the session
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     g1, g2, http, admin = free_ports(4)
-    log_path = tmp_path / "cluster.log"
     env = base_env(
         DATABASE_URL=url, GRPC_PORTS=f"{g1},{g2}", HTTP_PORT=http, ENVOY_ADMIN_PORT=admin
     )
     env.pop("GRPC_HOST")  # the launcher's replicas listen as configured by default
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [*die_with_parent(), sys.executable, "-m", "service", "run-cluster"],
-            env=env,
-            cwd=str(ROOT),
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    cluster = spawn(
+        "cluster",
+        [sys.executable, "-m", "service", "run-cluster"],
+        env=env,
+        cwd=ROOT,
+        log_dir=tmp_path,
+    )
+    proc, log_path = cluster.proc, cluster.log_path
     try:
         deadline = time.monotonic() + 60
         while "replicas behind Envoy" not in log_path.read_text(errors="replace"):
@@ -184,8 +174,7 @@ async def test_run_cluster_launcher(tmp_path: Path) -> None:
                 *(rest_flow(rest, team, key, group, i) for i in range(30))
             )
             assert [r.outcome for r in results].count("charged") == 10
-        envoy = Envoy(process=None, workdir=tmp_path, admin_port=admin)  # type: ignore[arg-type]
-        per_host = await upstream_requests(envoy)
+        per_host = await upstream_requests(admin)
         assert set(per_host) == {f"127.0.0.1:{g1}", f"127.0.0.1:{g2}"}, per_host
         assert all(n > 0 for n in per_host.values()), per_host
     finally:

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from service.devrun import envoy_binary
-from tests.reliability.harness import DESCRIPTOR, ROOT, render
+from tests.support.envoy import DESCRIPTOR, ROOT, render
 
 COMPOSE = ROOT / "docker-compose.yml"
 

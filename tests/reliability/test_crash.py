@@ -15,9 +15,10 @@ from sqlalchemy import func, select
 from service.storage.database import Database
 from service.storage.schema import jobs, teams
 from tests.conftest import MASTER_KEY, fresh_database
-from tests.envoy_harness import start_envoy
-from tests.reliability.harness import ServiceProc, audit_cli, leaked, start_services
+from tests.reliability.harness import audit_cli, leaked
 from tests.reliability.rest import FlowResult, Rest, make_tenant, rest_flow
+from tests.support.envoy import start_envoy
+from tests.support.procs import ServiceProc, start_services
 
 pytestmark = pytest.mark.envoy
 

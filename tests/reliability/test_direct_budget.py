@@ -20,9 +20,9 @@ from sqlalchemy import select
 from service.storage.rows import utcnow
 from service.storage.schema import direct_calls
 from tests.conftest import Client, fresh_database, start_client, stop_client
-from tests.envoy_harness import Envoy, start_envoy
 from tests.reliability.harness import audit_cli
 from tests.rest.real_service import RestClient
+from tests.support.envoy import Envoy, start_envoy
 
 pytestmark = pytest.mark.envoy
 

@@ -21,7 +21,8 @@ from service.storage.database import Database
 from service.storage.schema import jobs, llm_calls
 from tests.conftest import Client, bearer
 from tests.flows import make_group, make_team, user_msg
-from tests.reliability.harness import ServiceProc, audit_cli
+from tests.reliability.harness import audit_cli
+from tests.support.procs import ServiceProc
 
 # Unary calls take ~2.5 s; streams 30 tokens at 20 tokens/s (~1.5 s), first token at once.
 SLOW = {"latency_ms": 2500}

@@ -21,14 +21,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from service.devrun import envoy_binary
+from tests.rest.real_service import RestClient, RestService, serve_real
+from tests.support.envoy import Envoy, start_envoy
+
 _HERE = Path(__file__).resolve().parent
-if str(_HERE.parent) not in sys.path:
-    sys.path.insert(0, str(_HERE.parent))
-
-from envoy_harness import Envoy, start_envoy  # noqa: E402
-
-from service.devrun import envoy_binary  # noqa: E402
-from tests.rest.real_service import RestClient, RestService, serve_real  # noqa: E402
 
 
 def _load_stubs() -> ModuleType:

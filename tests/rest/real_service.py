@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import sys
 import tempfile
 import uuid
@@ -45,7 +44,8 @@ from saas_llm.v1 import (  # noqa: F401  (register every service in the default 
     team_service_pb2,
 )
 from tests.conftest import MASTER_KEY, Client, fresh_database, start_client, stop_client
-from tests.envoy_harness import Envoy, start_envoy
+from tests.support.envoy import Envoy, start_envoy
+from tests.support.procs import Child, free_port, spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 ERROR_INFO_TYPE = "type.googleapis.com/google.rpc.ErrorInfo"
@@ -112,12 +112,6 @@ async def serve_real(kind: str, tmp: Path, **overrides: object) -> AsyncIterator
         await stop_client(client)
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextlib.asynccontextmanager
 async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
     """What `make run` does, without make: `python -m service migrate`, then
@@ -127,7 +121,7 @@ async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
         "DATABASE_URL": database_url,
         "MASTER_KEY": MASTER_KEY,
         "GRPC_HOST": "127.0.0.1",
-        "GRPC_PORT": str(_free_port()),
+        "GRPC_PORT": str(free_port()),
         "LOG_LEVEL": "INFO",
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
     }
@@ -139,42 +133,33 @@ async def serve_subprocess(database_url: str) -> AsyncIterator[RestService]:
     if migrate.returncode != 0:
         raise RuntimeError(f"migrate failed: {out.decode(errors='replace')}")
     workdir = Path(tempfile.mkdtemp(prefix="svc-"))
-    log_path = workdir / "service.log"
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "service", "serve", env=env, cwd=str(ROOT),
-            stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log,
-        )  # fmt: skip
+    child = spawn(
+        "service", [sys.executable, "-m", "service", "serve"], env=env, cwd=ROOT, log_dir=workdir
+    )
     try:
-        port, direct_port = await _wait_listening(proc, log_path)
+        port, direct_port = await _wait_listening(child)
         envoy = await start_envoy(port, direct_hosts=[direct_port])
         try:
             yield RestService("subprocess", envoy.base_url, MASTER_KEY, envoy)
         finally:
             await envoy.stop()
     finally:
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 10)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await child.stop_async(10)
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-async def _wait_listening(proc: asyncio.subprocess.Process, log_path: Path) -> tuple[int, int]:
+async def _wait_listening(child: Child) -> tuple[int, int]:
     """The gRPC and direct HTTP ports from the service's JSON "listening" log line."""
     for _ in range(300):
-        if proc.returncode is not None:
-            raise RuntimeError(f"service exited: {log_path.read_text(errors='replace')}")
-        for line in log_path.read_text(errors="replace").splitlines():
+        if not child.alive():
+            raise RuntimeError(f"service exited: {child.log()}")
+        for line in child.log().splitlines():
             with contextlib.suppress(ValueError):
                 record = json.loads(line)
                 if record.get("msg") == "listening":
                     return int(record["grpc_port"]), int(record["direct_http_port"])
         await asyncio.sleep(0.05)
-    raise TimeoutError(f"service not listening: {log_path.read_text(errors='replace')}")
+    raise TimeoutError(f"service not listening: {child.log()}")
 
 
 # --------------------------------------------------------------------------- JSON shapes

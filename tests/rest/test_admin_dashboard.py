@@ -18,8 +18,8 @@ import pytest
 from playwright.async_api import expect
 
 from service.encryption import generate_key
-from tests.fakes.upstream import FakeUpstream
 from tests.rest.real_service import RestService, serve_real, uid
+from tests.support.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
 ADMIN = ROOT / "gateway" / "admin"

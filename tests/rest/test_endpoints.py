@@ -24,7 +24,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.fakes.upstream import FakeUpstream
 from tests.rest.real_service import (
     ROOT,
     UUID_RE,
@@ -38,6 +37,7 @@ from tests.rest.real_service import (
     uid,
     user,
 )
+from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.envoy
 
@@ -50,12 +50,6 @@ def assert_seed_keys(data: dict[str, Any], seed_keys: list[str]) -> None:
     """The keys the seed prints are all there, in the seed's order (extra keys may sit between)."""
     keys = [k for k in data if k in seed_keys]
     assert keys == seed_keys, (list(data), seed_keys)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as fake:
-        yield fake
 
 
 async def healthy(api: RestClient) -> None:

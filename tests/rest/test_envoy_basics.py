@@ -21,7 +21,6 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from envoy_harness import run_envoy, start_envoy
 from google.protobuf import descriptor_pb2
 
 from gateway import openapi
@@ -31,6 +30,7 @@ from saas_llm.v1 import (
     organization_service_pb2,
     organization_service_pb2_grpc,
 )
+from tests.support.envoy import run_envoy, start_envoy
 
 pytestmark = pytest.mark.envoy
 

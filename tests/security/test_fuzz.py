@@ -25,13 +25,9 @@ from service.domain import validation as v
 from service.domain.errors import InvalidArgument
 from service.storage.migrate import migrate
 from tests.conftest import MASTER_KEY
-from tests.reliability.harness import (
-    ROOT,
-    EnvoyProc,
-    ServiceProc,
-    run_audit_cli,
-    start_envoy_sync,
-)
+from tests.reliability.harness import run_audit_cli
+from tests.support.envoy import Envoy, start_envoy_sync
+from tests.support.procs import ROOT, ServiceProc
 
 pytestmark = pytest.mark.envoy
 
@@ -41,7 +37,7 @@ SCHEMA.config.generation.update(max_examples=25, deterministic=True, database="n
 
 @dataclass
 class Target:
-    envoy: EnvoyProc
+    envoy: Envoy
     service: ServiceProc
     url: str
     team: str = ""
@@ -106,7 +102,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         t.job = _rest(t, "POST", "/api/jobs/create", {"team_id": t.team, "job_type": "f"})["job_id"]
         yield t
     finally:
-        envoy.stop()
+        envoy.stop_sync()
         svc.signal(15)
         try:
             assert svc.proc is not None

@@ -21,8 +21,8 @@ from saas_llm.v1 import team_service_pb2 as team_pb
 from service.domain import validation as v
 from service.settings import Settings
 from tests.conftest import MASTER_KEY, Client, admin, bearer
-from tests.envoy_harness import start_envoy
 from tests.flows import make_group, make_team, uid, user_msg
+from tests.support.envoy import start_envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 PROTO = ROOT / "proto" / "saas_llm" / "v1"

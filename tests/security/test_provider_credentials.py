@@ -34,8 +34,8 @@ from tests.conftest import (
     start_client,
     stop_client,
 )
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_team, struct, uid, user_msg
+from tests.support.upstream import FakeUpstream
 
 ROOT = Path(__file__).resolve().parents[2]
 

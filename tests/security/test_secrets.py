@@ -27,11 +27,9 @@ from service.logs import JsonFormatter
 from service.storage.database import Database
 from service.storage.schema import metadata as schema_metadata
 from tests.conftest import MASTER_KEY, Client, admin, bearer, start_client, stop_client
-from tests.fakes.otlp import OtlpCollector
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import struct, uid, user_msg
 from tests.observability.scrape import fetch as fetch_metrics
-from tests.reliability.harness import ServiceProc, leaked, parse_json_lines
+from tests.reliability.harness import leaked, parse_json_lines
 from tests.security.rpcs import (
     World,
     build_request,
@@ -40,6 +38,9 @@ from tests.security.rpcs import (
     ordered_methods,
     principals,
 )
+from tests.support.otlp import OtlpCollector
+from tests.support.procs import ServiceProc
+from tests.support.upstream import FakeUpstream
 
 PROVIDER_ENV = "GW_TEST_PROVIDER_KEY"
 

@@ -1,1 +1,2 @@
-"""Test support shared by the test suites: in-memory ports, scripted providers."""
+"""Test support shared by the test suites and the bench: in-memory ports, scripted providers,
+the process launcher (procs, envoy) and the fake upstreams (upstream, fast_upstream, otlp)."""

@@ -19,7 +19,6 @@ from service.domain.errors import (
     LlmCallFailed,
     NotFound,
     PermissionDenied,
-    Unavailable,
 )
 from service.domain.models import Credits
 from service.domain.principal import ADMIN
@@ -160,6 +159,10 @@ async def test_credits_added_between_the_refusal_and_its_diagnosis_are_used(
 
 
 async def test_create_gives_up_when_the_team_keeps_changing(domain: Domain) -> None:
+    """Every reservation is refused and every diagnosis finds a team that could pay: after the
+    bounded attempts the client gets a documented CreateJob error (FAILED_PRECONDITION), not a
+    503 that the clients would retry into the same churn."""
+
     async def suspend() -> None:
         await domain.tenancy.set_team_status(ADMIN, TEAM, "suspended")
 
@@ -168,10 +171,47 @@ async def test_create_gives_up_when_the_team_keeps_changing(domain: Domain) -> N
 
     domain.store.before("create_job", suspend, times=3)
     domain.store.before("team_state", resume, times=3)
-    with pytest.raises(Unavailable):
+    with pytest.raises(FailedPrecondition) as e:
         await domain.new_job()
+    assert e.value.reason == Reason.INSUFFICIENT_CREDITS
     assert domain.store.ops["create_job"] == 3
     assert domain.store.jobs == {}
+
+
+async def test_create_under_credit_churn_is_insufficient_credits(domain: Domain) -> None:
+    """The team's last credit is taken by another job just before each reservation, and that
+    job ends (releasing it) before the refusal is diagnosed: the writer writes nothing every
+    time while each diagnosis says the team could pay. After the bounded attempts the answer
+    is the documented INSUFFICIENT_CREDITS (as of the refused writes), never UNAVAILABLE."""
+    await domain.add_team("busy", credits=1)
+    holders: list[str] = []
+    nested = False
+
+    async def another_job_takes_the_credit() -> None:
+        nonlocal nested
+        if nested:  # the other job's own create_job
+            return
+        nested = True
+        try:
+            holders.append((await domain.new_job(team_id="busy")).job_id)
+        finally:
+            nested = False
+
+    async def it_ends() -> None:
+        await domain.jobs.complete(ADMIN, holders[-1], "failed", {}, "churn")
+
+    # Each outer attempt's hook also sees the other job's nested create_job: twice as many.
+    domain.store.before("create_job", another_job_takes_the_credit, times=6)
+    domain.store.before("team_state", it_ends, times=3)
+    with pytest.raises(InsufficientCredits) as e:
+        await domain.new_job(team_id="busy")
+    assert e.value.reason == Reason.INSUFFICIENT_CREDITS
+    assert e.value.metadata == {"required": "1", "available": "0"}
+    assert len(holders) == 3
+    assert domain.store.ops["create_job"] == 6
+    # Nothing leaked: the three other jobs released what they held, the refused one held none.
+    assert domain.store.credits("busy").reserved == 0
+    assert domain.store.credits("busy").remaining == 1
 
 
 # Complete -------------------------------------------------------------------------------

@@ -25,7 +25,6 @@ from service.domain.errors import (
     InsufficientCredits,
     InvalidArgument,
     LlmCallFailed,
-    Unavailable,
     job_not_found,
     model_group_access_denied,
     model_group_not_found,
@@ -261,7 +260,11 @@ class JobsService:
             if state.credits.remaining < 1:
                 raise InsufficientCredits(required=1, available=max(state.credits.remaining, 0))
             # The team could pay now: credits were added (or a job ended) meanwhile. Again.
-        raise Unavailable("Job create conflicted with concurrent changes; retry")
+        # Every write was refused while the team existed: at each write its credit was held
+        # (or it was suspended) and freed again before the diagnosis. Churn on the team's last
+        # credit is not an outage: the client gets CreateJob's documented answer as of the
+        # refused writes, not a 503 that the clients would retry into the same churn.
+        raise InsufficientCredits(required=1, available=0)
 
     async def _by_request(self, team_id: str, request_id: str, rhash: str | None) -> Job | None:
         found = await self.jobs.job_by_request(team_id, request_id)

@@ -1,10 +1,10 @@
-"""A fast fake OpenAI-compatible upstream for the bench: `python -m bench.upstream --port P`.
+"""A fast fake OpenAI-compatible upstream: `python -m tests.support.fast_upstream --port P`.
 
 It must cost next to nothing per request, so that the bench measures the gateway and not the fake:
 a bare asyncio Protocol on uvloop with a minimal HTTP/1.1 parser (keep-alive, Content-Length or
-chunked request bodies) and canned answers built once at start. tests/fakes/upstream.py (aiohttp,
-configurable behaviours, request recording) is the one for correctness tests; it costs ~10x more
-CPU per request.
+chunked request bodies) and canned answers built once at start. The bench measures through it.
+tests/support/upstream.py (aiohttp, in process, configurable behaviours, request recording) is the
+one for correctness tests; it costs ~10x more CPU per request.
 
 POST .../chat/completions answers a fixed chat completion, or with `"stream": true` in the body an
 SSE stream of `--chunks` content deltas (one write each, no delay unless `--chunk-delay-ms`), a
