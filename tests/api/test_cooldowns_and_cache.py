@@ -31,8 +31,8 @@ from service.providers.base import ModelSpec
 from service.storage.schema import llm_calls
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer, fresh_database, start_client, stop_client
-from tests.fakes.upstream import FakeUpstream
 from tests.flows import make_team, struct, uid, user_msg
+from tests.support.upstream import FakeUpstream
 
 REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
 
@@ -50,12 +50,6 @@ def needs_redis() -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("Redis at 127.0.0.1:6379 is unreachable (required in CI)")
         pytest.skip("Redis not reachable")
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[FakeUpstream]:
-    async with FakeUpstream() as u:
-        yield u
 
 
 @pytest.fixture

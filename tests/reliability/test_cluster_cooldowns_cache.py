@@ -17,10 +17,11 @@ import pytest
 
 from tests.api.test_cooldowns_and_cache import needs_redis, requests_to
 from tests.conftest import fresh_database
-from tests.envoy_harness import start_envoy
-from tests.fakes.upstream import FakeUpstream
-from tests.reliability.harness import audit_cli, start_services
+from tests.reliability.harness import audit_cli
 from tests.reliability.rest import Rest, uid
+from tests.support.envoy import start_envoy
+from tests.support.procs import start_services
+from tests.support.upstream import FakeUpstream
 
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 
