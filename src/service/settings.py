@@ -72,6 +72,20 @@ class Settings(BaseSettings):
     # cost is reserved from the team's budget (domain/direct.py).
     direct_default_max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
 
+    # Redis (redis://host:port/db): the rate limits count there, so that they hold across every
+    # replica. Unset: each process counts its own calls.
+    redis_url: str = ""
+    # Prefix of every Redis key of this deployment (tests give each test its own).
+    redis_key_prefix: str = "gw:"
+    # Length of a rate-limit window: rpm_limit and tpm_limit count per window (60 = per minute;
+    # tests shorten it).
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Limits of a team created without them (DESIGN.md "Operations"; 0 = none). PATCH
+    # /api/teams/{team_id}/limits changes a team's.
+    default_max_calls_per_job: int = Field(default=100, ge=0, le=1_000_000_000)
+    default_max_tokens_per_job: int = Field(default=0, ge=0, le=2_000_000_000)
+    default_max_job_cost_usd: float = Field(default=0.0, ge=0, le=1_000_000)
+
     # Prometheus metrics (service/metrics.py) at GET /metrics on METRICS_PORT, bound to
     # GRPC_HOST. 0 picks a free port (logged in the "listening" line; what the tests use).
     # `make run-cluster` gives replica N the port METRICS_PORT + N - 1.
