@@ -89,7 +89,7 @@ def requests_for(upstream: FakeUpstream, model: str) -> int:
 
 
 async def test_job_bounds_stop_the_provider_call(client: Client, upstream: FakeUpstream) -> None:
-    model = uid("bounds")
+    model = f"gpt-bounds-{uuid.uuid4().hex[:6]}"
     group = await fake_group(client, upstream, model)
     # Limits on create (the PATCH is tested below).
     team_id = uid("team")
@@ -172,7 +172,7 @@ async def test_job_bounds_stop_the_provider_call(client: Client, upstream: FakeU
 async def test_concurrent_calls_on_one_job_admit_exactly_the_bound(
     client: Client, upstream: FakeUpstream
 ) -> None:
-    model = uid("race")
+    model = f"gpt-race-{uuid.uuid4().hex[:6]}"
     group = await fake_group(client, upstream, model)
     upstream.set_behavior(model, content="ok", delay_s=0.05)
     team_id, key = await limited_team(client, group, max_calls_per_job=2)
