@@ -333,7 +333,40 @@ async def test_rpm_limit_holds_across_two_replicas_on_redis(
     assert report.returncode == 0, report.stdout + report.stderr
 
 
-async def test_redis_down_fails_open_with_a_metric(tmp_path: Path) -> None:
+@needs_redis
+async def test_redis_limiter_minute_boundary_with_injected_clock() -> None:
+    """60-second windows on a clock the test moves: the count starts again at the minute."""
+    from service.ratelimit import RedisRateLimiter
+
+    now = [1_000_000 * 60 + 59.5]  # half a second before a minute boundary
+    prefix = f"test:{uuid.uuid4().hex[:8]}:"
+    limiter = RedisRateLimiter(
+        "redis://127.0.0.1:6379/0", prefix=prefix, window_seconds=60, clock=lambda: now[0]
+    )
+    try:
+        got = [await limiter.acquire("team", 3, 0, 0) for _ in range(5)]
+        assert [d.allowed for d in got] == [True, True, True, False, False]
+        assert got[3].limit == "rpm" and got[3].retry_after == 1
+        now[0] += 1.0  # the next minute
+        got = [await limiter.acquire("team", 3, 0, 0) for _ in range(5)]
+        assert [d.allowed for d in got] == [True, True, True, False, False]
+        # A refund gives a slot back; tokens count and are corrected.
+        await limiter.adjust("team", got[0].window, -1, 0)
+        assert (await limiter.acquire("team", 3, 0, 0)).allowed
+        assert (await limiter.acquire("tok", 0, 100, 60)).allowed
+        assert (await limiter.acquire("tok", 0, 100, 60)).limit == "tpm"
+        await limiter.adjust("tok", got[0].window, 0, -50)  # it used 10, not 60
+        assert (await limiter.acquire("tok", 0, 100, 60)).allowed
+    finally:
+        keys = [k async for k in limiter.redis.scan_iter(match=prefix + "*")]
+        if keys:
+            await limiter.redis.delete(*keys)
+        await limiter.close()
+
+
+async def test_redis_down_fails_open_with_a_metric(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     url = await fresh_database("sqlite", tmp_path)
     c = await start_client(url, redis_url=f"redis://127.0.0.1:{closed_port()}/0")
     try:
@@ -341,9 +374,11 @@ async def test_redis_down_fails_open_with_a_metric(tmp_path: Path) -> None:
         team_id, key = await limited_team(c, group, rpm_limit=1)
         job_id = await new_job(c, key, team_id)
         errors_before = metrics.LIMITER_ERRORS._value.get()
-        for _ in range(3):  # over the limit, but Redis cannot count: admitted
-            await c.jobs.LlmCall(call(job_id), metadata=bearer(key))
+        with caplog.at_level("WARNING", logger="service.ratelimit"):
+            for _ in range(3):  # over the limit, but Redis cannot count: admitted
+                await c.jobs.LlmCall(call(job_id), metadata=bearer(key))
         assert metrics.LIMITER_ERRORS._value.get() > errors_before
+        assert any("fail open" in r.getMessage() for r in caplog.records), caplog.records
     finally:
         await stop_client(c)
 
