@@ -315,5 +315,7 @@ async def test_rate_limit_raises_rate_limit_error(svc: RestService, api: RestCli
     assert body["code"] == "rate_limit_exceeded" and body["type"] == "rate_limit_error"
     with pytest.raises(openai.RateLimitError):
         await ai.embeddings.create(model="gpt-4o-mini", input="x")
+    with pytest.raises(openai.RateLimitError):
+        await ai.chat.completions.create(model=names["chat"], messages=msgs, stream=True)
     report = await audit_cli(svc.app_client.url, "--no-check-stale")
     assert report.returncode == 0, report.stdout + report.stderr

@@ -236,6 +236,11 @@ async def test_rpm_limit_in_process(sqlite_client: Client) -> None:
     assert info.reason == "RATE_LIMITED" and info.metadata["limit"] == "rpm"
     assert 1 <= int(info.metadata["retry_after_seconds"]) <= 60
     assert metrics.REFUSALS.labels("rate_limit", "rpm")._value.get() == refused_before + 1
+    # A stream is refused before its first event, as an ordinary RPC error.
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        async for _ in c.jobs.LlmCallStream(call(job_id), metadata=bearer(key)):
+            pass
+    assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     # Nothing was written for the refused call.
     job = await c.jobs.GetJob(job_pb.GetJobRequest(job_id=job_id), metadata=bearer(key))
     assert len(job.calls) == 3
