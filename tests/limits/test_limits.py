@@ -165,17 +165,6 @@ async def test_job_bounds_stop_the_provider_call(client: Client, upstream: FakeU
     assert error_info(err.value).metadata["limit"] == "max_tokens_per_job"
     assert requests_for(upstream, model) == before
 
-    # Usage shows the provider cost beside the credits charged per job type (the margin).
-    period = time.strftime("%Y-%m", time.gmtime())
-    usage = await client.teams.GetTeamUsage(
-        team_pb.GetTeamUsageRequest(team_id=team_id, period=period), metadata=bearer(key)
-    )
-    row = usage.job_types["limits"]
-    assert row.count == 3 and row.credits_charged == 1
-    assert row.credits_charged_usd == pytest.approx(0.10)
-    assert row.cost_usd == pytest.approx(6 * 0.01)  # 6 calls of 10 tokens at $0.001
-    assert row.margin_usd == pytest.approx(row.credits_charged_usd - row.cost_usd)
-
     report = await audit_cli(client.url, "--no-check-stale")
     assert report.returncode == 0, report.stdout + report.stderr
 

@@ -149,13 +149,7 @@ def direct_usage_pb(r: DirectUsageRow) -> common_pb2.DirectUsage:
 
 def job_types_pb(rows: dict[str, UsageRow]) -> dict[str, common_pb2.JobTypeUsage]:
     return {
-        k: common_pb2.JobTypeUsage(
-            count=r.total_jobs,
-            cost_usd=r.total_cost_usd,
-            credits_charged=r.successful_jobs,
-            credits_charged_usd=budget_usd(r.successful_jobs),
-            margin_usd=round(budget_usd(r.successful_jobs) - r.total_cost_usd, 10),
-        )
+        k: common_pb2.JobTypeUsage(count=r.total_jobs, cost_usd=r.total_cost_usd)
         for k, r in rows.items()
     }
 

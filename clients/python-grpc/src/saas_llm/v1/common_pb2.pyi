@@ -355,33 +355,19 @@ class JobTypeUsage(_message.Message):
 
     COUNT_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
-    CREDITS_CHARGED_FIELD_NUMBER: _builtins.int
-    CREDITS_CHARGED_USD_FIELD_NUMBER: _builtins.int
-    MARGIN_USD_FIELD_NUMBER: _builtins.int
     count: _builtins.int
     """Jobs of this type created in the period."""
     cost_usd: _builtins.float
     """Provider cost of their priced calls, in USD."""
-    credits_charged: _builtins.int
-    """Credits charged for them (jobs completed and charged, 1 credit each)."""
-    credits_charged_usd: _builtins.float
-    """Those credits in USD (credits x 0.10, as a team's budget counts them)."""
-    margin_usd: _builtins.float
-    """credits_charged_usd - cost_usd: what the operator keeps (negative: the calls cost more than
-    the jobs were charged).
-    """
     def __init__(
         self,
         *,
         count: _builtins.int = ...,
         cost_usd: _builtins.float = ...,
-        credits_charged: _builtins.int = ...,
-        credits_charged_usd: _builtins.float = ...,
-        margin_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "count", b"count", "credits_charged", b"credits_charged", "credits_charged_usd", b"credits_charged_usd", "margin_usd", b"margin_usd"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "count", b"count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -145,15 +145,6 @@ export interface JobTypeUsage {
   count: number;
   /** Provider cost of their priced calls, in USD. */
   costUsd: number;
-  /** Credits charged for them (jobs completed and charged, 1 credit each). */
-  creditsCharged: number;
-  /** Those credits in USD (credits x 0.10, as a team's budget counts them). */
-  creditsChargedUsd: number;
-  /**
-   * credits_charged_usd - cost_usd: what the operator keeps (negative: the calls cost more than
-   * the jobs were charged).
-   */
-  marginUsd: number;
 }
 
 function createBaseCreditSummary(): CreditSummary {
@@ -1145,7 +1136,7 @@ export const DirectUsage: MessageFns<DirectUsage> = {
 };
 
 function createBaseJobTypeUsage(): JobTypeUsage {
-  return { count: 0, costUsd: 0, creditsCharged: 0, creditsChargedUsd: 0, marginUsd: 0 };
+  return { count: 0, costUsd: 0 };
 }
 
 export const JobTypeUsage: MessageFns<JobTypeUsage> = {
@@ -1155,15 +1146,6 @@ export const JobTypeUsage: MessageFns<JobTypeUsage> = {
     }
     if (message.costUsd !== 0) {
       writer.uint32(17).double(message.costUsd);
-    }
-    if (message.creditsCharged !== 0) {
-      writer.uint32(24).int32(message.creditsCharged);
-    }
-    if (message.creditsChargedUsd !== 0) {
-      writer.uint32(33).double(message.creditsChargedUsd);
-    }
-    if (message.marginUsd !== 0) {
-      writer.uint32(41).double(message.marginUsd);
     }
     return writer;
   },
@@ -1197,30 +1179,6 @@ export const JobTypeUsage: MessageFns<JobTypeUsage> = {
             message.costUsd = reader.double();
             continue;
           }
-          case 3: {
-            if (tag !== 24) {
-              break;
-            }
-
-            message.creditsCharged = reader.int32();
-            continue;
-          }
-          case 4: {
-            if (tag !== 33) {
-              break;
-            }
-
-            message.creditsChargedUsd = reader.double();
-            continue;
-          }
-          case 5: {
-            if (tag !== 41) {
-              break;
-            }
-
-            message.marginUsd = reader.double();
-            continue;
-          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -1241,21 +1199,6 @@ export const JobTypeUsage: MessageFns<JobTypeUsage> = {
         : isSet(object.cost_usd)
         ? globalThis.Number(object.cost_usd)
         : 0,
-      creditsCharged: isSet(object.creditsCharged)
-        ? globalThis.Number(object.creditsCharged)
-        : isSet(object.credits_charged)
-        ? globalThis.Number(object.credits_charged)
-        : 0,
-      creditsChargedUsd: isSet(object.creditsChargedUsd)
-        ? globalThis.Number(object.creditsChargedUsd)
-        : isSet(object.credits_charged_usd)
-        ? globalThis.Number(object.credits_charged_usd)
-        : 0,
-      marginUsd: isSet(object.marginUsd)
-        ? globalThis.Number(object.marginUsd)
-        : isSet(object.margin_usd)
-        ? globalThis.Number(object.margin_usd)
-        : 0,
     };
   },
 
@@ -1267,15 +1210,6 @@ export const JobTypeUsage: MessageFns<JobTypeUsage> = {
     if (message.costUsd !== 0) {
       obj.costUsd = floatToJson(message.costUsd);
     }
-    if (message.creditsCharged !== 0) {
-      obj.creditsCharged = Math.round(message.creditsCharged);
-    }
-    if (message.creditsChargedUsd !== 0) {
-      obj.creditsChargedUsd = floatToJson(message.creditsChargedUsd);
-    }
-    if (message.marginUsd !== 0) {
-      obj.marginUsd = floatToJson(message.marginUsd);
-    }
     return obj;
   },
 
@@ -1286,9 +1220,6 @@ export const JobTypeUsage: MessageFns<JobTypeUsage> = {
     const message = createBaseJobTypeUsage();
     message.count = object.count ?? 0;
     message.costUsd = object.costUsd ?? 0;
-    message.creditsCharged = object.creditsCharged ?? 0;
-    message.creditsChargedUsd = object.creditsChargedUsd ?? 0;
-    message.marginUsd = object.marginUsd ?? 0;
     return message;
   },
 };
