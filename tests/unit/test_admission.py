@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from saas_llm.v1.reasons import Reason
-from service.domain.admission import Admission, LocalRateLimiter, RateLimited
-from service.domain.errors import FailedPrecondition
+from service.domain.admission import Admission, LocalRateLimiter
+from service.domain.errors import FailedPrecondition, RateLimited
 from service.domain.jobs import CallInput
 from service.domain.models import JobRef, TeamLimits
 from service.domain.principal import ADMIN

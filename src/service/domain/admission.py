@@ -30,7 +30,12 @@ from typing import Any
 import orjson
 
 from saas_llm.v1.reasons import Reason
-from service.domain.errors import Code, DomainError, FailedPrecondition, team_not_found
+from service.domain.errors import (
+    FailedPrecondition,
+    RateLimited,
+    job_limit_exceeded,
+    team_not_found,
+)
 from service.domain.models import OPEN_STATUSES, JobRef, TeamLimits
 from service.domain.ports import JobStore, RateDecision, RateLimiter, TeamDirectory
 from service.providers.base import ChatRequest
@@ -40,32 +45,6 @@ log = logging.getLogger("service.admission")
 # Called once per refusal: (kind, limit), kind "rate_limit" or "job_limit" (service/metrics.py
 # refused()).
 OnRefused = Callable[[str, str], None]
-
-
-class RateLimited(DomainError):
-    """RESOURCE_EXHAUSTED (HTTP 429): a team's rpm or tpm limit is reached for this window."""
-
-    code = Code.RESOURCE_EXHAUSTED
-    reason = Reason.RATE_LIMITED
-
-    def __init__(self, team_id: str, limit: str, value: int, retry_after: int) -> None:
-        what = "requests" if limit == "rpm" else "tokens"
-        super().__init__(
-            f"Rate limit exceeded: team '{team_id}' reached its {limit}_limit of {value} "
-            f"{what} per minute; retry after {retry_after} s",
-            metadata={"limit": limit, "retry_after_seconds": str(retry_after)},
-        )
-        self.retry_after = retry_after
-
-
-def job_limit_exceeded(job_id: str, limit: str, value: Any, detail: str) -> FailedPrecondition:
-    which = f"job '{job_id}'" if job_id else "a new job"
-    return FailedPrecondition(
-        f"Job limit exceeded: {which} reached {limit} ({value}){detail}; "
-        "create a new job or raise the team's limits",
-        reason=Reason.JOB_LIMIT_EXCEEDED,
-        metadata={"limit": limit, "value": str(value), **({"job_id": job_id} if job_id else {})},
-    )
 
 
 def estimate_tokens(payload: Any) -> int:
@@ -285,10 +264,3 @@ class LocalRateLimiter:
         if counts is not None and counts[0] == window:
             counts[1] = max(0, counts[1] + requests)
             counts[2] = max(0, counts[2] + tokens)
-
-
-def retry_after_of(exc: BaseException) -> int | None:
-    """The Retry-After seconds of a rate-limit refusal, else None (api/openai_http.py)."""
-    if isinstance(exc, RateLimited):
-        return exc.retry_after
-    return None
