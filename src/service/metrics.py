@@ -37,6 +37,8 @@ gateway_credits_reserved                                gauge      as above: cre
     open jobs, all teams together.
 gateway_refusals_total{kind,limit}                      counter    refused(): kind rate_limit
     (limit rpm or tpm) or job_limit (limit calls, tokens or cost).
+gateway_rate_limiter_errors_total                       counter    limiter_error(): the Redis
+    rate limiter could not be reached and admitted a call without counting it (fail open).
 gateway_llm_breaker_state{model,gateway_llm_breaker_state}
                                                         enum       domain/breaker.py through
     the observer's breaker(): closed, open, half_open (one series per state, 1 for the current
@@ -163,6 +165,10 @@ REFUSALS = Counter(
     "Requests refused by a rate limit or a per-job limit.",
     ["kind", "limit"],
 )
+LIMITER_ERRORS = Counter(
+    "gateway_rate_limiter_errors_total",
+    "Rate-limit checks that could not reach Redis: the call was admitted (fail open).",
+)
 BREAKER_STATE = Enum(
     "gateway_llm_breaker_state",
     "Circuit breaker state of each model.",
@@ -193,6 +199,11 @@ CacheResult = Literal["hit", "miss"]
 def refused(kind: RefusalKind, limit: RefusedLimit) -> None:
     """A request refused by a limit (before it reached a provider)."""
     REFUSALS.labels(kind, limit).inc()
+
+
+def limiter_error() -> None:
+    """The shared rate limiter failed and admitted a call uncounted (service/ratelimit.py)."""
+    LIMITER_ERRORS.inc()
 
 
 def breaker_state(model: str, state: BreakerState) -> None:

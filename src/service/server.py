@@ -48,12 +48,16 @@ from service.api.tenancy_servicers import (
     OrganizationServicer,
     TeamServicer,
 )
+from service.domain.admission import Admission as CallAdmission
+from service.domain.admission import LocalRateLimiter
 from service.domain.answers import MAX_SEND_BYTES
 from service.domain.breaker import Breakers
 from service.domain.credits import CreditsService
 from service.domain.direct import DirectService
 from service.domain.jobs import JobsService
 from service.domain.llm import CallRunner
+from service.domain.models import TeamLimits
+from service.domain.ports import RateLimiter
 from service.domain.response_cache import CacheStore, LocalCacheStore, ResponseCache
 from service.domain.tenancy import TenancyService
 from service.domain.usage import UsageService
@@ -146,7 +150,16 @@ class App:
         teams = TeamRepository(self.db, money, cache_ttl=settings.cache_ttl)
         ledger = LedgerRepository(self.db, money)
         self.jobs_repo = JobRepository(self.db, money)
-        self.tenancy = tenancy = TenancyService(catalog, teams, credentials)
+        self.tenancy = tenancy = TenancyService(
+            catalog,
+            teams,
+            credentials,
+            default_limits=TeamLimits(
+                max_calls_per_job=settings.default_max_calls_per_job,
+                max_tokens_per_job=settings.default_max_tokens_per_job,
+                max_job_cost_usd=settings.default_max_job_cost_usd,
+            ),
+        )
         usage = UsageService(UsageRepository(self.db), teams, catalog)
         self.credits = credits = CreditsService(ledger, ledger)
         # Circuit breakers and the response cache: shared through Redis when REDIS_URL is set.
@@ -179,7 +192,27 @@ class App:
             breakers=self.breakers,
             cache=self.response_cache,
         )
-        self.jobs = JobsService(self.jobs_repo, teams, catalog, ledger, runner, observer)
+        # Rate limits: shared by every replica through Redis when REDIS_URL is set.
+        self.limiter: RateLimiter
+        if settings.redis_url:
+            from service.ratelimit import RedisRateLimiter
+
+            self.limiter = RedisRateLimiter(
+                settings.redis_url,
+                prefix=settings.redis_key_prefix,
+                window_seconds=settings.rate_limit_window_seconds,
+            )
+        else:
+            self.limiter = LocalRateLimiter(settings.rate_limit_window_seconds)
+        call_admission = CallAdmission(
+            teams,
+            self.jobs_repo,
+            self.limiter,
+            metrics.refused if settings.metrics_enabled else None,  # type: ignore[arg-type]
+        )
+        self.jobs = JobsService(
+            self.jobs_repo, teams, catalog, ledger, runner, observer, call_admission
+        )
         self.ledger = ledger
         self.direct = DirectService(
             teams,
@@ -188,6 +221,7 @@ class App:
             self.jobs.draining,
             default_max_tokens=settings.direct_default_max_tokens,
             observer=observer,
+            admission=call_admission,
         )
         master = settings.master_key.get_secret_value() if settings.master_key else None
         self.health = HealthServicer(self.db, self.breakers)
@@ -346,6 +380,10 @@ class App:
                     log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
         await self.breakers.stop()
         await self.provider.aclose()
+        close = getattr(self.limiter, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                await close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

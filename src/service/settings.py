@@ -72,6 +72,15 @@ class Settings(BaseSettings):
     # cost is reserved from the team's budget (domain/direct.py).
     direct_default_max_tokens: int = Field(default=4096, ge=1, le=1_000_000)
 
+    # Length of a rate-limit window: rpm_limit and tpm_limit count per window (60 = per minute;
+    # tests shorten it).
+    rate_limit_window_seconds: float = Field(default=60.0, gt=0, le=3600)
+    # Limits of a team created without them (DESIGN.md "Operations"; 0 = none). PATCH
+    # /api/teams/{team_id}/limits changes a team's.
+    default_max_calls_per_job: int = Field(default=100, ge=0, le=1_000_000_000)
+    default_max_tokens_per_job: int = Field(default=0, ge=0, le=2_000_000_000)
+    default_max_job_cost_usd: float = Field(default=0.0, ge=0, le=1_000_000)
+
     # Prometheus metrics (service/metrics.py) at GET /metrics on METRICS_PORT, bound to
     # GRPC_HOST. 0 picks a free port (logged in the "listening" line; what the tests use).
     # `make run-cluster` gives replica N the port METRICS_PORT + N - 1.
@@ -84,8 +93,10 @@ class Settings(BaseSettings):
     otel_exporter_otlp_endpoint: str = ""
     otel_service_name: str = "saas-llm-gateway"
 
-    # Redis (optional): when set, circuit breaker state and the response cache are shared by
-    # every replica (service/redis_state.py); unset, each process keeps its own. Keys start with
+    # Redis (optional, redis://host:port/db): when set, the rate limits count there
+    # (service/ratelimit.py) and circuit breaker state and the response cache are shared
+    # (service/redis_state.py), so that they hold across every replica; unset, each process
+    # keeps its own. Keys start with
     # REDIS_KEY_PREFIX, so that several deployments (or test runs) can share one Redis. A Redis
     # that fails is skipped (fail open, logged) for REDIS_RETRY_SECONDS before it is tried again.
     redis_url: str = ""

@@ -296,3 +296,26 @@ async def _audit_clean(svc: RestService) -> None:
     assert svc.app_client is not None
     report = await audit_cli(svc.app_client.url, "--no-check-stale")
     assert report.returncode == 0 and not report.violations, report.stdout + report.stderr
+
+
+async def test_rate_limit_raises_rate_limit_error(svc: RestService, api: RestClient) -> None:
+    """Issue 16: over the team's rpm_limit the SDK raises RateLimitError (429, Retry-After);
+    nothing is reserved from the budget for the refused call."""
+    team, key, names = await tenant(api, {"chat": [("simulator/gpt-4o-mini", {})]})
+    await api.ok("PATCH", f"/api/teams/{team}/limits", json={"rpm_limit": 2})
+    ai = client(svc, key)
+    msgs: Any = [{"role": "user", "content": "hi"}]
+    for _ in range(2):
+        await ai.chat.completions.create(model=names["chat"], messages=msgs, max_tokens=5)
+    with pytest.raises(openai.RateLimitError) as err:
+        await ai.chat.completions.create(model=names["chat"], messages=msgs, max_tokens=5)
+    assert err.value.status_code == 429
+    assert 1 <= int(err.value.response.headers["retry-after"]) <= 60
+    body: Any = err.value.body
+    assert body["code"] == "rate_limit_exceeded" and body["type"] == "rate_limit_error"
+    with pytest.raises(openai.RateLimitError):
+        await ai.embeddings.create(model="gpt-4o-mini", input="x")
+    with pytest.raises(openai.RateLimitError):
+        await ai.chat.completions.create(model=names["chat"], messages=msgs, stream=True)
+    report = await audit_cli(svc.app_client.url, "--no-check-stale")
+    assert report.returncode == 0, report.stdout + report.stderr

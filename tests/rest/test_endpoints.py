@@ -136,6 +136,7 @@ async def test_every_readme_endpoint_answers_200(
     await api.ok("POST", f"/api/teams/{team}/suspend", json={"reason": "walk"})
     await api.ok("POST", f"/api/teams/{team}/resume", json={})
     await api.ok("POST", f"/api/teams/{team}/rotate-key", json={})
+    await api.ok("PATCH", f"/api/teams/{team}/limits", json={"rpm_limit": 0})
     await api.ok("PUT", f"/api/teams/{team}/model-groups", json=[g1])
     await api.ok("DELETE", f"/api/model-groups/{g2}")
     await api.with_key(None).ok("GET", "/health")
@@ -1072,6 +1073,7 @@ async def test_team_key_on_admin_endpoints_is_403(api: RestClient) -> None:
         ("POST", f"/api/teams/{team}/suspend", {}),
         ("POST", f"/api/teams/{team}/resume", {}),
         ("POST", f"/api/teams/{team}/rotate-key", {}),
+        ("PATCH", f"/api/teams/{team}/limits", {"rpm_limit": 1}),
         ("POST", f"/api/credits/teams/{team}/add", {"credits_amount": 1000}),
     ]
     tk = api.with_key(key)

@@ -22,7 +22,7 @@ import asyncio
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,6 +42,7 @@ from service.domain.models import (
     Organization,
     Team,
     TeamAuth,
+    TeamLimits,
     UsageRow,
 )
 from service.domain.ports import (
@@ -111,6 +112,7 @@ class _TeamRow:
     # The OpenAI-compatible API's budget, nano-USD.
     budget_spent: int = 0
     budget_reserved: int = 0
+    limits: TeamLimits = field(default_factory=TeamLimits)
 
     @property
     def credits(self) -> Credits:
@@ -146,6 +148,7 @@ class JobRow:
     completed_at: datetime | None
     total_tokens: int = 0
     total_cost_usd: float = 0.0
+    calls_admitted: int = 0
     calls: list[RecordedCall] = field(default_factory=list)
 
     def view(self, *, with_calls: bool = True) -> Job:
@@ -447,7 +450,25 @@ class MemoryStore:
     async def job_ref(self, job_id: str) -> JobRef | None:
         await self._enter("job_ref")
         job = self.jobs.get(job_id)
-        return None if job is None else JobRef(job_id, job.team_id, job.status)
+        if job is None:
+            return None
+        return JobRef(
+            job_id,
+            job.team_id,
+            job.status,
+            calls_admitted=job.calls_admitted,
+            total_tokens=job.total_tokens,
+            total_cost_usd=job.total_cost_usd,
+            limits=self.teams[job.team_id].limits,
+        )
+
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        await self._enter("admit_call")
+        job = self.jobs.get(job_id)
+        if job is None or job.status not in OPEN_STATUSES or job.calls_admitted >= max_calls:
+            return False
+        job.calls_admitted += 1
+        return True
 
     async def record_call(self, call: NewCall) -> CallRecord:
         await self._enter("record_call")
@@ -646,6 +667,7 @@ class MemoryStore:
             created_at=team.created_at,
             updated_at=team.updated_at,
             access_groups=list(team.access_groups),
+            limits=team.limits,
         )
 
     async def create_team(self, team: NewTeam) -> Team:
@@ -674,6 +696,7 @@ class MemoryStore:
             updated_at=now,
             groups=groups,
             access_groups=access,
+            limits=team.limits,
         )
         self.teams[team.team_id] = row
         if team.credits_allocated > 0:
@@ -692,6 +715,20 @@ class MemoryStore:
         await self._enter("get_team")
         row = self.teams.get(team_id)
         return None if row is None else self._team(row)
+
+    async def limits_of(self, team_id: str) -> TeamLimits | None:
+        await self._enter("limits_of")
+        row = self.teams.get(team_id)
+        return None if row is None else row.limits
+
+    async def set_limits(self, team_id: str, changes: dict[str, int | float]) -> Team | None:
+        await self._enter("set_limits")
+        row = self.teams.get(team_id)
+        if row is None:
+            return None
+        row.limits = replace(row.limits, **changes)  # type: ignore[arg-type]
+        row.updated_at = self._now()
+        return self._team(row)
 
     async def groups_of(self, team_id: str) -> list[ModelGroup]:
         await self._enter("groups_of")

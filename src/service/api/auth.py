@@ -44,6 +44,7 @@ RULES: Mapping[str, Access] = {
     _S + "TeamService/SuspendTeam": Access.ADMIN,
     _S + "TeamService/ResumeTeam": Access.ADMIN,
     _S + "TeamService/RotateTeamKey": Access.ADMIN,
+    _S + "TeamService/UpdateTeamLimits": Access.ADMIN,
     _S + "JobService/UpdateJobMetadata": Access.TENANT,
     _S + "ModelGroupService/ListModelGroups": Access.TENANT,
     _S + "ModelGroupService/GetModelGroup": Access.TENANT,

@@ -46,6 +46,7 @@ _CODE = {
     Reason.BUDGET_EXCEEDED: "budget_exceeded",
     Reason.INVALID_API_KEY: "invalid_api_key",
     Reason.MISSING_API_KEY: "invalid_api_key",
+    Reason.RATE_LIMITED: "rate_limit_exceeded",
 }
 
 

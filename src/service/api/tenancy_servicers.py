@@ -77,7 +77,31 @@ def team_pb_of(t: Team) -> team_pb.Team:
         metadata=struct(t.metadata),
         created_at=ts(t.created_at),
         updated_at=ts(t.updated_at),
+        rpm_limit=t.limits.rpm_limit,
+        tpm_limit=t.limits.tpm_limit,
+        max_calls_per_job=t.limits.max_calls_per_job,
+        max_tokens_per_job=t.limits.max_tokens_per_job,
+        max_job_cost_usd=t.limits.max_job_cost_usd,
     )
+
+
+def limits_given(
+    request: team_pb.CreateTeamRequest | team_pb.UpdateTeamLimitsRequest,
+) -> dict[str, int | float | None]:
+    """The limit fields the request sets (proto3 `optional`: presence), None for the others."""
+    return {
+        "rpm_limit": request.rpm_limit if request.HasField("rpm_limit") else None,
+        "tpm_limit": request.tpm_limit if request.HasField("tpm_limit") else None,
+        "max_calls_per_job": request.max_calls_per_job
+        if request.HasField("max_calls_per_job")
+        else None,
+        "max_tokens_per_job": request.max_tokens_per_job
+        if request.HasField("max_tokens_per_job")
+        else None,
+        "max_job_cost_usd": request.max_job_cost_usd
+        if request.HasField("max_job_cost_usd")
+        else None,
+    }
 
 
 def models_pb(models: list[ModelSpec]) -> list[mg_pb.ModelGroupModel]:
@@ -284,6 +308,7 @@ class TeamServicer(team_grpc.TeamServiceServicer):
             access_groups=list(request.access_groups),
             credits_allocated=request.credits_allocated,
             metadata=from_struct(request.metadata),
+            limits=limits_given(request),
         )
         return team_pb.CreateTeamResponse(
             team_id=team.team_id,
@@ -318,6 +343,14 @@ class TeamServicer(team_grpc.TeamServiceServicer):
         return team_pb.RotateTeamKeyResponse(
             team_id=request.team_id, virtual_key=key, key_prefix=prefix
         )
+
+    async def UpdateTeamLimits(
+        self, request: team_pb.UpdateTeamLimitsRequest, context: Ctx
+    ) -> team_pb.Team:
+        team = await self.tenancy.update_team_limits(
+            principal(), request.team_id, limits_given(request)
+        )
+        return team_pb_of(team)
 
     async def GetTeam(self, request: team_pb.GetTeamRequest, context: Ctx) -> team_pb.Team:
         return team_pb_of(await self.tenancy.get_team(principal(), request.team_id))

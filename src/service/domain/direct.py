@@ -28,6 +28,14 @@ from typing import Any
 import orjson
 
 from saas_llm.v1.reasons import Reason
+from service.domain.admission import (
+    NO_TICKET,
+    Admission,
+    LocalRateLimiter,
+    Ticket,
+    estimate_tokens,
+    output_tokens,
+)
 from service.domain.errors import (
     DeadlineExceeded,
     FailedPrecondition,
@@ -164,6 +172,7 @@ class DirectService:
         *,
         default_max_tokens: int = DEFAULT_MAX_TOKENS,
         observer: CallObserver | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.teams = teams
         self.budget = budget
@@ -171,6 +180,24 @@ class DirectService:
         self.draining = draining
         self.default_max_tokens = default_max_tokens
         self.observer = observer or LogObserver()
+        # The team's rate limits (domain/admission.py), counted before the budget is reserved.
+        self.admission = admission or Admission(teams, None, LocalRateLimiter())
+        # The rate-limit tickets of the calls in flight, settled with their budget.
+        self._tickets: dict[str, Ticket] = {}
+
+    async def _rate(self, team_id: str, tokens: int) -> Ticket:
+        limits = await self.admission.limits(team_id)
+        return await self.admission.rate(team_id, limits, tokens)
+
+    async def _reserve_counted(self, call: NewDirectCall, ticket: Ticket) -> None:
+        """Reserve the call's budget; a refusal gives the rate limiter its count back."""
+        try:
+            await self._reserve(call)
+        except BaseException:
+            await ticket.refund()
+            raise
+        if ticket is not NO_TICKET:
+            self._tickets[call.call_id] = ticket
 
     # Who and what ------------------------------------------------------------------------
 
@@ -311,6 +338,9 @@ class DirectService:
         )
         # Shielded: a client that goes away must not leave its reservation held.
         await asyncio.shield(self.budget.settle_budget(settlement))
+        ticket = self._tickets.pop(call.call_id, None)
+        if ticket is not None:
+            await ticket.settle(usage.total_tokens)
 
     def _new_call(
         self, team_id: str, target: Target, kind: str, streamed: bool, reserved: int
@@ -358,7 +388,10 @@ class DirectService:
             target, _prompt_bound(request.messages, request.params), output
         )
         call = self._new_call(team_id, target, kind, stream, reserved)
-        await self._reserve(call)
+        ticket = await self._rate(
+            team_id, estimate_tokens(request.messages) + output_tokens(request.params)
+        )
+        await self._reserve_counted(call, ticket)
         return target, call, capped
 
     async def chat(
@@ -539,7 +572,7 @@ class DirectService:
         target = await self.resolve(team_id, model)
         reserved = self._reservation(target, _prompt_bound(inputs, {}), 0)
         call = self._new_call(team_id, target, "embeddings", False, reserved)
-        await self._reserve(call)
+        await self._reserve_counted(call, await self._rate(team_id, estimate_tokens(inputs)))
         started = time.perf_counter()
         try:
             done = await self.runner.embed(target.group, inputs, params, deadline)

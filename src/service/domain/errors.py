@@ -114,6 +114,23 @@ class ConcurrencyLimitExceeded(DomainError):
     reason = Reason.CONCURRENCY_LIMIT_EXCEEDED
 
 
+class RateLimited(DomainError):
+    """RESOURCE_EXHAUSTED (HTTP 429): a team's rpm or tpm limit is reached for this window
+    (domain/admission.py); `retry_after` seconds until it ends."""
+
+    code = Code.RESOURCE_EXHAUSTED
+    reason = Reason.RATE_LIMITED
+
+    def __init__(self, team_id: str, limit: str, value: int, retry_after: int) -> None:
+        what = "requests" if limit == "rpm" else "tokens"
+        super().__init__(
+            f"Rate limit exceeded: team '{team_id}' reached its {limit}_limit of {value} "
+            f"{what} per minute; retry after {retry_after} s",
+            metadata={"limit": limit, "retry_after_seconds": str(retry_after)},
+        )
+        self.retry_after = retry_after
+
+
 class NotImplementedYet(DomainError):
     code = Code.UNIMPLEMENTED
     reason = Reason.NOT_IMPLEMENTED
@@ -164,3 +181,13 @@ def from_storage(exc: Exception) -> Exception:
     if isinstance(exc, StorageUnavailable):
         return Unavailable(str(exc) or "Database unavailable, retry later")
     return exc
+
+
+def job_limit_exceeded(job_id: str, limit: str, value: float, detail: str) -> FailedPrecondition:
+    which = f"job '{job_id}'" if job_id else "a new job"
+    return FailedPrecondition(
+        f"Job limit exceeded: {which} reached {limit} ({value}){detail}; "
+        "create a new job or raise the team's limits",
+        reason=Reason.JOB_LIMIT_EXCEEDED,
+        metadata={"limit": limit, "value": str(value), **({"job_id": job_id} if job_id else {})},
+    )

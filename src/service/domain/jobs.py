@@ -18,6 +18,14 @@ import orjson
 
 from saas_llm.v1.reasons import Reason
 from service.domain import validation as v
+from service.domain.admission import (
+    NO_TICKET,
+    Admission,
+    LocalRateLimiter,
+    Ticket,
+    estimate_tokens,
+    output_tokens,
+)
 from service.domain.errors import (
     AlreadyExists,
     DeadlineExceeded,
@@ -192,8 +200,11 @@ class JobsService:
         ledger: Ledger,
         runner: CallRunner,
         observer: CallObserver | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.jobs = jobs
+        # Every call passes it before its provider is contacted (rate limits, job bounds).
+        self.admission = admission or Admission(teams, jobs, LocalRateLimiter())
         self.teams = teams
         self.catalog = catalog
         self.ledger = ledger
@@ -419,8 +430,10 @@ class JobsService:
     # LLM calls -----------------------------------------------------------------
 
     async def _prepare(
-        self, who: Principal, job_id: str, call: CallInput
-    ) -> tuple[JobRef, ModelGroup]:
+        self, who: Principal, job_id: str, call: CallInput, ticket: Ticket | None = None
+    ) -> tuple[JobRef, ModelGroup, CallInput, Ticket]:
+        """Validate, check the job and its group, then admit the call (domain/admission.py):
+        the call to send (max_tokens capped by the job's bound) and its rate-limit ticket."""
         validate_call(call)
         job = await self._target(who, job_id)
         if job.status not in OPEN_STATUSES:
@@ -428,7 +441,11 @@ class JobsService:
                 f"Job '{job_id}' is {job.status}; create a new job for more calls",
                 reason=Reason.JOB_NOT_OPEN,
             )
-        return job, await self._group_for(job.team_id, call.model_group)
+        group = await self._group_for(job.team_id, call.model_group)
+        request, ticket = await self.admission.admit_job_call(job, call.request, ticket)
+        if request is not call.request:
+            call = CallInput(model_group=call.model_group, purpose=call.purpose, request=request)
+        return job, group, call, ticket
 
     async def _group_for(self, team_id: str, name: str) -> ModelGroup:
         groups = await self.teams.groups_of(team_id)
@@ -462,6 +479,7 @@ class JobsService:
         streamed: bool,
         chunks: int = 0,
         cached: bool = False,
+        ticket: Ticket = NO_TICKET,
     ) -> CallRecord:
         if cached:
             # A cache hit costs the provider nothing (its tokens are the answer's).
@@ -504,19 +522,29 @@ class JobsService:
         )
         # Shielded: a client that goes away must not lose the record of a call the provider
         # already served (or was serving).
-        return await asyncio.shield(self.jobs.record_call(record))
+        stored = await asyncio.shield(self.jobs.record_call(record))
+        # The rate limiter's tokens: the admission's estimate becomes the actual usage.
+        await ticket.settle(usage.total_tokens)
+        return stored
 
     async def llm_call(
-        self, who: Principal, job_id: str, call: CallInput, deadline: float | None
+        self,
+        who: Principal,
+        job_id: str,
+        call: CallInput,
+        deadline: float | None,
+        *,
+        ticket: Ticket | None = None,
     ) -> CallAnswer:
-        job, group = await self._prepare(who, job_id, call)
+        """`ticket`: the rate limits were counted already (create-and-call)."""
+        job, group, call, ticket = await self._prepare(who, job_id, call, ticket)
         started = time.perf_counter()
         try:
             outcome = await self.runner.complete(group, call.request, deadline, team_id=job.team_id)
         except (DeadlineExceeded, asyncio.CancelledError) as exc:
-            await self._record_interrupted(job, group, call, started, exc, streamed=False)
+            await self._record_interrupted(job, group, call, started, exc, False, ticket)
             raise
-        return await self._finish(job, group, call, outcome, started, deadline)
+        return await self._finish(job, group, call, outcome, started, deadline, ticket)
 
     async def _record_interrupted(
         self,
@@ -525,14 +553,14 @@ class JobsService:
         call: CallInput,
         started: float,
         exc: BaseException,
-        *,
         streamed: bool,
+        ticket: Ticket,
     ) -> None:
         """Record a call that ended before any answer: out of time (failed, nothing charged by
         the provider), or cancelled because the client went away, with an estimate of the
         prompt it was sent."""
         if isinstance(exc, DeadlineExceeded):
-            await self._record_failure(job, group, call, started, "Deadline exceeded", streamed)
+            await self._record_failure(job, group, call, started, "Deadline exceeded", ticket)
             return
         usage = TokenUsage(_estimate_prompt_tokens(call.request), 0, estimated=True)
         await self._record(
@@ -547,6 +575,7 @@ class JobsService:
             error="client cancelled the call",
             attempts=Attempts(),
             streamed=streamed,
+            ticket=ticket,
         )
 
     async def _record_failure(
@@ -556,7 +585,7 @@ class JobsService:
         call: CallInput,
         started: float,
         error: str,
-        streamed: bool = False,
+        ticket: Ticket,
     ) -> CallRecord:
         return await self._record(
             job,
@@ -570,6 +599,7 @@ class JobsService:
             error=error,
             attempts=Attempts(),
             streamed=False,
+            ticket=ticket,
         )
 
     async def _finish(
@@ -580,6 +610,7 @@ class JobsService:
         outcome: Outcome,
         started: float,
         deadline: float | None,
+        ticket: Ticket,
     ) -> CallAnswer:
         if outcome.result is None:
             error = outcome.error or "unknown error"
@@ -595,6 +626,7 @@ class JobsService:
                 error=error,
                 attempts=outcome.attempts,
                 streamed=False,
+                ticket=ticket,
             )
             if deadline is not None and time.monotonic() >= deadline - 0.06:
                 raise DeadlineExceeded(f"Deadline exceeded: {error}")
@@ -615,29 +647,41 @@ class JobsService:
             attempts=outcome.attempts,
             streamed=False,
             cached=outcome.cached,
+            ticket=ticket,
         )
         return CallAnswer(call=record, result=outcome.result, cached=outcome.cached)
 
     async def llm_call_stream(
-        self, who: Principal, job_id: str, call: CallInput, deadline: float | None
+        self,
+        who: Principal,
+        job_id: str,
+        call: CallInput,
+        deadline: float | None,
+        *,
+        ticket: Ticket | None = None,
     ) -> AsyncGenerator[StreamEvent, None]:
-        """Validate and pick the group first (errors before the first event are ordinary RPC
-        errors), then stream."""
-        job, group = await self._prepare(who, job_id, call)
-        return self._stream(job, group, call, deadline)
+        """Validate, pick the group and admit the call first (errors before the first event
+        are ordinary RPC errors), then stream."""
+        job, group, call, ticket = await self._prepare(who, job_id, call, ticket)
+        return self._stream(job, group, call, deadline, ticket)
 
     async def _stream(
-        self, job: JobRef, group: ModelGroup, call: CallInput, deadline: float | None
+        self,
+        job: JobRef,
+        group: ModelGroup,
+        call: CallInput,
+        deadline: float | None,
+        ticket: Ticket,
     ) -> AsyncGenerator[StreamEvent, None]:
         started = time.perf_counter()
         try:
             opened = await self.runner.open_stream(group, call.request, deadline)
         except (DeadlineExceeded, asyncio.CancelledError) as exc:
-            await self._record_interrupted(job, group, call, started, exc, streamed=True)
+            await self._record_interrupted(job, group, call, started, exc, True, ticket)
             raise
         if isinstance(opened, Outcome):
             # Every model failed before its first chunk: a normal error.
-            await self._finish(job, group, call, opened, started, deadline)
+            await self._finish(job, group, call, opened, started, deadline, ticket)
             raise AssertionError("unreachable")  # _finish raises on failure
         model, first, rest, attempts = opened
         ttft_ms = int((time.perf_counter() - started) * 1000)
@@ -676,6 +720,7 @@ class JobsService:
                 attempts=attempts,
                 streamed=True,
                 chunks=sent,
+                ticket=ticket,
             )
         if seen.status == "failed":
             stopped = seen.stopped
@@ -710,20 +755,26 @@ class JobsService:
         """Create, call, complete (`completed` on success, `failed` on failure) in one
         request. A failed call completes the job as failed, then raises its error."""
         validate_call(call)
-        job, replayed = await self.create(
-            who,
-            team_id=team_id,
-            user_id=user_id,
-            job_type=job_type,
-            metadata=metadata,
-            request_id=request_id,
-            fingerprint_extra=_fingerprint(call),
-        )
+        ticket = await self._admit_saga(who, team_id, call)
+        try:
+            job, replayed = await self.create(
+                who,
+                team_id=team_id,
+                user_id=user_id,
+                job_type=job_type,
+                metadata=metadata,
+                request_id=request_id,
+                fingerprint_extra=_fingerprint(call),
+            )
+        except BaseException:
+            await ticket.refund()
+            raise
         if replayed:
+            await ticket.refund()
             full, answer = await self._replay(job, request_id)
             return CreateAndCallResult(full, await self._costs(full), answer)
         try:
-            answer = await self.llm_call(who, job.job_id, call, deadline)
+            answer = await self.llm_call(who, job.job_id, call, deadline, ticket=ticket)
         except (LlmCallFailed, DeadlineExceeded, FailedPrecondition, InvalidArgument) as exc:
             await self._end_saga(job.job_id, "failed", str(exc))
             raise
@@ -758,24 +809,42 @@ class JobsService:
         first event are ordinary errors. A retry with the request_id of a finished stream
         replays its answer as one delta; one still running is REQUEST_IN_PROGRESS."""
         validate_call(call)
-        job, replayed = await self.create(
-            who,
-            team_id=team_id,
-            user_id=user_id,
-            job_type=job_type,
-            metadata=metadata,
-            request_id=request_id,
-            fingerprint_extra={**_fingerprint(call), "stream": True},
-        )
+        ticket = await self._admit_saga(who, team_id, call)
+        try:
+            job, replayed = await self.create(
+                who,
+                team_id=team_id,
+                user_id=user_id,
+                job_type=job_type,
+                metadata=metadata,
+                request_id=request_id,
+                fingerprint_extra={**_fingerprint(call), "stream": True},
+            )
+        except BaseException:
+            await ticket.refund()
+            raise
         if replayed:
+            await ticket.refund()
             full, answer = await self._replay(job, request_id)
             return self._replayed_stream(full, answer)
         try:
-            events = await self.llm_call_stream(who, job.job_id, call, deadline)
+            events = await self.llm_call_stream(who, job.job_id, call, deadline, ticket=ticket)
         except BaseException as exc:
             await self._end_saga(job.job_id, "failed", str(exc) or "create-and-call interrupted")
             raise
         return self._saga_stream(job.job_id, events, bool(request_id))
+
+    async def _admit_saga(self, who: Principal, team_id: str, call: CallInput) -> Ticket:
+        """create-and-call: the team's rate limits and a new job's bounds are checked before
+        the job is created, so that a refusal writes nothing (no job, no reservation). The
+        ticket is handed to the call, which takes the job's calls count as any call does."""
+        v.require_id(team_id, "team_id")
+        who.require_team(team_id)
+        limits = await self.admission.limits(team_id)
+        fresh = JobRef(job_id="", team_id=team_id, status="pending", limits=limits)
+        request = self.admission.check_job(fresh, limits, call.request)
+        tokens = estimate_tokens(request.messages) + output_tokens(request.params)
+        return await self.admission.rate(team_id, limits, tokens)
 
     async def _saga_stream(
         self,

@@ -60,6 +60,31 @@ class Credits:
 
 
 @dataclass(frozen=True, slots=True)
+class TeamLimits:
+    """A team's rate limits (per minute) and per-job bounds; 0 = none (DESIGN.md
+    "Operations")."""
+
+    rpm_limit: int = 0
+    tpm_limit: int = 0
+    max_calls_per_job: int = 100
+    max_tokens_per_job: int = 0
+    max_job_cost_usd: float = 0.0
+
+    @property
+    def rate_limited(self) -> bool:
+        return bool(self.rpm_limit or self.tpm_limit)
+
+
+LIMIT_FIELDS = (
+    "rpm_limit",
+    "tpm_limit",
+    "max_calls_per_job",
+    "max_tokens_per_job",
+    "max_job_cost_usd",
+)
+
+
+@dataclass(frozen=True, slots=True)
 class Team:
     team_id: str
     organization_id: str
@@ -73,6 +98,7 @@ class Team:
     created_at: datetime
     updated_at: datetime
     access_groups: list[str] = field(default_factory=list)
+    limits: TeamLimits = field(default_factory=TeamLimits)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +148,12 @@ class JobRef:
     job_id: str
     team_id: str
     status: str
+    # What the per-job bounds are checked against, read with the job (one statement): the
+    # calls admitted so far, the recorded totals, and the team's limits.
+    calls_admitted: int = 0
+    total_tokens: int = 0
+    total_cost_usd: float = 0.0
+    limits: TeamLimits | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ decides every rule and every error a client sees; a store reports facts:
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -30,6 +30,7 @@ from service.domain.models import (
     Organization,
     Team,
     TeamAuth,
+    TeamLimits,
     UsageRow,
 )
 from service.providers.base import ModelSpec
@@ -148,6 +149,7 @@ class NewTeam:
     metadata: dict[str, Any]
     key_hash: str
     key_prefix: str
+    limits: TeamLimits = field(default_factory=TeamLimits)
 
 
 # A team's budget for the OpenAI-compatible API: credits_allocated x $0.10, in nano-USD.
@@ -246,6 +248,12 @@ class JobStore(Protocol):
         """The team's credits_remaining, or None when there is no such team."""
         ...
 
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        """Count one more call of an open job whose count is below `max_calls`, atomically
+        (one conditional UPDATE). False when nothing was written: the job reached the bound,
+        is no longer open, or is missing."""
+        ...
+
 
 class Ledger(Protocol):
     async def balance(self, team_id: str) -> Credits | None: ...
@@ -307,6 +315,16 @@ class TeamDirectory(Protocol):
     async def set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None: ...
 
     async def rotate_key(self, team_id: str, key_hash: str, key_prefix: str) -> bool: ...
+
+    async def limits_of(self, team_id: str) -> TeamLimits | None:
+        """The team's limits (cached like groups_of: every call of the OpenAI-compatible API
+        asks), or None when there is no such team."""
+        ...
+
+    async def set_limits(self, team_id: str, changes: dict[str, int | float]) -> Team | None:
+        """Set the given limit columns (LIMIT_FIELDS names) and read the team back; None when
+        there is no such team."""
+        ...
 
     async def set_status(self, team_id: str, status: str, error_message: str) -> Team | None:
         """Suspend or resume. Suspending ends the team's open jobs as failed (with
@@ -388,6 +406,30 @@ class UsageStore(Protocol):
         org_id: str | None = None,
     ) -> DirectUsageRow:
         """Aggregates of the direct calls made in [start, end)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class RateDecision:
+    """A rate limiter's answer. Admitted: the call was counted in `window` (requests +1,
+    tokens + the estimate). Refused: nothing was counted; `limit` is "rpm" or "tpm" and
+    `retry_after` the seconds until the window ends."""
+
+    allowed: bool
+    window: int = 0
+    limit: str = ""
+    retry_after: int = 0
+
+
+class RateLimiter(Protocol):
+    """Per-team requests and tokens per fixed window (service/ratelimit.py: Redis across
+    replicas, or in process). An implementation that cannot reach its store admits (fails
+    open) and reports it itself."""
+
+    async def acquire(self, team_id: str, rpm: int, tpm: int, tokens: int) -> RateDecision: ...
+
+    async def adjust(self, team_id: str, window: int, requests: int, tokens: int) -> None:
+        """Add to (or, negative, take from) what `window` counted: a refund or a correction."""
         ...
 
 

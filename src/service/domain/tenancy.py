@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +20,14 @@ from service.domain.errors import (
     team_not_found,
 )
 from service.domain.keys import new_team_key
-from service.domain.models import AccessGroup, ModelGroup, Organization, Team
+from service.domain.models import (
+    LIMIT_FIELDS,
+    AccessGroup,
+    ModelGroup,
+    Organization,
+    Team,
+    TeamLimits,
+)
 from service.domain.ports import (
     Catalog,
     ConstraintViolation,
@@ -84,6 +92,31 @@ def validate_models(models: list[ModelSpec]) -> list[ModelSpec]:
     return sorted(models, key=lambda m: m.priority)
 
 
+# Upper bounds of the limits (int32 columns and contract fields).
+_LIMIT_MAX: dict[str, float] = {
+    "rpm_limit": 1_000_000_000,
+    "tpm_limit": 2_000_000_000,
+    "max_calls_per_job": 1_000_000_000,
+    "max_tokens_per_job": 2_000_000_000,
+    "max_job_cost_usd": 1_000_000,
+}
+
+
+def validate_limits(values: dict[str, int | float | None]) -> dict[str, int | float]:
+    """The limits given (None = not given), checked: 0 (none) up to their maximum."""
+    checked: dict[str, int | float] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in LIMIT_FIELDS:
+            raise InvalidArgument(f"unknown limit {name}", field=name)
+        top = _LIMIT_MAX[name]
+        if isinstance(value, bool) or not math.isfinite(value) or not 0 <= value <= top:
+            raise InvalidArgument(f"{name} must be between 0 and {top:g} (0 = none)", field=name)
+        checked[name] = float(value) if name == "max_job_cost_usd" else int(value)
+    return checked
+
+
 def unknown(ref: UnknownReference) -> NotFound:
     """The client-facing error of a name a write referred to that does not exist."""
     if ref.kind == "organization":
@@ -99,9 +132,12 @@ class TenancyService:
         catalog: Catalog,
         teams: TeamDirectory,
         credentials: CredentialPolicy | None = None,
+        default_limits: TeamLimits | None = None,
     ) -> None:
         self.catalog = catalog
         self.teams = teams
+        # A new team's limits where its create request gives none (settings DEFAULT_*).
+        self.default_limits = default_limits or TeamLimits()
         # Seals pasted provider keys on write, hides them on read (providers/credentials.py).
         self.credentials = credentials or CredentialPolicy()
 
@@ -328,8 +364,10 @@ class TenancyService:
         access_groups: list[str],
         credits_allocated: int,
         metadata: dict[str, Any],
+        limits: dict[str, int | float | None] | None = None,
     ) -> tuple[Team, str]:
-        """Returns the team and its virtual key (shown once)."""
+        """Returns the team and its virtual key (shown once). `limits`: those given (None =
+        the default)."""
         who.require_admin()
         v.require_id(organization_id, "organization_id")
         v.require_id(team_id, "team_id")
@@ -337,6 +375,8 @@ class TenancyService:
         groups = _dedup(model_groups, "model_groups")
         access = _dedup(access_groups, "access_groups")
         v.credits(credits_allocated, "credits_allocated", allow_zero=True)
+        given: dict[str, Any] = dict(validate_limits(limits or {}))
+        team_limits = replace(self.default_limits, **given)
         key, key_hash, prefix = new_team_key()
         new = NewTeam(
             organization_id=organization_id,
@@ -348,6 +388,7 @@ class TenancyService:
             metadata=v.metadata(metadata),
             key_hash=key_hash,
             key_prefix=prefix,
+            limits=team_limits,
         )
         try:
             team = await self.teams.create_team(new)
@@ -374,6 +415,20 @@ class TenancyService:
             team = await self.teams.set_model_groups(team_id, _dedup(model_groups, "model_groups"))
         except UnknownReference as exc:
             raise unknown(exc) from exc
+        if team is None:
+            raise team_not_found(team_id)
+        return team
+
+    async def update_team_limits(
+        self, who: Principal, team_id: str, limits: dict[str, int | float | None]
+    ) -> Team:
+        """Set the limits given (None = keep); 0 turns one off."""
+        who.require_admin()
+        v.require_id(team_id, "team_id")
+        changes = validate_limits(limits)
+        if not changes:
+            return await self.get_team(who, team_id)
+        team = await self.teams.set_limits(team_id, changes)
         if team is None:
             raise team_not_found(team_id)
         return team

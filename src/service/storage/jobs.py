@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
 
-from service.domain.models import OPEN_STATUSES, CallRecord, Job, JobRef
+from service.domain.models import OPEN_STATUSES, CallRecord, Job, JobRef, TeamLimits
 from service.domain.ports import JobClaim, NewCall, NewJob
 from service.storage.database import Database
 from service.storage.money import Money
@@ -20,8 +20,24 @@ from service.storage.schema import jobs, llm_calls, teams
 from service.storage.sql import in_list, one_of, prepared
 from service.storage.statements import SELECT_CALLS, SELECT_JOB
 
+# What every LLM call checks first, with what the per-job bounds are checked against: the
+# job's counts and its team's limits, in one primary-key read (a join on the team's key), so that
+# the bounds cost no round trip and a PATCH of the limits applies at once on every replica.
 _JOB_REF = prepared(
-    select(jobs.c.team_id, jobs.c.status).where(jobs.c.job_id == bindparam("p_job_id"))
+    select(
+        jobs.c.team_id,
+        jobs.c.status,
+        jobs.c.calls_admitted,
+        jobs.c.total_tokens,
+        jobs.c.total_cost_usd,
+        teams.c.rpm_limit,
+        teams.c.tpm_limit,
+        teams.c.max_calls_per_job,
+        teams.c.max_tokens_per_job,
+        teams.c.max_job_cost_usd,
+    )
+    .join(teams, teams.c.team_id == jobs.c.team_id)
+    .where(jobs.c.job_id == bindparam("p_job_id"))
 )
 _BY_REQUEST = prepared(
     select(jobs).where(
@@ -87,7 +103,26 @@ class JobRepository:
     async def job_ref(self, job_id: str) -> JobRef | None:
         async with self.db.read() as conn:
             row = (await conn.execute(_JOB_REF, {"p_job_id": job_id})).first()
-        return None if row is None else JobRef(job_id=job_id, team_id=row[0], status=row[1])
+        if row is None:
+            return None
+        return JobRef(
+            job_id=job_id,
+            team_id=row[0],
+            status=row[1],
+            calls_admitted=int(row[2]),
+            total_tokens=int(row[3]),
+            total_cost_usd=float(row[4]),
+            limits=TeamLimits(
+                rpm_limit=int(row[5]),
+                tpm_limit=int(row[6]),
+                max_calls_per_job=int(row[7]),
+                max_tokens_per_job=int(row[8]),
+                max_job_cost_usd=float(row[9]),
+            ),
+        )
+
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        return await self.money.admit_call(job_id, max_calls)
 
     async def record_call(self, call: NewCall) -> CallRecord:
         now = utcnow()

@@ -19,6 +19,11 @@ class Money(Protocol):
         is missing, suspended or out of credits, or the request_id is taken."""
         ...
 
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        """Count one more call of an open job below `max_calls` (one conditional UPDATE);
+        False (nothing written) when the job is at the bound, not open, or missing."""
+        ...
+
     async def record_call(self, values: Mapping[str, Any]) -> None:
         """An llm_calls row (CALL_COLUMNS) and its job's totals and status."""
         ...

@@ -72,6 +72,13 @@ _RECORD_CALL = (
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "
     "WHERE job_id = $2"
 )
+# A call admitted (before its provider is contacted): the job's count, below the team's bound;
+# the row lock orders concurrent admissions of one job, so that exactly max_calls pass.
+_ADMIT_CALL = (
+    "UPDATE jobs SET calls_admitted = calls_admitted + 1 "
+    "WHERE job_id = $1 AND status IN ('pending', 'in_progress') AND calls_admitted < $2 "
+    "RETURNING calls_admitted"
+)
 # Complete, statement 1: claim the job while it is open (its row lock orders concurrent
 # completes, the sweeper and suspensions; the loser matches nothing).
 _CLAIM_JOB = (
@@ -226,6 +233,10 @@ class PostgresMoney:
                 return await conn.fetchval(_CREATE_JOB, *args) is not None
             except asyncpg.UniqueViolationError:
                 return False  # the request_id is taken: nothing was written
+
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        async with self.db.connection() as conn:
+            return await conn.fetchrow(_ADMIT_CALL, job_id, max_calls) is not None
 
     async def record_call(self, values: Mapping[str, Any]) -> None:
         params = [values[c] for c in CALL_COLUMNS]

@@ -80,6 +80,12 @@ _TOUCH_JOB = (
     "status = CASE WHEN status IN ('pending', 'in_progress') THEN 'in_progress' ELSE status END "
     "WHERE job_id = ?"
 )
+# A call admitted (before its provider is contacted): the job's count, below the team's bound.
+_ADMIT_CALL = (
+    "UPDATE jobs SET calls_admitted = calls_admitted + 1 "
+    "WHERE job_id = ? AND status IN ('pending', 'in_progress') AND calls_admitted < ? "
+    "RETURNING calls_admitted"
+)
 _CLAIM_JOB = (
     "UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?, result_metadata = ?, "
     "error_message = ?, replay_response = ? "
@@ -245,6 +251,13 @@ class SqliteMoney:
             except sqlite3.IntegrityError:
                 return False, False  # the request_id is taken: the reservation rolls back
             return True, True
+
+        return await self.db.write(write)
+
+    async def admit_call(self, job_id: str, max_calls: int) -> bool:
+        def write(conn: sqlite3.Connection) -> tuple[bool, bool]:
+            row = conn.execute(_ADMIT_CALL, (job_id, max_calls)).fetchone()
+            return row is not None, row is not None
 
         return await self.db.write(write)
 

@@ -111,6 +111,17 @@ teams = Table(
     Column("budget_spent_nanos", BigInteger, nullable=False, server_default="0"),
     Column("budget_reserved_nanos", BigInteger, nullable=False, server_default="0"),
     CheckConstraint("budget_reserved_nanos >= 0", name="budget_reserved_nonnegative"),
+    # Rate limits (per minute) and per-job bounds (DESIGN.md "Operations"); 0 = none.
+    Column("rpm_limit", Integer, nullable=False, server_default="0"),
+    Column("tpm_limit", Integer, nullable=False, server_default="0"),
+    Column("max_calls_per_job", Integer, nullable=False, server_default="100"),
+    Column("max_tokens_per_job", Integer, nullable=False, server_default="0"),
+    Column("max_job_cost_usd", Float, nullable=False, server_default="0"),
+    CheckConstraint(
+        "rpm_limit >= 0 AND tpm_limit >= 0 AND max_calls_per_job >= 0 "
+        "AND max_tokens_per_job >= 0 AND max_job_cost_usd >= 0",
+        name="limits_nonnegative",
+    ),
     # The ledger's guarantees, enforced by the database itself.
     CheckConstraint(
         "credits_allocated - credits_used - credits_reserved >= 0", name="available_nonnegative"
@@ -234,6 +245,9 @@ jobs = Table(
     # job (no extra round trip), so that usage reports read jobs alone.
     Column("total_tokens", Integer, nullable=False, server_default="0"),
     Column("total_cost_usd", Float, nullable=False, server_default="0"),
+    # Calls admitted (before their provider call), counted by the money writer's conditional
+    # UPDATE so that max_calls_per_job holds exactly under concurrency.
+    Column("calls_admitted", Integer, nullable=False, server_default="0"),
     UniqueConstraint("team_id", "request_id", name="uq_jobs_request"),
     # Serves the team's job list (team_id, created_at) and covers the usage
     # report: an index-only range scan per team and month.

@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 
 from sqlalchemy import bindparam, delete, literal, select, text, union_all, update
 
-from service.domain.models import Credits, ModelGroup, Team, TeamAuth
+from service.domain.models import LIMIT_FIELDS, Credits, ModelGroup, Team, TeamAuth, TeamLimits
 from service.domain.ports import NewTeam, UnknownReference
 from service.storage.catalog import load_groups, resolve_access_group_ids, resolve_group_ids
 from service.storage.database import Connection, Database
@@ -101,6 +101,21 @@ async def team_groups(conn: Connection, team_id: str) -> list[ModelGroup]:
     return [by_name[n] for n in names if n in by_name]
 
 
+def _limits(m: Any) -> TeamLimits:
+    return TeamLimits(
+        rpm_limit=int(m["rpm_limit"]),
+        tpm_limit=int(m["tpm_limit"]),
+        max_calls_per_job=int(m["max_calls_per_job"]),
+        max_tokens_per_job=int(m["max_tokens_per_job"]),
+        max_job_cost_usd=float(m["max_job_cost_usd"]),
+    )
+
+
+_LIMITS = prepared(
+    select(*(teams.c[f] for f in LIMIT_FIELDS)).where(teams.c.team_id == bindparam("p_team_id"))
+)
+
+
 def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) -> Team:
     m = row._mapping
     return Team(
@@ -116,6 +131,7 @@ def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) ->
         created_at=as_utc(m["created_at"]),
         updated_at=as_utc(m["updated_at"]),
         access_groups=list(access),
+        limits=_limits(m),
     )
 
 
@@ -197,6 +213,7 @@ class TeamRepository:
         self.money = money
         self._auth_cache: ReadCache[str, TeamAuth] = ReadCache(db, cache_ttl)
         self._groups_cache: ReadCache[str, list[ModelGroup]] = ReadCache(db, cache_ttl)
+        self._limits_cache: ReadCache[str, TeamLimits] = ReadCache(db, cache_ttl)
 
     async def create_team(self, team: NewTeam) -> Team:
         now = utcnow()
@@ -226,6 +243,7 @@ class TeamRepository:
                     credits_reserved=0,
                     created_at=now,
                     updated_at=now,
+                    **{f: getattr(team.limits, f) for f in LIMIT_FIELDS},
                 )
             )
             await _assign(conn, team.team_id, group_ids)
@@ -253,6 +271,7 @@ class TeamRepository:
             created_at=now,
             updated_at=now,
             access_groups=list(team.access_group_names),
+            limits=team.limits,
         )
 
     async def get_team(self, team_id: str) -> Team | None:
@@ -326,6 +345,34 @@ class TeamRepository:
             ).first()
         self.db.config_changed()
         return row is not None
+
+    async def limits_of(self, team_id: str) -> TeamLimits | None:
+        """The team's limits (cached, see CACHE_TTL_S: every direct call asks)."""
+
+        async def load() -> TeamLimits | None:
+            async with self.db.read() as conn:
+                row = (await conn.execute(_LIMITS, {"p_team_id": team_id})).first()
+            return None if row is None else _limits(row._mapping)
+
+        return await self._limits_cache.get(team_id, load)
+
+    async def set_limits(self, team_id: str, changes: dict[str, int | float]) -> Team | None:
+        assert set(changes) <= set(LIMIT_FIELDS)
+        try:
+            async with self.db.tx() as conn:
+                found = (
+                    await conn.execute(
+                        update(teams)
+                        .where(teams.c.team_id == team_id)
+                        .values(updated_at=utcnow(), **changes)
+                        .returning(teams.c.team_id)
+                    )
+                ).first()
+                if found is None:
+                    return None
+                return await _load_team(conn, team_id)
+        finally:
+            self.db.config_changed()
 
     async def set_status(self, team_id: str, status: str, error_message: str) -> Team | None:
         try:

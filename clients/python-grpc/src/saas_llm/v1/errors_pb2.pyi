@@ -126,6 +126,17 @@ class _ErrorReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorReas
     """UNAUTHENTICATED (401): the master key was used where a team's virtual key is needed (it
     has no team and no budget).
     """
+    ERROR_REASON_RATE_LIMITED: _ErrorReason.ValueType  # 44
+    """RESOURCE_EXHAUSTED (HTTP 429, OpenAI code "rate_limit_exceeded"): the team's rpm_limit or
+    tpm_limit is reached for this minute; metadata.limit ("rpm" or "tpm") and
+    metadata.retry_after_seconds (also the Retry-After header of the OpenAI-compatible paths).
+    Nothing was reserved or recorded.
+    """
+    ERROR_REASON_JOB_LIMIT_EXCEEDED: _ErrorReason.ValueType  # 45
+    """FAILED_PRECONDITION (HTTP 400): the job reached one of its team's per-job bounds;
+    metadata.limit names it (max_calls_per_job, max_tokens_per_job, max_job_cost_usd) and the
+    message says so. No provider was called.
+    """
 
 class ErrorReason(_ErrorReason, metaclass=_ErrorReasonEnumTypeWrapper):
     """Every error is a gRPC status whose details carry one google.rpc.ErrorInfo
@@ -241,5 +252,16 @@ budget; the operator sets input_cost_per_token and output_cost_per_token in its 
 ERROR_REASON_TEAM_KEY_REQUIRED: ErrorReason.ValueType  # 43
 """UNAUTHENTICATED (401): the master key was used where a team's virtual key is needed (it
 has no team and no budget).
+"""
+ERROR_REASON_RATE_LIMITED: ErrorReason.ValueType  # 44
+"""RESOURCE_EXHAUSTED (HTTP 429, OpenAI code "rate_limit_exceeded"): the team's rpm_limit or
+tpm_limit is reached for this minute; metadata.limit ("rpm" or "tpm") and
+metadata.retry_after_seconds (also the Retry-After header of the OpenAI-compatible paths).
+Nothing was reserved or recorded.
+"""
+ERROR_REASON_JOB_LIMIT_EXCEEDED: ErrorReason.ValueType  # 45
+"""FAILED_PRECONDITION (HTTP 400): the job reached one of its team's per-job bounds;
+metadata.limit names it (max_calls_per_job, max_tokens_per_job, max_job_cost_usd) and the
+message says so. No provider was called.
 """
 Global___ErrorReason: _TypeAlias = ErrorReason  # noqa: Y015

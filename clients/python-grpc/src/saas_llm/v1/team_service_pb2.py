@@ -29,7 +29,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from saas_llm.v1 import common_pb2 as saas__llm_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaas_llm/v1/team_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\"\x8f\x03\n\x04Team\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63redits\x18\x05 \x01(\x0b\x32\x1a.saas_llm.v1.CreditSummary\x12\x14\n\x0cmodel_groups\x18\x06 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x15\n\raccess_groups\x18\r \x03(\t\x12\x18\n\nkey_prefix\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\"\xdc\x01\n\x11\x43reateTeamRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07team_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nteam_alias\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x05 \x01(\x05\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x15\n\raccess_groups\x18\x07 \x03(\t\"\x8b\x02\n\x12\x43reateTeamResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x06 \x01(\x05\x12\x19\n\x11\x63redits_remaining\x18\x07 \x01(\x05\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x13\n\x0bvirtual_key\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x15\n\raccess_groups\x18\x0b \x03(\t\";\n\x12SuspendTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x11ResumeTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"-\n\x14RotateTeamKeyRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x15RotateTeamKeyResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x13\n\x0bvirtual_key\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\"\'\n\x0eGetTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x18\x41ssignModelGroupsRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cmodel_groups\x18\x02 \x03(\t\"B\n\x13GetTeamUsageRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06period\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xa3\x02\n\x14GetTeamUsageResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12\x42\n\tjob_types\x18\x04 \x03(\x0b\x32/.saas_llm.v1.GetTeamUsageResponse.JobTypesEntry\x12.\n\x0c\x64irect_calls\x18\x05 \x01(\x0b\x32\x18.saas_llm.v1.DirectUsage\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x32\xaf\x06\n\x0bTeamService\x12k\n\nCreateTeam\x12\x1e.saas_llm.v1.CreateTeamRequest\x1a\x1f.saas_llm.v1.CreateTeamResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/teams/create:\x01*\x12W\n\x07GetTeam\x12\x1b.saas_llm.v1.GetTeamRequest\x1a\x11.saas_llm.v1.Team\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/teams/{team_id}\x12\x86\x01\n\x11\x41ssignModelGroups\x12%.saas_llm.v1.AssignModelGroupsRequest\x1a\x11.saas_llm.v1.Team\"7\x82\xd3\xe4\x93\x02\x31\x1a!/api/teams/{team_id}/model-groups:\x0cmodel_groups\x12j\n\x0bSuspendTeam\x12\x1f.saas_llm.v1.SuspendTeamRequest\x1a\x11.saas_llm.v1.Team\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/teams/{team_id}/suspend:\x01*\x12g\n\nResumeTeam\x12\x1e.saas_llm.v1.ResumeTeamRequest\x1a\x11.saas_llm.v1.Team\"&\x82\xd3\xe4\x93\x02 \"\x1b/api/teams/{team_id}/resume:\x01*\x12\x82\x01\n\rRotateTeamKey\x12!.saas_llm.v1.RotateTeamKeyRequest\x1a\".saas_llm.v1.RotateTeamKeyResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/teams/{team_id}/rotate-key:\x01*\x12w\n\x0cGetTeamUsage\x12 .saas_llm.v1.GetTeamUsageRequest\x1a!.saas_llm.v1.GetTeamUsageResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/teams/{team_id}/usageBe\n\x13gateway.saas_llm.v1B\x10TeamServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1esaas_llm/v1/team_service.proto\x12\x0bsaas_llm.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18saas_llm/v1/common.proto\"\x86\x04\n\x04Team\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x0e\n\x06status\x18\x04 \x01(\t\x12+\n\x07\x63redits\x18\x05 \x01(\x0b\x32\x1a.saas_llm.v1.CreditSummary\x12\x14\n\x0cmodel_groups\x18\x06 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x07 \x03(\t\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x15\n\raccess_groups\x18\r \x03(\t\x12\x18\n\nkey_prefix\x18\t \x01(\tB\x04\xe2\x41\x01\x03\x12)\n\x08metadata\x18\n \x01(\x0b\x32\x17.google.protobuf.Struct\x12\x34\n\ncreated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x34\n\nupdated_at\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03\x12\x11\n\trpm_limit\x18\x0e \x01(\x05\x12\x11\n\ttpm_limit\x18\x0f \x01(\x05\x12\x19\n\x11max_calls_per_job\x18\x10 \x01(\x05\x12\x1a\n\x12max_tokens_per_job\x18\x11 \x01(\x05\x12\x18\n\x10max_job_cost_usd\x18\x12 \x01(\x01\"\x9e\x02\n\x17UpdateTeamLimitsRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x16\n\trpm_limit\x18\x02 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttpm_limit\x18\x03 \x01(\x05H\x01\x88\x01\x01\x12\x1e\n\x11max_calls_per_job\x18\x04 \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12max_tokens_per_job\x18\x05 \x01(\x05H\x03\x88\x01\x01\x12\x1d\n\x10max_job_cost_usd\x18\x06 \x01(\x01H\x04\x88\x01\x01\x42\x0c\n\n_rpm_limitB\x0c\n\n_tpm_limitB\x14\n\x12_max_calls_per_jobB\x15\n\x13_max_tokens_per_jobB\x13\n\x11_max_job_cost_usd\"\xca\x03\n\x11\x43reateTeamRequest\x12\x1d\n\x0forganization_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x15\n\x07team_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\x12\x18\n\nteam_alias\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x05 \x01(\x05\x12/\n\x08metadata\x18\x06 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01\x12\x15\n\raccess_groups\x18\x07 \x03(\t\x12\x16\n\trpm_limit\x18\x08 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\ttpm_limit\x18\t \x01(\x05H\x01\x88\x01\x01\x12\x1e\n\x11max_calls_per_job\x18\n \x01(\x05H\x02\x88\x01\x01\x12\x1f\n\x12max_tokens_per_job\x18\x0b \x01(\x05H\x03\x88\x01\x01\x12\x1d\n\x10max_job_cost_usd\x18\x0c \x01(\x01H\x04\x88\x01\x01\x42\x0c\n\n_rpm_limitB\x0c\n\n_tpm_limitB\x14\n\x12_max_calls_per_jobB\x15\n\x13_max_tokens_per_jobB\x13\n\x11_max_job_cost_usd\"\x8b\x02\n\x12\x43reateTeamResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x17\n\x0forganization_id\x18\x02 \x01(\t\x12\x12\n\nteam_alias\x18\x03 \x01(\t\x12\x14\n\x0cmodel_groups\x18\x04 \x03(\t\x12\x16\n\x0e\x61llowed_models\x18\x05 \x03(\t\x12\x19\n\x11\x63redits_allocated\x18\x06 \x01(\x05\x12\x19\n\x11\x63redits_remaining\x18\x07 \x01(\x05\x12\x16\n\x0emax_budget_usd\x18\x08 \x01(\x01\x12\x13\n\x0bvirtual_key\x18\t \x01(\t\x12\x0f\n\x07message\x18\n \x01(\t\x12\x15\n\raccess_groups\x18\x0b \x03(\t\";\n\x12SuspendTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x0e\n\x06reason\x18\x02 \x01(\t\"*\n\x11ResumeTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"-\n\x14RotateTeamKeyRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"Q\n\x15RotateTeamKeyResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x13\n\x0bvirtual_key\x18\x02 \x01(\t\x12\x12\n\nkey_prefix\x18\x03 \x01(\t\"\'\n\x0eGetTeamRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\"G\n\x18\x41ssignModelGroupsRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x0cmodel_groups\x18\x02 \x03(\t\"B\n\x13GetTeamUsageRequest\x12\x15\n\x07team_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02\x12\x14\n\x06period\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02\"\xa3\x02\n\x14GetTeamUsageResponse\x12\x0f\n\x07team_id\x18\x01 \x01(\t\x12\x0e\n\x06period\x18\x02 \x01(\t\x12*\n\x07summary\x18\x03 \x01(\x0b\x32\x19.saas_llm.v1.UsageSummary\x12\x42\n\tjob_types\x18\x04 \x03(\x0b\x32/.saas_llm.v1.GetTeamUsageResponse.JobTypesEntry\x12.\n\x0c\x64irect_calls\x18\x05 \x01(\x0b\x32\x18.saas_llm.v1.DirectUsage\x1aJ\n\rJobTypesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12(\n\x05value\x18\x02 \x01(\x0b\x32\x19.saas_llm.v1.JobTypeUsage:\x02\x38\x01\x32\xa4\x07\n\x0bTeamService\x12k\n\nCreateTeam\x12\x1e.saas_llm.v1.CreateTeamRequest\x1a\x1f.saas_llm.v1.CreateTeamResponse\"\x1c\x82\xd3\xe4\x93\x02\x16\"\x11/api/teams/create:\x01*\x12W\n\x07GetTeam\x12\x1b.saas_llm.v1.GetTeamRequest\x1a\x11.saas_llm.v1.Team\"\x1c\x82\xd3\xe4\x93\x02\x16\x12\x14/api/teams/{team_id}\x12\x86\x01\n\x11\x41ssignModelGroups\x12%.saas_llm.v1.AssignModelGroupsRequest\x1a\x11.saas_llm.v1.Team\"7\x82\xd3\xe4\x93\x02\x31\x1a!/api/teams/{team_id}/model-groups:\x0cmodel_groups\x12j\n\x0bSuspendTeam\x12\x1f.saas_llm.v1.SuspendTeamRequest\x1a\x11.saas_llm.v1.Team\"\'\x82\xd3\xe4\x93\x02!\"\x1c/api/teams/{team_id}/suspend:\x01*\x12g\n\nResumeTeam\x12\x1e.saas_llm.v1.ResumeTeamRequest\x1a\x11.saas_llm.v1.Team\"&\x82\xd3\xe4\x93\x02 \"\x1b/api/teams/{team_id}/resume:\x01*\x12\x82\x01\n\rRotateTeamKey\x12!.saas_llm.v1.RotateTeamKeyRequest\x1a\".saas_llm.v1.RotateTeamKeyResponse\"*\x82\xd3\xe4\x93\x02$\"\x1f/api/teams/{team_id}/rotate-key:\x01*\x12s\n\x10UpdateTeamLimits\x12$.saas_llm.v1.UpdateTeamLimitsRequest\x1a\x11.saas_llm.v1.Team\"&\x82\xd3\xe4\x93\x02 2\x1b/api/teams/{team_id}/limits:\x01*\x12w\n\x0cGetTeamUsage\x12 .saas_llm.v1.GetTeamUsageRequest\x1a!.saas_llm.v1.GetTeamUsageResponse\"\"\x82\xd3\xe4\x93\x02\x1c\x12\x1a/api/teams/{team_id}/usageBe\n\x13gateway.saas_llm.v1B\x10TeamServiceProtoP\x01Z-saas-llm.gateway/gen/go/saas_llm/v1;saasllmv1\xaa\x02\nSaasLlm.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -43,6 +43,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEAM'].fields_by_name['created_at']._serialized_options = b'\342A\001\003'
   _globals['_TEAM'].fields_by_name['updated_at']._loaded_options = None
   _globals['_TEAM'].fields_by_name['updated_at']._serialized_options = b'\342A\001\003'
+  _globals['_UPDATETEAMLIMITSREQUEST'].fields_by_name['team_id']._loaded_options = None
+  _globals['_UPDATETEAMLIMITSREQUEST'].fields_by_name['team_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATETEAMREQUEST'].fields_by_name['organization_id']._loaded_options = None
   _globals['_CREATETEAMREQUEST'].fields_by_name['organization_id']._serialized_options = b'\342A\001\002'
   _globals['_CREATETEAMREQUEST'].fields_by_name['team_id']._loaded_options = None
@@ -79,32 +81,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEAMSERVICE'].methods_by_name['ResumeTeam']._serialized_options = b'\202\323\344\223\002 \"\033/api/teams/{team_id}/resume:\001*'
   _globals['_TEAMSERVICE'].methods_by_name['RotateTeamKey']._loaded_options = None
   _globals['_TEAMSERVICE'].methods_by_name['RotateTeamKey']._serialized_options = b'\202\323\344\223\002$\"\037/api/teams/{team_id}/rotate-key:\001*'
+  _globals['_TEAMSERVICE'].methods_by_name['UpdateTeamLimits']._loaded_options = None
+  _globals['_TEAMSERVICE'].methods_by_name['UpdateTeamLimits']._serialized_options = b'\202\323\344\223\002 2\033/api/teams/{team_id}/limits:\001*'
   _globals['_TEAMSERVICE'].methods_by_name['GetTeamUsage']._loaded_options = None
   _globals['_TEAMSERVICE'].methods_by_name['GetTeamUsage']._serialized_options = b'\202\323\344\223\002\034\022\032/api/teams/{team_id}/usage'
   _globals['_TEAM']._serialized_start=200
-  _globals['_TEAM']._serialized_end=599
-  _globals['_CREATETEAMREQUEST']._serialized_start=602
-  _globals['_CREATETEAMREQUEST']._serialized_end=822
-  _globals['_CREATETEAMRESPONSE']._serialized_start=825
-  _globals['_CREATETEAMRESPONSE']._serialized_end=1092
-  _globals['_SUSPENDTEAMREQUEST']._serialized_start=1094
-  _globals['_SUSPENDTEAMREQUEST']._serialized_end=1153
-  _globals['_RESUMETEAMREQUEST']._serialized_start=1155
-  _globals['_RESUMETEAMREQUEST']._serialized_end=1197
-  _globals['_ROTATETEAMKEYREQUEST']._serialized_start=1199
-  _globals['_ROTATETEAMKEYREQUEST']._serialized_end=1244
-  _globals['_ROTATETEAMKEYRESPONSE']._serialized_start=1246
-  _globals['_ROTATETEAMKEYRESPONSE']._serialized_end=1327
-  _globals['_GETTEAMREQUEST']._serialized_start=1329
-  _globals['_GETTEAMREQUEST']._serialized_end=1368
-  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_start=1370
-  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_end=1441
-  _globals['_GETTEAMUSAGEREQUEST']._serialized_start=1443
-  _globals['_GETTEAMUSAGEREQUEST']._serialized_end=1509
-  _globals['_GETTEAMUSAGERESPONSE']._serialized_start=1512
-  _globals['_GETTEAMUSAGERESPONSE']._serialized_end=1803
-  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=1729
-  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=1803
-  _globals['_TEAMSERVICE']._serialized_start=1806
-  _globals['_TEAMSERVICE']._serialized_end=2621
+  _globals['_TEAM']._serialized_end=718
+  _globals['_UPDATETEAMLIMITSREQUEST']._serialized_start=721
+  _globals['_UPDATETEAMLIMITSREQUEST']._serialized_end=1007
+  _globals['_CREATETEAMREQUEST']._serialized_start=1010
+  _globals['_CREATETEAMREQUEST']._serialized_end=1468
+  _globals['_CREATETEAMRESPONSE']._serialized_start=1471
+  _globals['_CREATETEAMRESPONSE']._serialized_end=1738
+  _globals['_SUSPENDTEAMREQUEST']._serialized_start=1740
+  _globals['_SUSPENDTEAMREQUEST']._serialized_end=1799
+  _globals['_RESUMETEAMREQUEST']._serialized_start=1801
+  _globals['_RESUMETEAMREQUEST']._serialized_end=1843
+  _globals['_ROTATETEAMKEYREQUEST']._serialized_start=1845
+  _globals['_ROTATETEAMKEYREQUEST']._serialized_end=1890
+  _globals['_ROTATETEAMKEYRESPONSE']._serialized_start=1892
+  _globals['_ROTATETEAMKEYRESPONSE']._serialized_end=1973
+  _globals['_GETTEAMREQUEST']._serialized_start=1975
+  _globals['_GETTEAMREQUEST']._serialized_end=2014
+  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_start=2016
+  _globals['_ASSIGNMODELGROUPSREQUEST']._serialized_end=2087
+  _globals['_GETTEAMUSAGEREQUEST']._serialized_start=2089
+  _globals['_GETTEAMUSAGEREQUEST']._serialized_end=2155
+  _globals['_GETTEAMUSAGERESPONSE']._serialized_start=2158
+  _globals['_GETTEAMUSAGERESPONSE']._serialized_end=2449
+  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_start=2375
+  _globals['_GETTEAMUSAGERESPONSE_JOBTYPESENTRY']._serialized_end=2449
+  _globals['_TEAMSERVICE']._serialized_start=2452
+  _globals['_TEAMSERVICE']._serialized_end=3384
 # @@protoc_insertion_point(module_scope)

@@ -40,6 +40,11 @@ class Team(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
+    RPM_LIMIT_FIELD_NUMBER: _builtins.int
+    TPM_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_JOB_COST_USD_FIELD_NUMBER: _builtins.int
     team_id: _builtins.str
     """Caller-chosen id, [A-Za-z0-9_.:-]{1,128}."""
     organization_id: _builtins.str
@@ -52,6 +57,16 @@ class Team(_message.Message):
     """Budget in USD: credits_allocated x 0.10."""
     key_prefix: _builtins.str
     """The first characters of the virtual key, to tell keys apart."""
+    rpm_limit: _builtins.int
+    """LLM calls per minute, job API and OpenAI-compatible API together (0 = none)."""
+    tpm_limit: _builtins.int
+    """Tokens per minute of those calls (0 = none)."""
+    max_calls_per_job: _builtins.int
+    """LLM calls one job may make (0 = none)."""
+    max_tokens_per_job: _builtins.int
+    """Tokens one job's calls may use, prompt and completion (0 = none)."""
+    max_job_cost_usd: _builtins.float
+    """Provider cost in USD one job's calls may reach (0 = none)."""
     @_builtins.property
     def credits(self) -> _common_pb2.CreditSummary:
         """Credit totals."""
@@ -98,14 +113,80 @@ class Team(_message.Message):
         metadata: _struct_pb2.Struct | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
+        rpm_limit: _builtins.int = ...,
+        tpm_limit: _builtins.int = ...,
+        max_calls_per_job: _builtins.int = ...,
+        max_tokens_per_job: _builtins.int = ...,
+        max_job_cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "credits", b"credits", "metadata", b"metadata", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_groups", b"access_groups", "allowed_models", b"allowed_models", "created_at", b"created_at", "credits", b"credits", "key_prefix", b"key_prefix", "max_budget_usd", b"max_budget_usd", "metadata", b"metadata", "model_groups", b"model_groups", "organization_id", b"organization_id", "status", b"status", "team_alias", b"team_alias", "team_id", b"team_id", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_groups", b"access_groups", "allowed_models", b"allowed_models", "created_at", b"created_at", "credits", b"credits", "key_prefix", b"key_prefix", "max_budget_usd", b"max_budget_usd", "max_calls_per_job", b"max_calls_per_job", "max_job_cost_usd", b"max_job_cost_usd", "max_tokens_per_job", b"max_tokens_per_job", "metadata", b"metadata", "model_groups", b"model_groups", "organization_id", b"organization_id", "rpm_limit", b"rpm_limit", "status", b"status", "team_alias", b"team_alias", "team_id", b"team_id", "tpm_limit", b"tpm_limit", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Team: _TypeAlias = Team  # noqa: Y015
+
+@_typing.final
+class UpdateTeamLimitsRequest(_message.Message):
+    """Request of UpdateTeamLimits: each field left out keeps its value."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    RPM_LIMIT_FIELD_NUMBER: _builtins.int
+    TPM_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_JOB_COST_USD_FIELD_NUMBER: _builtins.int
+    team_id: _builtins.str
+    """The team."""
+    rpm_limit: _builtins.int
+    """LLM calls per minute (0 = none), 0-1000000000."""
+    tpm_limit: _builtins.int
+    """Tokens per minute (0 = none), 0-2000000000."""
+    max_calls_per_job: _builtins.int
+    """LLM calls per job (0 = none), 0-1000000000."""
+    max_tokens_per_job: _builtins.int
+    """Tokens per job (0 = none), 0-2000000000."""
+    max_job_cost_usd: _builtins.float
+    """Provider cost in USD per job (0 = none), 0-1000000."""
+    def __init__(
+        self,
+        *,
+        team_id: _builtins.str = ...,
+        rpm_limit: _builtins.int | None = ...,
+        tpm_limit: _builtins.int | None = ...,
+        max_calls_per_job: _builtins.int | None = ...,
+        max_tokens_per_job: _builtins.int | None = ...,
+        max_job_cost_usd: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job", "_max_job_cost_usd", b"_max_job_cost_usd", "_max_tokens_per_job", b"_max_tokens_per_job", "_rpm_limit", b"_rpm_limit", "_tpm_limit", b"_tpm_limit", "max_calls_per_job", b"max_calls_per_job", "max_job_cost_usd", b"max_job_cost_usd", "max_tokens_per_job", b"max_tokens_per_job", "rpm_limit", b"rpm_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job", "_max_job_cost_usd", b"_max_job_cost_usd", "_max_tokens_per_job", b"_max_tokens_per_job", "_rpm_limit", b"_rpm_limit", "_tpm_limit", b"_tpm_limit", "max_calls_per_job", b"max_calls_per_job", "max_job_cost_usd", b"max_job_cost_usd", "max_tokens_per_job", b"max_tokens_per_job", "rpm_limit", b"rpm_limit", "team_id", b"team_id", "tpm_limit", b"tpm_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__max_calls_per_job: _TypeAlias = _typing.Literal["max_calls_per_job"]  # noqa: Y015
+    _WhichOneofArgType__max_calls_per_job: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job"]  # noqa: Y015
+    _WhichOneofReturnType__max_job_cost_usd: _TypeAlias = _typing.Literal["max_job_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_job_cost_usd: _TypeAlias = _typing.Literal["_max_job_cost_usd", b"_max_job_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__max_tokens_per_job: _TypeAlias = _typing.Literal["max_tokens_per_job"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens_per_job: _TypeAlias = _typing.Literal["_max_tokens_per_job", b"_max_tokens_per_job"]  # noqa: Y015
+    _WhichOneofReturnType__rpm_limit: _TypeAlias = _typing.Literal["rpm_limit"]  # noqa: Y015
+    _WhichOneofArgType__rpm_limit: _TypeAlias = _typing.Literal["_rpm_limit", b"_rpm_limit"]  # noqa: Y015
+    _WhichOneofReturnType__tpm_limit: _TypeAlias = _typing.Literal["tpm_limit"]  # noqa: Y015
+    _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_calls_per_job) -> _WhichOneofReturnType__max_calls_per_job | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_job_cost_usd) -> _WhichOneofReturnType__max_job_cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens_per_job) -> _WhichOneofReturnType__max_tokens_per_job | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rpm_limit) -> _WhichOneofReturnType__rpm_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tpm_limit) -> _WhichOneofReturnType__tpm_limit | None: ...
+
+Global___UpdateTeamLimitsRequest: _TypeAlias = UpdateTeamLimitsRequest  # noqa: Y015
 
 @_typing.final
 class CreateTeamRequest(_message.Message):
@@ -120,6 +201,11 @@ class CreateTeamRequest(_message.Message):
     CREDITS_ALLOCATED_FIELD_NUMBER: _builtins.int
     METADATA_FIELD_NUMBER: _builtins.int
     ACCESS_GROUPS_FIELD_NUMBER: _builtins.int
+    RPM_LIMIT_FIELD_NUMBER: _builtins.int
+    TPM_LIMIT_FIELD_NUMBER: _builtins.int
+    MAX_CALLS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_TOKENS_PER_JOB_FIELD_NUMBER: _builtins.int
+    MAX_JOB_COST_USD_FIELD_NUMBER: _builtins.int
     organization_id: _builtins.str
     """Must exist."""
     team_id: _builtins.str
@@ -128,6 +214,16 @@ class CreateTeamRequest(_message.Message):
     """Display name, at most 256 characters."""
     credits_allocated: _builtins.int
     """Initial credits, 0-100000000."""
+    rpm_limit: _builtins.int
+    """LLM calls per minute (0 or unset = none)."""
+    tpm_limit: _builtins.int
+    """Tokens per minute (0 or unset = none)."""
+    max_calls_per_job: _builtins.int
+    """LLM calls per job; unset: DEFAULT_MAX_CALLS_PER_JOB (100). 0 = none."""
+    max_tokens_per_job: _builtins.int
+    """Tokens per job; unset: DEFAULT_MAX_TOKENS_PER_JOB (0 = none)."""
+    max_job_cost_usd: _builtins.float
+    """Provider cost in USD per job; unset: DEFAULT_MAX_JOB_COST_USD (0 = none)."""
     @_builtins.property
     def model_groups(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Model groups to assign, at most 64; each must exist."""
@@ -152,12 +248,36 @@ class CreateTeamRequest(_message.Message):
         credits_allocated: _builtins.int = ...,
         metadata: _struct_pb2.Struct | None = ...,
         access_groups: _abc.Iterable[_builtins.str] | None = ...,
+        rpm_limit: _builtins.int | None = ...,
+        tpm_limit: _builtins.int | None = ...,
+        max_calls_per_job: _builtins.int | None = ...,
+        max_tokens_per_job: _builtins.int | None = ...,
+        max_job_cost_usd: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["metadata", b"metadata"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job", "_max_job_cost_usd", b"_max_job_cost_usd", "_max_tokens_per_job", b"_max_tokens_per_job", "_rpm_limit", b"_rpm_limit", "_tpm_limit", b"_tpm_limit", "max_calls_per_job", b"max_calls_per_job", "max_job_cost_usd", b"max_job_cost_usd", "max_tokens_per_job", b"max_tokens_per_job", "metadata", b"metadata", "rpm_limit", b"rpm_limit", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access_groups", b"access_groups", "credits_allocated", b"credits_allocated", "metadata", b"metadata", "model_groups", b"model_groups", "organization_id", b"organization_id", "team_alias", b"team_alias", "team_id", b"team_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job", "_max_job_cost_usd", b"_max_job_cost_usd", "_max_tokens_per_job", b"_max_tokens_per_job", "_rpm_limit", b"_rpm_limit", "_tpm_limit", b"_tpm_limit", "access_groups", b"access_groups", "credits_allocated", b"credits_allocated", "max_calls_per_job", b"max_calls_per_job", "max_job_cost_usd", b"max_job_cost_usd", "max_tokens_per_job", b"max_tokens_per_job", "metadata", b"metadata", "model_groups", b"model_groups", "organization_id", b"organization_id", "rpm_limit", b"rpm_limit", "team_alias", b"team_alias", "team_id", b"team_id", "tpm_limit", b"tpm_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__max_calls_per_job: _TypeAlias = _typing.Literal["max_calls_per_job"]  # noqa: Y015
+    _WhichOneofArgType__max_calls_per_job: _TypeAlias = _typing.Literal["_max_calls_per_job", b"_max_calls_per_job"]  # noqa: Y015
+    _WhichOneofReturnType__max_job_cost_usd: _TypeAlias = _typing.Literal["max_job_cost_usd"]  # noqa: Y015
+    _WhichOneofArgType__max_job_cost_usd: _TypeAlias = _typing.Literal["_max_job_cost_usd", b"_max_job_cost_usd"]  # noqa: Y015
+    _WhichOneofReturnType__max_tokens_per_job: _TypeAlias = _typing.Literal["max_tokens_per_job"]  # noqa: Y015
+    _WhichOneofArgType__max_tokens_per_job: _TypeAlias = _typing.Literal["_max_tokens_per_job", b"_max_tokens_per_job"]  # noqa: Y015
+    _WhichOneofReturnType__rpm_limit: _TypeAlias = _typing.Literal["rpm_limit"]  # noqa: Y015
+    _WhichOneofArgType__rpm_limit: _TypeAlias = _typing.Literal["_rpm_limit", b"_rpm_limit"]  # noqa: Y015
+    _WhichOneofReturnType__tpm_limit: _TypeAlias = _typing.Literal["tpm_limit"]  # noqa: Y015
+    _WhichOneofArgType__tpm_limit: _TypeAlias = _typing.Literal["_tpm_limit", b"_tpm_limit"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_calls_per_job) -> _WhichOneofReturnType__max_calls_per_job | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_job_cost_usd) -> _WhichOneofReturnType__max_job_cost_usd | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens_per_job) -> _WhichOneofReturnType__max_tokens_per_job | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rpm_limit) -> _WhichOneofReturnType__rpm_limit | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__tpm_limit) -> _WhichOneofReturnType__tpm_limit | None: ...
 
 Global___CreateTeamRequest: _TypeAlias = CreateTeamRequest  # noqa: Y015
 

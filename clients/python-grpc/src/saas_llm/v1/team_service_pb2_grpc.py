@@ -67,6 +67,11 @@ class TeamServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.FromString,
                 _registered_method=True)
+        self.UpdateTeamLimits = channel.unary_unary(
+                '/saas_llm.v1.TeamService/UpdateTeamLimits',
+                request_serializer=saas__llm_dot_v1_dot_team__service__pb2.UpdateTeamLimitsRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
+                _registered_method=True)
         self.GetTeamUsage = channel.unary_unary(
                 '/saas_llm.v1.TeamService/GetTeamUsage',
                 request_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageRequest.SerializeToString,
@@ -130,6 +135,15 @@ class TeamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def UpdateTeamLimits(self, request, context):
+        """Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+        out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+        CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetTeamUsage(self, request, context):
         """Usage of the team in one UTC month (seed 003 "Check Team Usage").
         Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
@@ -170,6 +184,11 @@ def add_TeamServiceServicer_to_server(servicer, server):
                     servicer.RotateTeamKey,
                     request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.SerializeToString,
+            ),
+            'UpdateTeamLimits': grpc.unary_unary_rpc_method_handler(
+                    servicer.UpdateTeamLimits,
+                    request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.UpdateTeamLimitsRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_team__service__pb2.Team.SerializeToString,
             ),
             'GetTeamUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTeamUsage,
@@ -342,6 +361,33 @@ class TeamService:
             '/saas_llm.v1.TeamService/RotateTeamKey',
             saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyRequest.SerializeToString,
             saas__llm_dot_v1_dot_team__service__pb2.RotateTeamKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def UpdateTeamLimits(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.TeamService/UpdateTeamLimits',
+            saas__llm_dot_v1_dot_team__service__pb2.UpdateTeamLimitsRequest.SerializeToString,
+            saas__llm_dot_v1_dot_team__service__pb2.Team.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,11 @@ class TeamServiceStub:
     """Replaces the team's virtual key: the new key is shown once and the old
     one is rejected from now on.
     """
+    UpdateTeamLimits: _grpc.UnaryUnaryMultiCallable[_team_service_pb2.UpdateTeamLimitsRequest, _team_service_pb2.Team]
+    """Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+    out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+    CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
+    """
     GetTeamUsage: _grpc.UnaryUnaryMultiCallable[_team_service_pb2.GetTeamUsageRequest, _team_service_pb2.GetTeamUsageResponse]
     """Usage of the team in one UTC month (seed 003 "Check Team Usage").
     Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
@@ -96,6 +101,11 @@ class TeamServiceAsyncStub(TeamServiceStub):
     RotateTeamKey: _aio.UnaryUnaryMultiCallable[_team_service_pb2.RotateTeamKeyRequest, _team_service_pb2.RotateTeamKeyResponse]  # type: ignore[assignment]
     """Replaces the team's virtual key: the new key is shown once and the old
     one is rejected from now on.
+    """
+    UpdateTeamLimits: _aio.UnaryUnaryMultiCallable[_team_service_pb2.UpdateTeamLimitsRequest, _team_service_pb2.Team]  # type: ignore[assignment]
+    """Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+    out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+    CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
     """
     GetTeamUsage: _aio.UnaryUnaryMultiCallable[_team_service_pb2.GetTeamUsageRequest, _team_service_pb2.GetTeamUsageResponse]  # type: ignore[assignment]
     """Usage of the team in one UTC month (seed 003 "Check Team Usage").
@@ -166,6 +176,17 @@ class TeamServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_team_service_pb2.RotateTeamKeyResponse, _abc.Awaitable[_team_service_pb2.RotateTeamKeyResponse]]:
         """Replaces the team's virtual key: the new key is shown once and the old
         one is rejected from now on.
+        """
+
+    @_abc_1.abstractmethod
+    def UpdateTeamLimits(
+        self,
+        request: _team_service_pb2.UpdateTeamLimitsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_team_service_pb2.Team, _abc.Awaitable[_team_service_pb2.Team]]:
+        """Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+        out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+        CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
         """
 
     @_abc_1.abstractmethod

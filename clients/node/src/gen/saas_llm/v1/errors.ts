@@ -142,6 +142,19 @@ export enum ErrorReason {
    * has no team and no budget).
    */
   ERROR_REASON_TEAM_KEY_REQUIRED = 43,
+  /**
+   * ERROR_REASON_RATE_LIMITED - RESOURCE_EXHAUSTED (HTTP 429, OpenAI code "rate_limit_exceeded"): the team's rpm_limit or
+   * tpm_limit is reached for this minute; metadata.limit ("rpm" or "tpm") and
+   * metadata.retry_after_seconds (also the Retry-After header of the OpenAI-compatible paths).
+   * Nothing was reserved or recorded.
+   */
+  ERROR_REASON_RATE_LIMITED = 44,
+  /**
+   * ERROR_REASON_JOB_LIMIT_EXCEEDED - FAILED_PRECONDITION (HTTP 400): the job reached one of its team's per-job bounds;
+   * metadata.limit names it (max_calls_per_job, max_tokens_per_job, max_job_cost_usd) and the
+   * message says so. No provider was called.
+   */
+  ERROR_REASON_JOB_LIMIT_EXCEEDED = 45,
   UNRECOGNIZED = -1,
 }
 
@@ -246,6 +259,12 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 43:
     case "ERROR_REASON_TEAM_KEY_REQUIRED":
       return ErrorReason.ERROR_REASON_TEAM_KEY_REQUIRED;
+    case 44:
+    case "ERROR_REASON_RATE_LIMITED":
+      return ErrorReason.ERROR_REASON_RATE_LIMITED;
+    case 45:
+    case "ERROR_REASON_JOB_LIMIT_EXCEEDED":
+      return ErrorReason.ERROR_REASON_JOB_LIMIT_EXCEEDED;
     case -1:
     case "UNRECOGNIZED":
     default:
@@ -321,6 +340,10 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "ERROR_REASON_MODEL_UNPRICED";
     case ErrorReason.ERROR_REASON_TEAM_KEY_REQUIRED:
       return "ERROR_REASON_TEAM_KEY_REQUIRED";
+    case ErrorReason.ERROR_REASON_RATE_LIMITED:
+      return "ERROR_REASON_RATE_LIMITED";
+    case ErrorReason.ERROR_REASON_JOB_LIMIT_EXCEEDED:
+      return "ERROR_REASON_JOB_LIMIT_EXCEEDED";
     case ErrorReason.UNRECOGNIZED:
     default:
       return "UNRECOGNIZED";

@@ -62,7 +62,43 @@ export interface Team {
     | Date
     | undefined;
   /** Last change (UTC). */
-  updatedAt: Date | undefined;
+  updatedAt:
+    | Date
+    | undefined;
+  /** LLM calls per minute, job API and OpenAI-compatible API together (0 = none). */
+  rpmLimit: number;
+  /** Tokens per minute of those calls (0 = none). */
+  tpmLimit: number;
+  /** LLM calls one job may make (0 = none). */
+  maxCallsPerJob: number;
+  /** Tokens one job's calls may use, prompt and completion (0 = none). */
+  maxTokensPerJob: number;
+  /** Provider cost in USD one job's calls may reach (0 = none). */
+  maxJobCostUsd: number;
+}
+
+/** Request of UpdateTeamLimits: each field left out keeps its value. */
+export interface UpdateTeamLimitsRequest {
+  /** The team. */
+  teamId: string;
+  /** LLM calls per minute (0 = none), 0-1000000000. */
+  rpmLimit?:
+    | number
+    | undefined;
+  /** Tokens per minute (0 = none), 0-2000000000. */
+  tpmLimit?:
+    | number
+    | undefined;
+  /** LLM calls per job (0 = none), 0-1000000000. */
+  maxCallsPerJob?:
+    | number
+    | undefined;
+  /** Tokens per job (0 = none), 0-2000000000. */
+  maxTokensPerJob?:
+    | number
+    | undefined;
+  /** Provider cost in USD per job (0 = none), 0-1000000. */
+  maxJobCostUsd?: number | undefined;
 }
 
 /** Request of CreateTeam. */
@@ -86,6 +122,24 @@ export interface CreateTeamRequest {
    * at most 64; each must exist.
    */
   accessGroups: string[];
+  /** LLM calls per minute (0 or unset = none). */
+  rpmLimit?:
+    | number
+    | undefined;
+  /** Tokens per minute (0 or unset = none). */
+  tpmLimit?:
+    | number
+    | undefined;
+  /** LLM calls per job; unset: DEFAULT_MAX_CALLS_PER_JOB (100). 0 = none. */
+  maxCallsPerJob?:
+    | number
+    | undefined;
+  /** Tokens per job; unset: DEFAULT_MAX_TOKENS_PER_JOB (0 = none). */
+  maxTokensPerJob?:
+    | number
+    | undefined;
+  /** Provider cost in USD per job; unset: DEFAULT_MAX_JOB_COST_USD (0 = none). */
+  maxJobCostUsd?: number | undefined;
 }
 
 /** Response of CreateTeam (seed 003). */
@@ -205,6 +259,11 @@ function createBaseTeam(): Team {
     metadata: undefined,
     createdAt: undefined,
     updatedAt: undefined,
+    rpmLimit: 0,
+    tpmLimit: 0,
+    maxCallsPerJob: 0,
+    maxTokensPerJob: 0,
+    maxJobCostUsd: 0,
   };
 }
 
@@ -248,6 +307,21 @@ export const Team: MessageFns<Team> = {
     }
     if (message.updatedAt !== undefined) {
       Timestamp.encode(toTimestamp(message.updatedAt), writer.uint32(98).fork()).join();
+    }
+    if (message.rpmLimit !== 0) {
+      writer.uint32(112).int32(message.rpmLimit);
+    }
+    if (message.tpmLimit !== 0) {
+      writer.uint32(120).int32(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== 0) {
+      writer.uint32(128).int32(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== 0) {
+      writer.uint32(136).int32(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== 0) {
+      writer.uint32(145).double(message.maxJobCostUsd);
     }
     return writer;
   },
@@ -369,6 +443,46 @@ export const Team: MessageFns<Team> = {
             message.updatedAt = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
             continue;
           }
+          case 14: {
+            if (tag !== 112) {
+              break;
+            }
+
+            message.rpmLimit = reader.int32();
+            continue;
+          }
+          case 15: {
+            if (tag !== 120) {
+              break;
+            }
+
+            message.tpmLimit = reader.int32();
+            continue;
+          }
+          case 16: {
+            if (tag !== 128) {
+              break;
+            }
+
+            message.maxCallsPerJob = reader.int32();
+            continue;
+          }
+          case 17: {
+            if (tag !== 136) {
+              break;
+            }
+
+            message.maxTokensPerJob = reader.int32();
+            continue;
+          }
+          case 18: {
+            if (tag !== 145) {
+              break;
+            }
+
+            message.maxJobCostUsd = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -436,6 +550,31 @@ export const Team: MessageFns<Team> = {
         : isSet(object.updated_at)
         ? fromJsonTimestamp(object.updated_at)
         : undefined,
+      rpmLimit: isSet(object.rpmLimit)
+        ? globalThis.Number(object.rpmLimit)
+        : isSet(object.rpm_limit)
+        ? globalThis.Number(object.rpm_limit)
+        : 0,
+      tpmLimit: isSet(object.tpmLimit)
+        ? globalThis.Number(object.tpmLimit)
+        : isSet(object.tpm_limit)
+        ? globalThis.Number(object.tpm_limit)
+        : 0,
+      maxCallsPerJob: isSet(object.maxCallsPerJob)
+        ? globalThis.Number(object.maxCallsPerJob)
+        : isSet(object.max_calls_per_job)
+        ? globalThis.Number(object.max_calls_per_job)
+        : 0,
+      maxTokensPerJob: isSet(object.maxTokensPerJob)
+        ? globalThis.Number(object.maxTokensPerJob)
+        : isSet(object.max_tokens_per_job)
+        ? globalThis.Number(object.max_tokens_per_job)
+        : 0,
+      maxJobCostUsd: isSet(object.maxJobCostUsd)
+        ? globalThis.Number(object.maxJobCostUsd)
+        : isSet(object.max_job_cost_usd)
+        ? globalThis.Number(object.max_job_cost_usd)
+        : 0,
     };
   },
 
@@ -480,6 +619,21 @@ export const Team: MessageFns<Team> = {
     if (message.updatedAt !== undefined) {
       obj.updatedAt = message.updatedAt.toISOString();
     }
+    if (message.rpmLimit !== 0) {
+      obj.rpmLimit = Math.round(message.rpmLimit);
+    }
+    if (message.tpmLimit !== 0) {
+      obj.tpmLimit = Math.round(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== 0) {
+      obj.maxCallsPerJob = Math.round(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== 0) {
+      obj.maxTokensPerJob = Math.round(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== 0) {
+      obj.maxJobCostUsd = floatToJson(message.maxJobCostUsd);
+    }
     return obj;
   },
 
@@ -503,6 +657,191 @@ export const Team: MessageFns<Team> = {
     message.metadata = object.metadata ?? undefined;
     message.createdAt = object.createdAt ?? undefined;
     message.updatedAt = object.updatedAt ?? undefined;
+    message.rpmLimit = object.rpmLimit ?? 0;
+    message.tpmLimit = object.tpmLimit ?? 0;
+    message.maxCallsPerJob = object.maxCallsPerJob ?? 0;
+    message.maxTokensPerJob = object.maxTokensPerJob ?? 0;
+    message.maxJobCostUsd = object.maxJobCostUsd ?? 0;
+    return message;
+  },
+};
+
+function createBaseUpdateTeamLimitsRequest(): UpdateTeamLimitsRequest {
+  return {
+    teamId: "",
+    rpmLimit: undefined,
+    tpmLimit: undefined,
+    maxCallsPerJob: undefined,
+    maxTokensPerJob: undefined,
+    maxJobCostUsd: undefined,
+  };
+}
+
+export const UpdateTeamLimitsRequest: MessageFns<UpdateTeamLimitsRequest> = {
+  encode(message: UpdateTeamLimitsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.rpmLimit !== undefined) {
+      writer.uint32(16).int32(message.rpmLimit);
+    }
+    if (message.tpmLimit !== undefined) {
+      writer.uint32(24).int32(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== undefined) {
+      writer.uint32(32).int32(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== undefined) {
+      writer.uint32(40).int32(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== undefined) {
+      writer.uint32(49).double(message.maxJobCostUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UpdateTeamLimitsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseUpdateTeamLimitsRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.rpmLimit = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.tpmLimit = reader.int32();
+            continue;
+          }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.maxCallsPerJob = reader.int32();
+            continue;
+          }
+          case 5: {
+            if (tag !== 40) {
+              break;
+            }
+
+            message.maxTokensPerJob = reader.int32();
+            continue;
+          }
+          case 6: {
+            if (tag !== 49) {
+              break;
+            }
+
+            message.maxJobCostUsd = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): UpdateTeamLimitsRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      rpmLimit: isSet(object.rpmLimit)
+        ? globalThis.Number(object.rpmLimit)
+        : isSet(object.rpm_limit)
+        ? globalThis.Number(object.rpm_limit)
+        : undefined,
+      tpmLimit: isSet(object.tpmLimit)
+        ? globalThis.Number(object.tpmLimit)
+        : isSet(object.tpm_limit)
+        ? globalThis.Number(object.tpm_limit)
+        : undefined,
+      maxCallsPerJob: isSet(object.maxCallsPerJob)
+        ? globalThis.Number(object.maxCallsPerJob)
+        : isSet(object.max_calls_per_job)
+        ? globalThis.Number(object.max_calls_per_job)
+        : undefined,
+      maxTokensPerJob: isSet(object.maxTokensPerJob)
+        ? globalThis.Number(object.maxTokensPerJob)
+        : isSet(object.max_tokens_per_job)
+        ? globalThis.Number(object.max_tokens_per_job)
+        : undefined,
+      maxJobCostUsd: isSet(object.maxJobCostUsd)
+        ? globalThis.Number(object.maxJobCostUsd)
+        : isSet(object.max_job_cost_usd)
+        ? globalThis.Number(object.max_job_cost_usd)
+        : undefined,
+    };
+  },
+
+  toJSON(message: UpdateTeamLimitsRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.rpmLimit !== undefined) {
+      obj.rpmLimit = Math.round(message.rpmLimit);
+    }
+    if (message.tpmLimit !== undefined) {
+      obj.tpmLimit = Math.round(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== undefined) {
+      obj.maxCallsPerJob = Math.round(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== undefined) {
+      obj.maxTokensPerJob = Math.round(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== undefined) {
+      obj.maxJobCostUsd = floatToJson(message.maxJobCostUsd);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UpdateTeamLimitsRequest>): UpdateTeamLimitsRequest {
+    return UpdateTeamLimitsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UpdateTeamLimitsRequest>): UpdateTeamLimitsRequest {
+    const message = createBaseUpdateTeamLimitsRequest();
+    message.teamId = object.teamId ?? "";
+    message.rpmLimit = object.rpmLimit ?? undefined;
+    message.tpmLimit = object.tpmLimit ?? undefined;
+    message.maxCallsPerJob = object.maxCallsPerJob ?? undefined;
+    message.maxTokensPerJob = object.maxTokensPerJob ?? undefined;
+    message.maxJobCostUsd = object.maxJobCostUsd ?? undefined;
     return message;
   },
 };
@@ -516,6 +855,11 @@ function createBaseCreateTeamRequest(): CreateTeamRequest {
     creditsAllocated: 0,
     metadata: undefined,
     accessGroups: [],
+    rpmLimit: undefined,
+    tpmLimit: undefined,
+    maxCallsPerJob: undefined,
+    maxTokensPerJob: undefined,
+    maxJobCostUsd: undefined,
   };
 }
 
@@ -541,6 +885,21 @@ export const CreateTeamRequest: MessageFns<CreateTeamRequest> = {
     }
     for (const v of message.accessGroups) {
       writer.uint32(58).string(v!);
+    }
+    if (message.rpmLimit !== undefined) {
+      writer.uint32(64).int32(message.rpmLimit);
+    }
+    if (message.tpmLimit !== undefined) {
+      writer.uint32(72).int32(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== undefined) {
+      writer.uint32(80).int32(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== undefined) {
+      writer.uint32(88).int32(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== undefined) {
+      writer.uint32(97).double(message.maxJobCostUsd);
     }
     return writer;
   },
@@ -614,6 +973,46 @@ export const CreateTeamRequest: MessageFns<CreateTeamRequest> = {
             message.accessGroups.push(reader.string());
             continue;
           }
+          case 8: {
+            if (tag !== 64) {
+              break;
+            }
+
+            message.rpmLimit = reader.int32();
+            continue;
+          }
+          case 9: {
+            if (tag !== 72) {
+              break;
+            }
+
+            message.tpmLimit = reader.int32();
+            continue;
+          }
+          case 10: {
+            if (tag !== 80) {
+              break;
+            }
+
+            message.maxCallsPerJob = reader.int32();
+            continue;
+          }
+          case 11: {
+            if (tag !== 88) {
+              break;
+            }
+
+            message.maxTokensPerJob = reader.int32();
+            continue;
+          }
+          case 12: {
+            if (tag !== 97) {
+              break;
+            }
+
+            message.maxJobCostUsd = reader.double();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -659,6 +1058,31 @@ export const CreateTeamRequest: MessageFns<CreateTeamRequest> = {
         : globalThis.Array.isArray(object?.access_groups)
         ? object.access_groups.map((e: any) => globalThis.String(e))
         : [],
+      rpmLimit: isSet(object.rpmLimit)
+        ? globalThis.Number(object.rpmLimit)
+        : isSet(object.rpm_limit)
+        ? globalThis.Number(object.rpm_limit)
+        : undefined,
+      tpmLimit: isSet(object.tpmLimit)
+        ? globalThis.Number(object.tpmLimit)
+        : isSet(object.tpm_limit)
+        ? globalThis.Number(object.tpm_limit)
+        : undefined,
+      maxCallsPerJob: isSet(object.maxCallsPerJob)
+        ? globalThis.Number(object.maxCallsPerJob)
+        : isSet(object.max_calls_per_job)
+        ? globalThis.Number(object.max_calls_per_job)
+        : undefined,
+      maxTokensPerJob: isSet(object.maxTokensPerJob)
+        ? globalThis.Number(object.maxTokensPerJob)
+        : isSet(object.max_tokens_per_job)
+        ? globalThis.Number(object.max_tokens_per_job)
+        : undefined,
+      maxJobCostUsd: isSet(object.maxJobCostUsd)
+        ? globalThis.Number(object.maxJobCostUsd)
+        : isSet(object.max_job_cost_usd)
+        ? globalThis.Number(object.max_job_cost_usd)
+        : undefined,
     };
   },
 
@@ -685,6 +1109,21 @@ export const CreateTeamRequest: MessageFns<CreateTeamRequest> = {
     if (message.accessGroups?.length) {
       obj.accessGroups = message.accessGroups;
     }
+    if (message.rpmLimit !== undefined) {
+      obj.rpmLimit = Math.round(message.rpmLimit);
+    }
+    if (message.tpmLimit !== undefined) {
+      obj.tpmLimit = Math.round(message.tpmLimit);
+    }
+    if (message.maxCallsPerJob !== undefined) {
+      obj.maxCallsPerJob = Math.round(message.maxCallsPerJob);
+    }
+    if (message.maxTokensPerJob !== undefined) {
+      obj.maxTokensPerJob = Math.round(message.maxTokensPerJob);
+    }
+    if (message.maxJobCostUsd !== undefined) {
+      obj.maxJobCostUsd = floatToJson(message.maxJobCostUsd);
+    }
     return obj;
   },
 
@@ -700,6 +1139,11 @@ export const CreateTeamRequest: MessageFns<CreateTeamRequest> = {
     message.creditsAllocated = object.creditsAllocated ?? 0;
     message.metadata = object.metadata ?? undefined;
     message.accessGroups = object.accessGroups?.map((e) => e) || [];
+    message.rpmLimit = object.rpmLimit ?? undefined;
+    message.tpmLimit = object.tpmLimit ?? undefined;
+    message.maxCallsPerJob = object.maxCallsPerJob ?? undefined;
+    message.maxTokensPerJob = object.maxTokensPerJob ?? undefined;
+    message.maxJobCostUsd = object.maxJobCostUsd ?? undefined;
     return message;
   },
 };
@@ -1949,6 +2393,21 @@ export const TeamServiceService = {
     responseDeserialize: (value: Buffer): RotateTeamKeyResponse => RotateTeamKeyResponse.decode(value),
   },
   /**
+   * Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+   * out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+   * CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
+   */
+  updateTeamLimits: {
+    path: "/saas_llm.v1.TeamService/UpdateTeamLimits" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: UpdateTeamLimitsRequest): Buffer =>
+      Buffer.from(UpdateTeamLimitsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): UpdateTeamLimitsRequest => UpdateTeamLimitsRequest.decode(value),
+    responseSerialize: (value: Team): Buffer => Buffer.from(Team.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Team => Team.decode(value),
+  },
+  /**
    * Usage of the team in one UTC month (seed 003 "Check Team Usage").
    * Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
    */
@@ -1993,6 +2452,12 @@ export interface TeamServiceServer extends UntypedServiceImplementation {
    * one is rejected from now on.
    */
   rotateTeamKey: handleUnaryCall<RotateTeamKeyRequest, RotateTeamKeyResponse>;
+  /**
+   * Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+   * out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+   * CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
+   */
+  updateTeamLimits: handleUnaryCall<UpdateTeamLimitsRequest, Team>;
   /**
    * Usage of the team in one UTC month (seed 003 "Check Team Usage").
    * Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
@@ -2109,6 +2574,26 @@ export interface TeamServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: RotateTeamKeyResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Changes the team's rate limits and per-job bounds (DESIGN.md "Operations"). A field left
+   * out keeps its value; 0 turns a limit off. Applies to the next call (other replicas within
+   * CACHE_TTL seconds). Errors: NOT_FOUND, INVALID_ARGUMENT (a negative value).
+   */
+  updateTeamLimits(
+    request: UpdateTeamLimitsRequest,
+    callback: (error: ServiceError | null, response: Team) => void,
+  ): ClientUnaryCall;
+  updateTeamLimits(
+    request: UpdateTeamLimitsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Team) => void,
+  ): ClientUnaryCall;
+  updateTeamLimits(
+    request: UpdateTeamLimitsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Team) => void,
   ): ClientUnaryCall;
   /**
    * Usage of the team in one UTC month (seed 003 "Check Team Usage").
