@@ -19,9 +19,9 @@ from saas_llm.v1 import team_service_pb2 as team_pb
 from service import metrics
 from tests.api.test_tenancy import error_info
 from tests.conftest import Client, admin, bearer, fresh_database, start_client, stop_client
-from tests.fakes.upstream import FakeUpstream, closed_port
 from tests.flows import make_group, make_team, uid, user_msg
 from tests.reliability.harness import audit_cli
+from tests.support.upstream import FakeUpstream, closed_port
 
 REDIS = ("127.0.0.1", 6379)
 
