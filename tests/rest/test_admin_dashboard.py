@@ -236,6 +236,25 @@ async def test_operator_sets_up_the_quick_start_in_the_browser(
     await add.get_by_role("button", name="Add credits").click()
     await expect(tab.by("credits-remaining")).to_have_text("15", timeout=WAIT_MS)
 
+    # Limits: the form shows the team's limits and saves them with PATCH .../limits.
+    limits = tab.by("limits")
+    await expect(limits.get_by_label("Calls per job")).to_have_value("100", timeout=WAIT_MS)
+    await limits.get_by_label("Requests per minute").fill("120")
+    await limits.get_by_label("Calls per job").fill("7")
+    await limits.get_by_role("button", name="Save limits").click()
+    await expect(tab.by("limits").get_by_label("Requests per minute")).to_have_value(
+        "120", timeout=WAIT_MS
+    )
+    async with (
+        aiohttp.ClientSession() as http,
+        http.get(
+            f"{service.base_url}/api/teams/{team}",
+            headers={"Authorization": f"Bearer {service.master_key}"},
+        ) as resp,
+    ):
+        shown = await resp.json()
+    assert (shown["rpm_limit"], shown["max_calls_per_job"], shown["tpm_limit"]) == (120, 7, 0)
+
     # A job through the REST API with the team key: the pasted key reaches the provider.
     async with (
         aiohttp.ClientSession() as http,
