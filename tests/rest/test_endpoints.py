@@ -136,7 +136,11 @@ async def test_every_readme_endpoint_answers_200(
     assert set(margin) == {"team_id", "period", "job_types", "total", "direct_cost_usd"}
     assert set(margin["job_types"]) == {"walk"}
     assert set(margin["job_types"]["walk"]) == {
-        "jobs", "credits_charged", "revenue_usd", "provider_cost_usd", "margin_usd"
+        "jobs",
+        "credits_charged",
+        "revenue_usd",
+        "provider_cost_usd",
+        "margin_usd",
     }
     # Simulator models are free: the three charged jobs' $0.10 each is all margin.
     assert margin["total"] == {
