@@ -41,7 +41,7 @@ def _row(m: team_pb.JobTypeMargin) -> tuple[int, int, float, float, float]:
 
 async def test_team_margin_per_job_type(client: Client, upstream: FakeUpstream) -> None:
     c = client
-    model = uid("priced")
+    model = "margin-priced"
     upstream.set_behavior(model, prompt_tokens=10, completion_tokens=5)
     group = await make_group(c, [(f"openai/{model}", {"api_base": upstream.base_url, **PRICES})])
     team_id, key = await make_team(c, credits=10, groups=[group])
