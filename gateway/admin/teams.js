@@ -4,7 +4,7 @@
 // Limits and budget are rendered from whatever the API returns: the fields below appear on the
 // page as soon as GET /api/teams/{id} (limits) and the balance (budget) carry them, and the
 // limits form appears with them (PATCH /api/teams/{id}/limits). Adding a field is one line here.
-import { get, patch, post, put, seg } from "./api.js";
+import { get, lastMonths, patch, post, put, seg } from "./api.js";
 import { card, field, form, h, link, notice, replace, table, usd, val, when } from "./dom.js";
 import { teamModelChart } from "./usage.js";
 
@@ -44,13 +44,32 @@ function dl(pairs) {
   return h("dl", { class: "facts" }, pairs.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 }
 
+/** Credits charged at $0.10 beside provider cost, per job type, this UTC month. */
+function marginCard(m) {
+  const rows = [
+    ...Object.entries(m.job_types ?? {}).map(([type, r]) => ({ type, ...r })),
+    { type: "Total", ...(m.total ?? {}) },
+  ];
+  const money = (k) => (r) => usd(r[k] ?? 0);
+  return card(`Margin in ${m.period} (credits at $0.10 vs provider cost)`, table([
+    { title: "Job type", cell: (r) => r.type },
+    { title: "Jobs", class: "num", cell: (r) => r.jobs ?? 0 },
+    { title: "Credits charged", class: "num", cell: (r) => r.credits_charged ?? 0 },
+    { title: "Revenue", class: "num", cell: money("revenue_usd") },
+    { title: "Provider cost", class: "num", cell: money("provider_cost_usd") },
+    { title: "Margin", class: "num", cell: money("margin_usd") },
+  ], rows, "margin-table"),
+  h("p", { class: "muted" }, `OpenAI-compatible calls (from the budget, at cost): ${usd(m.direct_cost_usd ?? 0)}`));
+}
+
 export async function teamPage(el, id) {
-  const [team, balance, groups, jobs, txs] = await Promise.all([
+  const [team, balance, groups, jobs, txs, margin] = await Promise.all([
     get(`/api/teams/${seg(id)}`),
     get(`/api/credits/teams/${seg(id)}/balance`),
     get("/api/model-groups"),
     get(`/api/teams/${seg(id)}/jobs?limit=100`),
     get(`/api/credits/teams/${seg(id)}/transactions?limit=100`),
+    get(`/api/teams/${seg(id)}/margin?period=${lastMonths(1)[0]}`),
   ]);
   const reload = () => teamPage(el, id);
   const c = team.credits;
@@ -134,7 +153,7 @@ export async function teamPage(el, id) {
     h("p", {}, link(["orgs", team.organization_id], `← ${team.organization_id}`)),
     h("h1", {}, team.team_alias, " ", h("span", { class: "muted" }, team.team_id)),
     h("div", { class: "grid" }, info, actions),
-    assign, limitsCard, jobsCard,
+    assign, limitsCard, jobsCard, marginCard(margin),
     card("Tokens per model group and day (latest jobs)", chart),
     txCard);
   await teamModelChart(chart, jobs.jobs);

@@ -277,6 +277,10 @@ async def test_operator_sets_up_the_quick_start_in_the_browser(
     jobs = tab.by("jobs-table")
     await jobs.get_by_text("document_analysis").wait_for(timeout=WAIT_MS)
     await tab.by("transactions-table").get_by_text("top-up").wait_for(timeout=WAIT_MS)
+    # The margin of this month: the job's type, one credit charged ($0.10) beside its cost.
+    margin_row = tab.by("margin-table").locator("tbody tr", has_text="document_analysis")
+    await expect(margin_row.locator("td").nth(2)).to_have_text("1", timeout=WAIT_MS)
+    await expect(margin_row.locator("td").nth(3)).to_have_text("$0.10")
     await _chart_drawn(page, "team-model-chart")
     await tab.shot("06-team")
     await jobs.get_by_role("link", name=job_id[:8]).click()

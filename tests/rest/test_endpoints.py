@@ -132,6 +132,27 @@ async def test_every_readme_endpoint_answers_200(
     await key.ok("POST", "/api/jobs/create-and-call", json=one_shot)
     await key.stream("/api/jobs/create-and-call-stream", one_shot)
     await key.ok("GET", f"/api/teams/{team}/usage", params={"period": period()})
+    margin = await api.ok("GET", f"/api/teams/{team}/margin", params={"period": period()})
+    assert set(margin) == {"team_id", "period", "job_types", "total", "direct_cost_usd"}
+    assert set(margin["job_types"]) == {"walk"}
+    assert set(margin["job_types"]["walk"]) == {
+        "jobs",
+        "credits_charged",
+        "revenue_usd",
+        "provider_cost_usd",
+        "margin_usd",
+    }
+    # Simulator models are free: the three charged jobs' $0.10 each is all margin.
+    assert margin["total"] == {
+        "jobs": 3,
+        "credits_charged": 3,
+        "revenue_usd": 0.3,
+        "provider_cost_usd": 0,
+        "margin_usd": 0.3,
+    }
+    await key.err(
+        "GET", f"/api/teams/{team}/margin", 403, "ADMIN_REQUIRED", params={"period": period()}
+    )
     await api.ok("GET", f"/api/organizations/{org}/usage", params={"period": period()})
     await api.ok("POST", f"/api/teams/{team}/suspend", json={"reason": "walk"})
     await api.ok("POST", f"/api/teams/{team}/resume", json={})

@@ -54,6 +54,7 @@ RULES: Mapping[str, Access] = {
     _S + "TeamService/GetTeam": Access.TENANT,
     _S + "TeamService/AssignModelGroups": Access.ADMIN,
     _S + "TeamService/GetTeamUsage": Access.TENANT,
+    _S + "TeamService/GetTeamMargin": Access.ADMIN,
     _S + "CreditService/GetCreditBalance": Access.TENANT,
     _S + "CreditService/AddCredits": Access.ADMIN,
     _S + "CreditService/CheckCredits": Access.TENANT,

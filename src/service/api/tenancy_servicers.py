@@ -41,7 +41,7 @@ from service.domain.models import (
     UsageRow,
 )
 from service.domain.tenancy import TenancyService, budget_usd
-from service.domain.usage import UsageService
+from service.domain.usage import MarginRow, UsageService
 from service.providers.base import ModelSpec
 
 
@@ -153,6 +153,16 @@ def job_types_pb(rows: dict[str, UsageRow]) -> dict[str, common_pb2.JobTypeUsage
         k: common_pb2.JobTypeUsage(count=r.total_jobs, cost_usd=r.total_cost_usd)
         for k, r in rows.items()
     }
+
+
+def margin_pb(r: MarginRow) -> team_pb.JobTypeMargin:
+    return team_pb.JobTypeMargin(
+        jobs=saturated_int32(r.jobs),
+        credits_charged=saturated_int32(r.credits_charged),
+        revenue_usd=r.revenue_usd,
+        provider_cost_usd=r.provider_cost_usd,
+        margin_usd=r.margin_usd,
+    )
 
 
 class OrganizationServicer(org_grpc.OrganizationServiceServicer):
@@ -373,6 +383,18 @@ class TeamServicer(team_grpc.TeamServiceServicer):
             summary=usage_pb(report.summary),
             job_types=job_types_pb(report.job_types),
             direct_calls=direct_usage_pb(report.direct_calls),
+        )
+
+    async def GetTeamMargin(
+        self, request: team_pb.GetTeamMarginRequest, context: Ctx
+    ) -> team_pb.GetTeamMarginResponse:
+        report = await self.usage.team_margin(principal(), request.team_id, request.period)
+        return team_pb.GetTeamMarginResponse(
+            team_id=request.team_id,
+            period=report.period,
+            job_types={k: margin_pb(r) for k, r in report.job_types.items()},
+            total=margin_pb(report.total),
+            direct_cost_usd=report.direct_cost_usd,
         )
 
 

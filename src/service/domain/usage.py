@@ -10,7 +10,13 @@ from datetime import UTC, datetime
 from service.domain import validation as v
 from service.domain.errors import organization_not_found, team_not_found
 from service.domain.models import DirectUsageRow, UsageRow
-from service.domain.ports import Catalog, TeamDirectory, UsageStore
+from service.domain.ports import (
+    BUDGET_NANOS_PER_CREDIT,
+    NANOS_PER_USD,
+    Catalog,
+    TeamDirectory,
+    UsageStore,
+)
 from service.domain.principal import Principal
 
 
@@ -21,6 +27,42 @@ class UsageReport:
     job_types: dict[str, UsageRow]
     teams: dict[str, UsageRow]
     direct_calls: DirectUsageRow
+
+
+@dataclass(frozen=True, slots=True)
+class MarginRow:
+    """Revenue (credits charged at the budget's price) against provider cost of one slice."""
+
+    jobs: int
+    credits_charged: int
+    revenue_usd: float
+    provider_cost_usd: float
+    margin_usd: float
+
+
+@dataclass(frozen=True, slots=True)
+class MarginReport:
+    period: str
+    job_types: dict[str, MarginRow]
+    total: MarginRow
+    direct_cost_usd: float
+
+
+# A credit's price is the OpenAI-compatible budget's (credits_allocated x $0.10): one constant.
+USD_PER_CREDIT = BUDGET_NANOS_PER_CREDIT / NANOS_PER_USD
+
+
+def _margin(row: UsageRow) -> MarginRow:
+    # A charged job (completed and charged) pays exactly one credit.
+    revenue = round(row.successful_jobs * USD_PER_CREDIT, 10)
+    cost = round(row.total_cost_usd, 10)
+    return MarginRow(
+        jobs=row.total_jobs,
+        credits_charged=row.successful_jobs,
+        revenue_usd=revenue,
+        provider_cost_usd=cost,
+        margin_usd=round(revenue - cost, 10),
+    )
 
 
 def month_bounds(period: str) -> tuple[datetime, datetime]:
@@ -89,4 +131,23 @@ class UsageService:
             period,
             await self.usage.by_team_and_type(start, end, org_id=organization_id),
             await self.usage.direct_calls(start, end, org_id=organization_id),
+        )
+
+    async def team_margin(self, who: Principal, team_id: str, period: str) -> MarginReport:
+        """The usage query's per-type sums (one GROUP BY) read as revenue against cost."""
+        who.require_admin()
+        v.require_id(team_id, "team_id")
+        start, end = month_bounds(period)
+        if await self.teams.get_team(team_id) is None:
+            raise team_not_found(team_id)
+        report = _report(
+            period,
+            await self.usage.by_team_and_type(start, end, team_id=team_id),
+            await self.usage.direct_calls(start, end, team_id=team_id),
+        )
+        return MarginReport(
+            period=period,
+            job_types={k: _margin(r) for k, r in report.job_types.items()},
+            total=_margin(report.summary),
+            direct_cost_usd=report.direct_calls.total_cost_usd,
         )

@@ -591,3 +591,132 @@ class GetTeamUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetTeamUsageResponse: _TypeAlias = GetTeamUsageResponse  # noqa: Y015
+
+@_typing.final
+class GetTeamMarginRequest(_message.Message):
+    """Request of GetTeamMargin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    team_id: _builtins.str
+    """The team."""
+    period: _builtins.str
+    """A UTC month, "YYYY-MM", from 1970-01 to 9999-12."""
+    def __init__(
+        self,
+        *,
+        team_id: _builtins.str = ...,
+        period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period", "team_id", b"team_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTeamMarginRequest: _TypeAlias = GetTeamMarginRequest  # noqa: Y015
+
+@_typing.final
+class JobTypeMargin(_message.Message):
+    """Revenue against provider cost of one slice (a job type, or all of them) of a period."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    JOBS_FIELD_NUMBER: _builtins.int
+    CREDITS_CHARGED_FIELD_NUMBER: _builtins.int
+    REVENUE_USD_FIELD_NUMBER: _builtins.int
+    PROVIDER_COST_USD_FIELD_NUMBER: _builtins.int
+    MARGIN_USD_FIELD_NUMBER: _builtins.int
+    jobs: _builtins.int
+    """Jobs created in the period, open ones included (counted by created_at, as in usage)."""
+    credits_charged: _builtins.int
+    """Credits charged: one per job completed and charged (failed and expired jobs pay nothing)."""
+    revenue_usd: _builtins.float
+    """credits_charged x $0.10, in USD."""
+    provider_cost_usd: _builtins.float
+    """Provider cost of the jobs' priced calls, in USD (failed jobs' calls included)."""
+    margin_usd: _builtins.float
+    """revenue_usd - provider_cost_usd, in USD (negative when the jobs cost more than they paid)."""
+    def __init__(
+        self,
+        *,
+        jobs: _builtins.int = ...,
+        credits_charged: _builtins.int = ...,
+        revenue_usd: _builtins.float = ...,
+        provider_cost_usd: _builtins.float = ...,
+        margin_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["credits_charged", b"credits_charged", "jobs", b"jobs", "margin_usd", b"margin_usd", "provider_cost_usd", b"provider_cost_usd", "revenue_usd", b"revenue_usd"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___JobTypeMargin: _TypeAlias = JobTypeMargin  # noqa: Y015
+
+@_typing.final
+class GetTeamMarginResponse(_message.Message):
+    """Response of GetTeamMargin."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class JobTypesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        @_builtins.property
+        def value(self) -> Global___JobTypeMargin: ...
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: Global___JobTypeMargin | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TEAM_ID_FIELD_NUMBER: _builtins.int
+    PERIOD_FIELD_NUMBER: _builtins.int
+    JOB_TYPES_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    DIRECT_COST_USD_FIELD_NUMBER: _builtins.int
+    team_id: _builtins.str
+    """The team."""
+    period: _builtins.str
+    """The month, "YYYY-MM"."""
+    direct_cost_usd: _builtins.float
+    """What the team's OpenAI-compatible calls cost in the period, in USD: spent from its budget
+    at provider cost, so it is neither revenue nor margin (not counted in total).
+    """
+    @_builtins.property
+    def job_types(self) -> _containers.MessageMap[_builtins.str, Global___JobTypeMargin]:
+        """Per job_type (a job type with no job in the period is absent)."""
+
+    @_builtins.property
+    def total(self) -> Global___JobTypeMargin:
+        """All job types together."""
+
+    def __init__(
+        self,
+        *,
+        team_id: _builtins.str = ...,
+        period: _builtins.str = ...,
+        job_types: _abc.Mapping[_builtins.str, Global___JobTypeMargin] | None = ...,
+        total: Global___JobTypeMargin | None = ...,
+        direct_cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["direct_cost_usd", b"direct_cost_usd", "job_types", b"job_types", "period", b"period", "team_id", b"team_id", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetTeamMarginResponse: _TypeAlias = GetTeamMarginResponse  # noqa: Y015

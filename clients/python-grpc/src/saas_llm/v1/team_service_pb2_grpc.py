@@ -77,6 +77,11 @@ class TeamServiceStub:
                 request_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageRequest.SerializeToString,
                 response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageResponse.FromString,
                 _registered_method=True)
+        self.GetTeamMargin = channel.unary_unary(
+                '/saas_llm.v1.TeamService/GetTeamMargin',
+                request_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginRequest.SerializeToString,
+                response_deserializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginResponse.FromString,
+                _registered_method=True)
 
 
 class TeamServiceServicer:
@@ -152,6 +157,16 @@ class TeamServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTeamMargin(self, request, context):
+        """The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+        the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+        Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+        Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TeamServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -194,6 +209,11 @@ def add_TeamServiceServicer_to_server(servicer, server):
                     servicer.GetTeamUsage,
                     request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageRequest.FromString,
                     response_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageResponse.SerializeToString,
+            ),
+            'GetTeamMargin': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTeamMargin,
+                    request_deserializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginRequest.FromString,
+                    response_serializer=saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -415,6 +435,33 @@ class TeamService:
             '/saas_llm.v1.TeamService/GetTeamUsage',
             saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageRequest.SerializeToString,
             saas__llm_dot_v1_dot_team__service__pb2.GetTeamUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTeamMargin(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/saas_llm.v1.TeamService/GetTeamMargin',
+            saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginRequest.SerializeToString,
+            saas__llm_dot_v1_dot_team__service__pb2.GetTeamMarginResponse.FromString,
             options,
             channel_credentials,
             insecure,

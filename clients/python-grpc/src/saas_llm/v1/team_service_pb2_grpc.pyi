@@ -69,6 +69,12 @@ class TeamServiceStub:
     """Usage of the team in one UTC month (seed 003 "Check Team Usage").
     Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
     """
+    GetTeamMargin: _grpc.UnaryUnaryMultiCallable[_team_service_pb2.GetTeamMarginRequest, _team_service_pb2.GetTeamMarginResponse]
+    """The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+    the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+    Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+    Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
+    """
 
 @_typing.type_check_only
 class TeamServiceAsyncStub(TeamServiceStub):
@@ -110,6 +116,12 @@ class TeamServiceAsyncStub(TeamServiceStub):
     GetTeamUsage: _aio.UnaryUnaryMultiCallable[_team_service_pb2.GetTeamUsageRequest, _team_service_pb2.GetTeamUsageResponse]  # type: ignore[assignment]
     """Usage of the team in one UTC month (seed 003 "Check Team Usage").
     Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
+    """
+    GetTeamMargin: _aio.UnaryUnaryMultiCallable[_team_service_pb2.GetTeamMarginRequest, _team_service_pb2.GetTeamMarginResponse]  # type: ignore[assignment]
+    """The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+    the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+    Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+    Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
     """
 
 class TeamServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -197,6 +209,18 @@ class TeamServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_team_service_pb2.GetTeamUsageResponse, _abc.Awaitable[_team_service_pb2.GetTeamUsageResponse]]:
         """Usage of the team in one UTC month (seed 003 "Check Team Usage").
         Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
+        """
+
+    @_abc_1.abstractmethod
+    def GetTeamMargin(
+        self,
+        request: _team_service_pb2.GetTeamMarginRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_team_service_pb2.GetTeamMarginResponse, _abc.Awaitable[_team_service_pb2.GetTeamMarginResponse]]:
+        """The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+        the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+        Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+        Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
         """
 
 def add_TeamServiceServicer_to_server(servicer: TeamServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

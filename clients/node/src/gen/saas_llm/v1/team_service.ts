@@ -244,6 +244,52 @@ export interface GetTeamUsageResponse_JobTypesEntry {
   value: JobTypeUsage | undefined;
 }
 
+/** Request of GetTeamMargin. */
+export interface GetTeamMarginRequest {
+  /** The team. */
+  teamId: string;
+  /** A UTC month, "YYYY-MM", from 1970-01 to 9999-12. */
+  period: string;
+}
+
+/** Revenue against provider cost of one slice (a job type, or all of them) of a period. */
+export interface JobTypeMargin {
+  /** Jobs created in the period, open ones included (counted by created_at, as in usage). */
+  jobs: number;
+  /** Credits charged: one per job completed and charged (failed and expired jobs pay nothing). */
+  creditsCharged: number;
+  /** credits_charged x $0.10, in USD. */
+  revenueUsd: number;
+  /** Provider cost of the jobs' priced calls, in USD (failed jobs' calls included). */
+  providerCostUsd: number;
+  /** revenue_usd - provider_cost_usd, in USD (negative when the jobs cost more than they paid). */
+  marginUsd: number;
+}
+
+/** Response of GetTeamMargin. */
+export interface GetTeamMarginResponse {
+  /** The team. */
+  teamId: string;
+  /** The month, "YYYY-MM". */
+  period: string;
+  /** Per job_type (a job type with no job in the period is absent). */
+  jobTypes: { [key: string]: JobTypeMargin };
+  /** All job types together. */
+  total:
+    | JobTypeMargin
+    | undefined;
+  /**
+   * What the team's OpenAI-compatible calls cost in the period, in USD: spent from its budget
+   * at provider cost, so it is neither revenue nor margin (not counted in total).
+   */
+  directCostUsd: number;
+}
+
+export interface GetTeamMarginResponse_JobTypesEntry {
+  key: string;
+  value: JobTypeMargin | undefined;
+}
+
 function createBaseTeam(): Team {
   return {
     teamId: "",
@@ -2307,6 +2353,517 @@ export const GetTeamUsageResponse_JobTypesEntry: MessageFns<GetTeamUsageResponse
   },
 };
 
+function createBaseGetTeamMarginRequest(): GetTeamMarginRequest {
+  return { teamId: "", period: "" };
+}
+
+export const GetTeamMarginRequest: MessageFns<GetTeamMarginRequest> = {
+  encode(message: GetTeamMarginRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.period !== "") {
+      writer.uint32(18).string(message.period);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetTeamMarginRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetTeamMarginRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = reader.string();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetTeamMarginRequest {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      period: isSet(object.period) ? globalThis.String(object.period) : "",
+    };
+  },
+
+  toJSON(message: GetTeamMarginRequest): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.period !== "") {
+      obj.period = message.period;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetTeamMarginRequest>): GetTeamMarginRequest {
+    return GetTeamMarginRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetTeamMarginRequest>): GetTeamMarginRequest {
+    const message = createBaseGetTeamMarginRequest();
+    message.teamId = object.teamId ?? "";
+    message.period = object.period ?? "";
+    return message;
+  },
+};
+
+function createBaseJobTypeMargin(): JobTypeMargin {
+  return { jobs: 0, creditsCharged: 0, revenueUsd: 0, providerCostUsd: 0, marginUsd: 0 };
+}
+
+export const JobTypeMargin: MessageFns<JobTypeMargin> = {
+  encode(message: JobTypeMargin, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.jobs !== 0) {
+      writer.uint32(8).int32(message.jobs);
+    }
+    if (message.creditsCharged !== 0) {
+      writer.uint32(16).int32(message.creditsCharged);
+    }
+    if (message.revenueUsd !== 0) {
+      writer.uint32(25).double(message.revenueUsd);
+    }
+    if (message.providerCostUsd !== 0) {
+      writer.uint32(33).double(message.providerCostUsd);
+    }
+    if (message.marginUsd !== 0) {
+      writer.uint32(41).double(message.marginUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): JobTypeMargin {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseJobTypeMargin();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.jobs = reader.int32();
+            continue;
+          }
+          case 2: {
+            if (tag !== 16) {
+              break;
+            }
+
+            message.creditsCharged = reader.int32();
+            continue;
+          }
+          case 3: {
+            if (tag !== 25) {
+              break;
+            }
+
+            message.revenueUsd = reader.double();
+            continue;
+          }
+          case 4: {
+            if (tag !== 33) {
+              break;
+            }
+
+            message.providerCostUsd = reader.double();
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.marginUsd = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): JobTypeMargin {
+    return {
+      jobs: isSet(object.jobs) ? globalThis.Number(object.jobs) : 0,
+      creditsCharged: isSet(object.creditsCharged)
+        ? globalThis.Number(object.creditsCharged)
+        : isSet(object.credits_charged)
+        ? globalThis.Number(object.credits_charged)
+        : 0,
+      revenueUsd: isSet(object.revenueUsd)
+        ? globalThis.Number(object.revenueUsd)
+        : isSet(object.revenue_usd)
+        ? globalThis.Number(object.revenue_usd)
+        : 0,
+      providerCostUsd: isSet(object.providerCostUsd)
+        ? globalThis.Number(object.providerCostUsd)
+        : isSet(object.provider_cost_usd)
+        ? globalThis.Number(object.provider_cost_usd)
+        : 0,
+      marginUsd: isSet(object.marginUsd)
+        ? globalThis.Number(object.marginUsd)
+        : isSet(object.margin_usd)
+        ? globalThis.Number(object.margin_usd)
+        : 0,
+    };
+  },
+
+  toJSON(message: JobTypeMargin): unknown {
+    const obj: any = {};
+    if (message.jobs !== 0) {
+      obj.jobs = Math.round(message.jobs);
+    }
+    if (message.creditsCharged !== 0) {
+      obj.creditsCharged = Math.round(message.creditsCharged);
+    }
+    if (message.revenueUsd !== 0) {
+      obj.revenueUsd = floatToJson(message.revenueUsd);
+    }
+    if (message.providerCostUsd !== 0) {
+      obj.providerCostUsd = floatToJson(message.providerCostUsd);
+    }
+    if (message.marginUsd !== 0) {
+      obj.marginUsd = floatToJson(message.marginUsd);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<JobTypeMargin>): JobTypeMargin {
+    return JobTypeMargin.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<JobTypeMargin>): JobTypeMargin {
+    const message = createBaseJobTypeMargin();
+    message.jobs = object.jobs ?? 0;
+    message.creditsCharged = object.creditsCharged ?? 0;
+    message.revenueUsd = object.revenueUsd ?? 0;
+    message.providerCostUsd = object.providerCostUsd ?? 0;
+    message.marginUsd = object.marginUsd ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetTeamMarginResponse(): GetTeamMarginResponse {
+  return { teamId: "", period: "", jobTypes: {}, total: undefined, directCostUsd: 0 };
+}
+
+export const GetTeamMarginResponse: MessageFns<GetTeamMarginResponse> = {
+  encode(message: GetTeamMarginResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.teamId !== "") {
+      writer.uint32(10).string(message.teamId);
+    }
+    if (message.period !== "") {
+      writer.uint32(18).string(message.period);
+    }
+    globalThis.Object.entries(message.jobTypes).forEach(([key, value]: [string, JobTypeMargin]) => {
+      GetTeamMarginResponse_JobTypesEntry.encode({ key: key as any, value }, writer.uint32(26).fork()).join();
+    });
+    if (message.total !== undefined) {
+      JobTypeMargin.encode(message.total, writer.uint32(34).fork()).join();
+    }
+    if (message.directCostUsd !== 0) {
+      writer.uint32(41).double(message.directCostUsd);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetTeamMarginResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetTeamMarginResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.teamId = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.period = reader.string();
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            const entry3 = GetTeamMarginResponse_JobTypesEntry.decode(reader, reader.uint32());
+            if (entry3.value !== undefined) {
+              message.jobTypes[entry3.key] = entry3.value;
+            }
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.total = JobTypeMargin.decode(reader, reader.uint32());
+            continue;
+          }
+          case 5: {
+            if (tag !== 41) {
+              break;
+            }
+
+            message.directCostUsd = reader.double();
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetTeamMarginResponse {
+    return {
+      teamId: isSet(object.teamId)
+        ? globalThis.String(object.teamId)
+        : isSet(object.team_id)
+        ? globalThis.String(object.team_id)
+        : "",
+      period: isSet(object.period) ? globalThis.String(object.period) : "",
+      jobTypes: isObject(object.jobTypes)
+        ? (globalThis.Object.entries(object.jobTypes) as [string, any][]).reduce(
+          (acc: { [key: string]: JobTypeMargin }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: JobTypeMargin.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : isObject(object.job_types)
+        ? (globalThis.Object.entries(object.job_types) as [string, any][]).reduce(
+          (acc: { [key: string]: JobTypeMargin }, [key, value]: [string, any]) => {
+            globalThis.Object.defineProperty(acc, key, {
+              value: JobTypeMargin.fromJSON(value),
+              enumerable: true,
+              configurable: true,
+              writable: true,
+            });
+            return acc;
+          },
+          {},
+        )
+        : {},
+      total: isSet(object.total) ? JobTypeMargin.fromJSON(object.total) : undefined,
+      directCostUsd: isSet(object.directCostUsd)
+        ? globalThis.Number(object.directCostUsd)
+        : isSet(object.direct_cost_usd)
+        ? globalThis.Number(object.direct_cost_usd)
+        : 0,
+    };
+  },
+
+  toJSON(message: GetTeamMarginResponse): unknown {
+    const obj: any = {};
+    if (message.teamId !== "") {
+      obj.teamId = message.teamId;
+    }
+    if (message.period !== "") {
+      obj.period = message.period;
+    }
+    if (message.jobTypes) {
+      const entries = globalThis.Object.entries(message.jobTypes) as [string, JobTypeMargin][];
+      if (entries.length > 0) {
+        obj.jobTypes = {};
+        entries.forEach(([k, v]) => {
+          obj.jobTypes[k] = JobTypeMargin.toJSON(v);
+        });
+      }
+    }
+    if (message.total !== undefined) {
+      obj.total = JobTypeMargin.toJSON(message.total);
+    }
+    if (message.directCostUsd !== 0) {
+      obj.directCostUsd = floatToJson(message.directCostUsd);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetTeamMarginResponse>): GetTeamMarginResponse {
+    return GetTeamMarginResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetTeamMarginResponse>): GetTeamMarginResponse {
+    const message = createBaseGetTeamMarginResponse();
+    message.teamId = object.teamId ?? "";
+    message.period = object.period ?? "";
+    message.jobTypes = (globalThis.Object.entries(object.jobTypes ?? {}) as [string, JobTypeMargin][]).reduce(
+      (acc: { [key: string]: JobTypeMargin }, [key, value]: [string, JobTypeMargin]) => {
+        if (value !== undefined) {
+          acc[key] = JobTypeMargin.fromPartial(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    message.total = (object.total !== undefined && object.total !== null)
+      ? JobTypeMargin.fromPartial(object.total)
+      : undefined;
+    message.directCostUsd = object.directCostUsd ?? 0;
+    return message;
+  },
+};
+
+function createBaseGetTeamMarginResponse_JobTypesEntry(): GetTeamMarginResponse_JobTypesEntry {
+  return { key: "", value: undefined };
+}
+
+export const GetTeamMarginResponse_JobTypesEntry: MessageFns<GetTeamMarginResponse_JobTypesEntry> = {
+  encode(message: GetTeamMarginResponse_JobTypesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== undefined) {
+      JobTypeMargin.encode(message.value, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GetTeamMarginResponse_JobTypesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBaseGetTeamMarginResponse_JobTypesEntry();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.key = reader.string();
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.value = JobTypeMargin.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): GetTeamMarginResponse_JobTypesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? JobTypeMargin.fromJSON(object.value) : undefined,
+    };
+  },
+
+  toJSON(message: GetTeamMarginResponse_JobTypesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== undefined) {
+      obj.value = JobTypeMargin.toJSON(message.value);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GetTeamMarginResponse_JobTypesEntry>): GetTeamMarginResponse_JobTypesEntry {
+    return GetTeamMarginResponse_JobTypesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GetTeamMarginResponse_JobTypesEntry>): GetTeamMarginResponse_JobTypesEntry {
+    const message = createBaseGetTeamMarginResponse_JobTypesEntry();
+    message.key = object.key ?? "";
+    message.value = (object.value !== undefined && object.value !== null)
+      ? JobTypeMargin.fromPartial(object.value)
+      : undefined;
+    return message;
+  },
+};
+
 /**
  * Teams hold credits and a virtual key, and are assigned model groups.
  * Creating teams and assigning groups needs the master key; a team key may
@@ -2421,6 +2978,22 @@ export const TeamServiceService = {
       Buffer.from(GetTeamUsageResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): GetTeamUsageResponse => GetTeamUsageResponse.decode(value),
   },
+  /**
+   * The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+   * the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+   * Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+   * Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
+   */
+  getTeamMargin: {
+    path: "/saas_llm.v1.TeamService/GetTeamMargin" as const,
+    requestStream: false as const,
+    responseStream: false as const,
+    requestSerialize: (value: GetTeamMarginRequest): Buffer => Buffer.from(GetTeamMarginRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): GetTeamMarginRequest => GetTeamMarginRequest.decode(value),
+    responseSerialize: (value: GetTeamMarginResponse): Buffer =>
+      Buffer.from(GetTeamMarginResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): GetTeamMarginResponse => GetTeamMarginResponse.decode(value),
+  },
 } as const;
 
 export interface TeamServiceServer extends UntypedServiceImplementation {
@@ -2463,6 +3036,13 @@ export interface TeamServiceServer extends UntypedServiceImplementation {
    * Errors: NOT_FOUND, PERMISSION_DENIED, INVALID_ARGUMENT (period).
    */
   getTeamUsage: handleUnaryCall<GetTeamUsageRequest, GetTeamUsageResponse>;
+  /**
+   * The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+   * the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+   * Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+   * Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
+   */
+  getTeamMargin: handleUnaryCall<GetTeamMarginRequest, GetTeamMarginResponse>;
 }
 
 export interface TeamServiceClient extends Client {
@@ -2613,6 +3193,27 @@ export interface TeamServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: GetTeamUsageResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * The team's margin in one UTC month: per job type, the credits charged (at $0.10 each,
+   * the price of the OpenAI-compatible budget) beside the provider cost of its jobs' calls.
+   * Apart from GetTeamUsage because seed 003 pins that answer key for key. Admin only.
+   * Errors: NOT_FOUND, PERMISSION_DENIED (a team key), INVALID_ARGUMENT (period).
+   */
+  getTeamMargin(
+    request: GetTeamMarginRequest,
+    callback: (error: ServiceError | null, response: GetTeamMarginResponse) => void,
+  ): ClientUnaryCall;
+  getTeamMargin(
+    request: GetTeamMarginRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: GetTeamMarginResponse) => void,
+  ): ClientUnaryCall;
+  getTeamMargin(
+    request: GetTeamMarginRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: GetTeamMarginResponse) => void,
   ): ClientUnaryCall;
 }
 
