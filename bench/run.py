@@ -404,6 +404,10 @@ async def setup_tenant(gw: Gateway, upstream_base: str) -> None:
                     "team_id": gw.team_id,
                     "model_groups": ["bench"],
                     "credits_allocated": 10_000_000,
+                    # One open job per worker takes thousands of calls: the per-job calls bound
+                    # (default 100) is off for the bench's team, so the rows measure the call
+                    # path itself (with a bound on, a call adds one conditional UPDATE).
+                    "max_calls_per_job": 0,
                 }
             ),
             admin,
