@@ -21,7 +21,7 @@ from tests.conftest import MASTER_KEY, fresh_database
 from tests.reliability.harness import audit_cli, leaked
 from tests.reliability.rest import Rest, make_tenant, rest_flow
 from tests.support.envoy import http_get, start_envoy
-from tests.support.procs import ROOT, base_env, free_ports, spawn, start_services
+from tests.support.procs import ROOT, base_env, free_port_run, free_ports, spawn, start_services
 
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 
@@ -145,7 +145,14 @@ async def test_run_cluster_launcher(tmp_path: Path) -> None:
     url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     g1, g2, http, admin = free_ports(4)
     env = base_env(
-        DATABASE_URL=url, GRPC_PORTS=f"{g1},{g2}", HTTP_PORT=http, ENVOY_ADMIN_PORT=admin
+        DATABASE_URL=url,
+        GRPC_PORTS=f"{g1},{g2}",
+        HTTP_PORT=http,
+        ENVOY_ADMIN_PORT=admin,
+        # Replica i's OpenAI handler binds DIRECT_HTTP_PORT + i; not the default 50090, which
+        # the run-all tests running beside this one would also take.
+        DIRECT_HTTP_PORT=free_port_run(2),
+        METRICS_PORT=0,
     )
     env.pop("GRPC_HOST")  # the launcher's replicas listen as configured by default
     cluster = spawn(

@@ -66,6 +66,28 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def free_port_run(n: int) -> int:
+    """The first of n consecutive loopback ports that are all free now: for launchers that give
+    replica i the port first + i (run-cluster's DIRECT_HTTP_PORT)."""
+    for _ in range(200):
+        first = free_port()
+        if first + n > 65536:
+            continue
+        socks = []
+        try:
+            for port in range(first, first + n):
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError(f"no run of {n} free loopback ports found")
+
+
 @dataclass
 class Child:
     """A started process, its log file, and `stop()`."""
