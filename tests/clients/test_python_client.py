@@ -34,6 +34,7 @@ from saas_litellm_client import (
 from saas_llm.v1 import common_pb2, job_service_pb2, job_service_pb2_grpc
 from tests.clients.conftest import Team, envoy_target, grpc_target, new_team
 from tests.rest.real_service import RestClient, RestService
+from tests.support.procs import ROOT
 from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.envoy
@@ -346,3 +347,27 @@ def test_error_of_an_unknown_reason_falls_back_to_the_code() -> None:
     err = rest_error(403, json.dumps(error_body(7, "no", "SOMETHING_NEW")).encode())
     assert type(err).__name__ == "PermissionDeniedError"
     assert (err.reason, err.code) == ("SOMETHING_NEW", 7)
+
+
+async def test_readme_example_runs_as_printed(
+    gateway: RestService, admin: RestClient, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """clients/python/README.md's example, with only the base URL, team and key changed."""
+    readme = (ROOT / "clients" / "python" / "README.md").read_text()
+    code = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    assert code.rstrip().endswith("asyncio.run(main())")
+    async with FakeUpstream() as upstream:
+        upstream.set_behavior("people", content='{"name": "Alice", "age": 30}')
+        team = await new_team(admin, models=[("openai/people", {"api_base": upstream.base_url})])
+        code = (
+            code.replace('"http://localhost:8080"', repr(gateway.base_url))
+            .replace('"acme-corp"', repr(team.team_id))
+            .replace('"sk-..."', repr(team.key))
+            .replace("asyncio.run(main())", "")
+        )
+        namespace: dict[str, Any] = {"__name__": "readme_example"}
+        exec(compile(code, "clients/python/README.md", "exec"), namespace)
+        await namespace["main"]()
+    out = capsys.readouterr().out
+    assert '{"name": "Alice", "age": 30}' in out
+    assert out.rstrip().endswith("Credits remaining: 9")
