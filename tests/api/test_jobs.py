@@ -457,3 +457,30 @@ async def test_create_and_call(client: Client) -> None:
     assert e.value.code() == grpc.StatusCode.INTERNAL
     assert (await balance(c, team2)).credits_remaining == 1
     await assert_ledger_ok(c)
+
+
+async def test_a_team_key_cannot_complete_another_teams_job(client: Client) -> None:
+    """The ownership check rides on the complete's claim (no read before it): another team's key
+    gets NOT_FOUND, the job stays open with its credit reserved, and its owner completes it."""
+    owner_id, owner_key = await make_team(client, credits=3)
+    _, other_key = await make_team(client, credits=3)
+    job = await client.jobs.CreateJob(
+        job_pb.CreateJobRequest(team_id=owner_id, job_type="t"), metadata=bearer(owner_key)
+    )
+    for status in ("completed", "failed"):
+        with pytest.raises(grpc.aio.AioRpcError) as e:
+            await client.jobs.CompleteJob(
+                job_pb.CompleteJobRequest(job_id=job.job_id, status=status),
+                metadata=bearer(other_key),
+            )
+        assert e.value.code() == grpc.StatusCode.NOT_FOUND
+        assert error_info(e.value).reason == "JOB_NOT_FOUND"
+    bal = await balance(client, owner_id)
+    assert (bal.credits_reserved, bal.credits_remaining) == (1, 2)
+    got = await client.jobs.GetJob(job_pb.GetJobRequest(job_id=job.job_id), metadata=admin())
+    assert got.status == "pending"
+    done = await client.jobs.CompleteJob(
+        job_pb.CompleteJobRequest(job_id=job.job_id, status="completed"), metadata=bearer(owner_key)
+    )
+    assert (done.status, done.costs.credits_remaining) == ("completed", 2)
+    assert (await audit(client.app.db)).ok

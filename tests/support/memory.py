@@ -506,6 +506,8 @@ class MemoryStore:
         job = self.jobs.get(claim.job_id)
         if job is None or job.status not in OPEN_STATUSES:
             return None
+        if claim.team_id is not None and job.team_id != claim.team_id:
+            return None
         self._holds_reservation(job)
         now = self._now()
         self._end(job, claim.status, now)

@@ -51,7 +51,7 @@ from service.domain.models import (
     ModelGroup,
 )
 from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
-from service.domain.principal import Principal
+from service.domain.principal import ADMIN, Principal
 from service.domain.streaming import Relayed, relay, stop_when
 from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
@@ -383,8 +383,8 @@ class JobsService:
             raise InvalidArgument('status must be "completed" or "failed"', field="status")
         v.text(error_message, "error_message", max_len=4096)
         metadata = v.metadata(metadata)
-        await self._target(who, job_id)
-        job, _replayed = await self.settle(job_id, status, metadata, error_message or None)
+        v.require_id(job_id, "job_id")
+        job, _replayed = await self.settle(job_id, status, metadata, error_message or None, who=who)
         return job, await self._costs(job)
 
     async def settle(
@@ -394,22 +394,28 @@ class JobsService:
         metadata: dict[str, Any],
         error_message: str | None,
         replay_response: dict[str, Any] | None = None,
+        *,
+        who: Principal = ADMIN,
     ) -> tuple[Job, bool]:
         """End an open job: a deduction when `status` is completed and no call failed, else a
         release. A repeat with the same status returns the stored job (replayed) and moves no
-        credit; another status is refused."""
+        credit; another status is refused. A job `who` does not own is not found: a team key
+        claims only its own team's jobs, so the ownership check rides on the claim and the way
+        that succeeds reads nothing before it."""
         claim = JobClaim(
             job_id=job_id,
             status=status,
             result_metadata=metadata,
             error_message=error_message,
             replay_response=replay_response,
+            team_id=None if who.is_admin else (who.team_id or ""),
         )
         done = await self.jobs.complete_job(claim)
         if done is not None:
             return done, False
         job = await self.jobs.get_job(job_id)
-        if job is None:
+        # Another team's job is indistinguishable from a missing one.
+        if job is None or not who.owns(job.team_id):
             raise job_not_found(job_id)
         if job.status == status:
             return job, True

@@ -107,6 +107,9 @@ class JobClaim:
     result_metadata: dict[str, Any]
     error_message: str | None
     replay_response: dict[str, Any] | None
+    # Only a job of this team is claimed (a team key's complete: the ownership check rides on
+    # the claim instead of a read before it); None: any team's (the master key, the saga).
+    team_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -84,7 +84,8 @@ _ADMIT_CALL = (
 _CLAIM_JOB = (
     "UPDATE jobs SET status = $2, completed_at = $3, updated_at = $3, "
     "result_metadata = $4::jsonb, error_message = $5, replay_response = $6::jsonb "
-    "WHERE job_id = $1 AND status IN ('pending', 'in_progress') RETURNING team_id, job_type"
+    "WHERE job_id = $1 AND status IN ('pending', 'in_progress') "
+    "AND ($7::text IS NULL OR team_id = $7) RETURNING team_id, job_type"
 )
 # Expiry, statement 1: claim a stale open job.
 _EXPIRE_JOB = (
@@ -259,6 +260,7 @@ class PostgresMoney:
                 _json(claim.result_metadata),
                 claim.error_message,
                 _json(claim.replay_response),
+                claim.team_id,
             )
             if claimed is None:
                 return None

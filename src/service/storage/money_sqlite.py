@@ -89,7 +89,8 @@ _ADMIT_CALL = (
 _CLAIM_JOB = (
     "UPDATE jobs SET status = ?, completed_at = ?, updated_at = ?, result_metadata = ?, "
     "error_message = ?, replay_response = ? "
-    "WHERE job_id = ? AND status IN ('pending', 'in_progress') RETURNING team_id, job_type"
+    "WHERE job_id = ? AND status IN ('pending', 'in_progress') AND (? IS NULL OR team_id = ?) "
+    "RETURNING team_id, job_type"
 )
 _EXPIRE_JOB = (
     "UPDATE jobs SET status = 'expired', completed_at = ?, updated_at = ? "
@@ -288,6 +289,8 @@ class SqliteMoney:
             claim.error_message,
             _json(claim.replay_response),
             claim.job_id,
+            claim.team_id,
+            claim.team_id,
         )
         key = {"p_job_id": claim.job_id}
         read_job = SELECT_JOB.compiled(SQLITE, None)
