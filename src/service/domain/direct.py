@@ -58,7 +58,7 @@ from service.domain.ports import (
     TeamDirectory,
 )
 from service.domain.principal import Principal
-from service.domain.streaming import Relayed, relay, stop_when
+from service.domain.streaming import Relayed, estimate_prompt_tokens, relay, stop_when
 from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, EmbeddingResult, ModelSpec, TokenUsage
 from service.providers.costs import prices_of
@@ -408,7 +408,7 @@ class DirectService:
             # Cancelled (the client went away) or out of time before any answer: the prompt
             # was sent, so its estimate is what the call may have cost.
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            usage = TokenUsage(max(1, len(orjson.dumps(request.messages)) // 4), 0, True)
+            usage = TokenUsage(estimate_prompt_tokens(request), 0, True)
             await self._settle(
                 call,
                 status=status,
@@ -517,18 +517,7 @@ class DirectService:
                     sent += 1
                     yield ChatDelta(text, tool_calls)
         finally:
-            usage = seen.usage
-            if usage is None or seen.status != "success":
-                # Tokens seen so far (a client that went away pays for what it was sent).
-                usage = TokenUsage(
-                    prompt_tokens=usage.prompt_tokens
-                    if usage
-                    else max(1, len(orjson.dumps(request.messages)) // 4),
-                    completion_tokens=usage.completion_tokens
-                    if usage
-                    else max(0, len(seen.content) // 4),
-                    estimated=True if usage is None else usage.estimated,
-                )
+            usage = seen.billed_usage(request)
             await self._settle(
                 call,
                 status=seen.status,

@@ -52,7 +52,7 @@ from service.domain.models import (
 )
 from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
 from service.domain.principal import ADMIN, Principal
-from service.domain.streaming import Relayed, relay, stop_when
+from service.domain.streaming import Relayed, estimate_prompt_tokens, relay, stop_when
 from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
 from service.providers.costs import cost_of
@@ -167,10 +167,6 @@ def validate_request(request: ChatRequest) -> None:
         raise InvalidArgument("max_tokens must be between 1 and 1000000", field="max_tokens")
     if len(p.get("tools") or ()) > 128:
         raise InvalidArgument("tools has more than 128 entries", field="tools")
-
-
-def _estimate_prompt_tokens(request: ChatRequest) -> int:
-    return max(1, len(orjson.dumps(request.messages)) // 4)
 
 
 def _fingerprint(call: CallInput) -> dict[str, Any]:
@@ -568,7 +564,7 @@ class JobsService:
         if isinstance(exc, DeadlineExceeded):
             await self._record_failure(job, group, call, started, "Deadline exceeded", ticket)
             return
-        usage = TokenUsage(_estimate_prompt_tokens(call.request), 0, estimated=True)
+        usage = TokenUsage(estimate_prompt_tokens(call.request), 0, estimated=True)
         await self._record(
             job,
             group,
@@ -702,17 +698,7 @@ class JobsService:
                     sent += 1
                     yield StreamDelta(text, tool_calls)
         finally:
-            usage = seen.usage
-            if usage is None or seen.status != "success":
-                usage = TokenUsage(
-                    prompt_tokens=usage.prompt_tokens
-                    if usage
-                    else _estimate_prompt_tokens(call.request),
-                    completion_tokens=usage.completion_tokens
-                    if usage
-                    else max(0, len(seen.content) // 4),
-                    estimated=True if usage is None else usage.estimated,
-                )
+            usage = seen.billed_usage(call.request)
             record = await self._record(
                 job,
                 group,

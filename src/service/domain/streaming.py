@@ -17,7 +17,9 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.providers.base import ProviderError, StreamChunk, TokenUsage
+import orjson
+
+from service.providers.base import ChatRequest, ProviderError, StreamChunk, TokenUsage
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,21 @@ class Relayed:
     @property
     def content(self) -> str:
         return "".join(self.parts)
+
+    def billed_usage(self, request: ChatRequest) -> TokenUsage:
+        """The usage a stream's record carries: the provider's when it sent one (it may have,
+        even on a stream that failed or was cancelled after), else an estimate of the tokens
+        seen so far: a client that went away pays for what it was sent."""
+        if self.usage is not None:
+            return self.usage
+        return TokenUsage(
+            estimate_prompt_tokens(request), max(0, len(self.content) // 4), estimated=True
+        )
+
+
+def estimate_prompt_tokens(request: ChatRequest) -> int:
+    """About four bytes of JSON a token: for calls that ended before the provider counted."""
+    return max(1, len(orjson.dumps(request.messages)) // 4)
 
 
 async def relay(
