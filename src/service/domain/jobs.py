@@ -746,23 +746,10 @@ class JobsService:
     ) -> CreateAndCallResult:
         """Create, call, complete (`completed` on success, `failed` on failure) in one
         request. A failed call completes the job as failed, then raises its error."""
-        validate_call(call)
-        ticket = await self._admit_saga(who, team_id, call)
-        try:
-            job, replayed = await self.create(
-                who,
-                team_id=team_id,
-                user_id=user_id,
-                job_type=job_type,
-                metadata=metadata,
-                request_id=request_id,
-                fingerprint_extra=_fingerprint(call),
-            )
-        except BaseException:
-            await ticket.refund()
-            raise
+        job, replayed, ticket = await self._saga_job(
+            who, team_id, user_id, job_type, metadata, request_id, call, _fingerprint(call)
+        )
         if replayed:
-            await ticket.refund()
             full, answer = await self._replay(job, request_id)
             return CreateAndCallResult(full, await self._costs(full), answer)
         try:
@@ -800,6 +787,33 @@ class JobsService:
         the completed job (or StreamFailed, the job completed as failed). Errors before the
         first event are ordinary errors. A retry with the request_id of a finished stream
         replays its answer as one delta; one still running is REQUEST_IN_PROGRESS."""
+        fingerprint = {**_fingerprint(call), "stream": True}
+        job, replayed, ticket = await self._saga_job(
+            who, team_id, user_id, job_type, metadata, request_id, call, fingerprint
+        )
+        if replayed:
+            full, answer = await self._replay(job, request_id)
+            return self._replayed_stream(full, answer)
+        try:
+            events = await self.llm_call_stream(who, job.job_id, call, deadline, ticket=ticket)
+        except BaseException as exc:
+            await self._end_saga(job.job_id, "failed", str(exc) or "create-and-call interrupted")
+            raise
+        return self._saga_stream(job.job_id, events, bool(request_id))
+
+    async def _saga_job(
+        self,
+        who: Principal,
+        team_id: str,
+        user_id: str,
+        job_type: str,
+        metadata: dict[str, Any],
+        request_id: str,
+        call: CallInput,
+        fingerprint: dict[str, Any],
+    ) -> tuple[Job, bool, Ticket]:
+        """The first step of both sagas: the call checked and admitted, then its job created
+        (or the first one, replayed: its rate-limit ticket is refunded, nothing will be called)."""
         validate_call(call)
         ticket = await self._admit_saga(who, team_id, call)
         try:
@@ -810,21 +824,14 @@ class JobsService:
                 job_type=job_type,
                 metadata=metadata,
                 request_id=request_id,
-                fingerprint_extra={**_fingerprint(call), "stream": True},
+                fingerprint_extra=fingerprint,
             )
         except BaseException:
             await ticket.refund()
             raise
         if replayed:
             await ticket.refund()
-            full, answer = await self._replay(job, request_id)
-            return self._replayed_stream(full, answer)
-        try:
-            events = await self.llm_call_stream(who, job.job_id, call, deadline, ticket=ticket)
-        except BaseException as exc:
-            await self._end_saga(job.job_id, "failed", str(exc) or "create-and-call interrupted")
-            raise
-        return self._saga_stream(job.job_id, events, bool(request_id))
+        return job, replayed, ticket
 
     async def _admit_saga(self, who: Principal, team_id: str, call: CallInput) -> Ticket:
         """create-and-call: the team's rate limits and a new job's bounds are checked before
