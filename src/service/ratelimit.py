@@ -7,7 +7,9 @@ window. Keys: `<prefix>rl:<team>:<window>:r` (requests) and `...:t` (tokens), ex
 two windows. The window is the replicas' clock (time.time() // window seconds; injectable):
 replicas on NTP-synced hosts agree to milliseconds at a window's edge.
 
-Redis unreachable (or slow past REDIS_TIMEOUT_S): the call is admitted (fail open: a Redis
+It runs on the process's one Redis connection pool (redis_state.RedisState, shared with the
+breakers and the response cache). Redis unreachable (or slower than REDIS_TIMEOUT_SECONDS, the
+pool's socket timeouts): the call is admitted (fail open: a Redis
 outage must not stop every tenant's traffic), counted in gateway_rate_limiter_errors_total,
 and logged at most once per LOG_EVERY_S; after a failure Redis is not asked again for
 RETRY_AFTER_S, so that an outage costs no latency (docs/decisions.md).
@@ -29,7 +31,6 @@ from service.domain.ports import RateDecision
 
 log = logging.getLogger("service.ratelimit")
 
-REDIS_TIMEOUT_S = 0.25
 RETRY_AFTER_S = 1.0
 LOG_EVERY_S = 10.0
 
@@ -65,18 +66,15 @@ return 1
 class RedisRateLimiter:
     def __init__(
         self,
-        url: str,
+        client: aioredis.Redis,
         *,
         prefix: str = "gw:",
         window_seconds: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.redis: Any = aioredis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-            retry_on_timeout=False,
-        )
+        """`client`: a pool with short socket timeouts and no retries (RedisState's); its owner
+        closes it."""
+        self.redis: Any = client
         self.prefix = prefix
         self.window_seconds = window_seconds
         self.clock = clock
@@ -128,6 +126,3 @@ class RedisRateLimiter:
                 "(fail open)",
                 extra={"error": type(exc).__name__, "detail": str(exc)[:200]},
             )
-
-    async def close(self) -> None:
-        await self.redis.aclose()

@@ -109,7 +109,8 @@ def _state(reply: list[Any]) -> SharedState:
 
 
 class RedisState:
-    """One Redis connection pool for the breakers and the cache, with the fail-fast window."""
+    """The process's one Redis connection pool (the breakers, the response cache and the rate
+    limiter use it), with the fail-fast window of the breakers and the cache."""
 
     def __init__(self, url: str, prefix: str, *, timeout: float, retry_after: float) -> None:
         self.client: aioredis.Redis = aioredis.from_url(

@@ -197,8 +197,9 @@ class App:
         if settings.redis_url:
             from service.ratelimit import RedisRateLimiter
 
+            assert self.redis is not None  # made above whenever REDIS_URL is set
             self.limiter = RedisRateLimiter(
-                settings.redis_url,
+                self.redis.client,
                 prefix=settings.redis_key_prefix,
                 window_seconds=settings.rate_limit_window_seconds,
             )
@@ -380,10 +381,6 @@ class App:
                     log.warning("tasks still running at shutdown", extra={"tasks": len(late)})
         await self.breakers.stop()
         await self.provider.aclose()
-        close = getattr(self.limiter, "close", None)
-        if close is not None:
-            with contextlib.suppress(Exception):
-                await close()
         if self.redis is not None:
             await self.redis.aclose()
         await self.db.dispose()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+import redis.asyncio
 
 from saas_llm.v1 import job_service_pb2 as job_pb
 from saas_llm.v1 import team_service_pb2 as team_pb
@@ -334,9 +335,8 @@ async def test_redis_limiter_minute_boundary_with_injected_clock() -> None:
 
     now = [1_000_000 * 60 + 59.5]  # half a second before a minute boundary
     prefix = f"test:{uuid.uuid4().hex[:8]}:"
-    limiter = RedisRateLimiter(
-        "redis://127.0.0.1:6379/0", prefix=prefix, window_seconds=60, clock=lambda: now[0]
-    )
+    client = redis.asyncio.from_url("redis://127.0.0.1:6379/0")
+    limiter = RedisRateLimiter(client, prefix=prefix, window_seconds=60, clock=lambda: now[0])
     try:
         got = [await limiter.acquire("team", 3, 0, 0) for _ in range(5)]
         assert [d.allowed for d in got] == [True, True, True, False, False]
@@ -355,7 +355,7 @@ async def test_redis_limiter_minute_boundary_with_injected_clock() -> None:
         keys = [k async for k in limiter.redis.scan_iter(match=prefix + "*")]
         if keys:
             await limiter.redis.delete(*keys)
-        await limiter.close()
+        await client.aclose()
 
 
 async def test_redis_down_fails_open_with_a_metric(
