@@ -1,5 +1,6 @@
 """The LiteLLM proxy baseline: a pinned `litellm[proxy]` in its own venv (bench/.litellm-venv, not
-a project dependency), configured with the bench's fake upstream, one worker, no database.
+a project dependency), its whole dependency set pinned by bench/litellm-constraints.txt,
+configured with the bench's fake upstream, one worker, no database.
 
 Every failure here (no network to install, a proxy that does not start) is returned as a reason
 string: the bench then reports the baseline as unavailable and still runs everything else.
@@ -7,6 +8,7 @@ string: the bench then reports the baseline as unavailable and still runs everyt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -21,6 +23,7 @@ LITELLM_VERSION = "1.80.0"
 REQUIREMENT = f"litellm[proxy]=={LITELLM_VERSION}"
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".litellm-venv"
+CONSTRAINTS = HERE / "litellm-constraints.txt"
 INSTALL_TIMEOUT_S = 420.0
 MASTER_KEY = "sk-bench-litellm-master"
 MODEL = "bench-model"
@@ -30,11 +33,18 @@ def _stamp() -> Path:
     return VENV / ".bench-installed"
 
 
+def _wanted() -> str:
+    """What the venv must hold: the requirement and the constraints it was installed with."""
+    digest = hashlib.sha256(CONSTRAINTS.read_bytes()).hexdigest()[:16]
+    return f"{REQUIREMENT} -c {CONSTRAINTS.name}@{digest}"
+
+
 def ensure_venv(say: object = print) -> tuple[Path | None, str | None, float]:
     """(litellm executable, reason it is unavailable, seconds spent installing)."""
     exe = VENV / "bin" / "litellm"
     stamp = _stamp()
-    if exe.exists() and stamp.exists() and stamp.read_text().strip() == REQUIREMENT:
+    wanted = _wanted()
+    if exe.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
         return exe, None, 0.0
     started = time.perf_counter()
     log = HERE / "results" / "litellm-install.log.tmp"
@@ -48,7 +58,16 @@ def ensure_venv(say: object = print) -> tuple[Path | None, str | None, float]:
         say(f"installing {REQUIREMENT} into {VENV.relative_to(HERE.parent)} (first run only)")
         with log.open("wb") as out:
             subprocess.run(
-                [str(VENV / "bin" / "python"), "-m", "pip", "install", "-q", REQUIREMENT],
+                [
+                    str(VENV / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "-q",
+                    "-c",
+                    str(CONSTRAINTS),
+                    REQUIREMENT,
+                ],
                 check=True,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -61,7 +80,7 @@ def ensure_venv(say: object = print) -> tuple[Path | None, str | None, float]:
         return None, f"cannot install {REQUIREMENT}: {exc} {tail}".strip(), 0.0
     if not exe.exists():
         return None, f"{REQUIREMENT} installed no `litellm` executable", 0.0
-    stamp.write_text(REQUIREMENT + "\n")
+    stamp.write_text(wanted + "\n")
     log.unlink(missing_ok=True)
     return exe, None, time.perf_counter() - started
 
