@@ -23,7 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -52,7 +52,7 @@ def estimate_tokens(payload: Any) -> int:
     return max(1, len(orjson.dumps(payload)) // 4)
 
 
-def output_tokens(params: dict[str, Any]) -> int:
+def output_tokens(params: Mapping[str, Any]) -> int:
     """The output bound a request sets (max_completion_tokens or max_tokens, times n), else 0."""
     limit = params.get("max_completion_tokens", params.get("max_tokens"))
     n = params.get("n")
@@ -120,12 +120,15 @@ class Admission:
             raise team_not_found(team_id)
         return found
 
-    async def rate(self, team_id: str, limits: TeamLimits, tokens: int) -> Ticket:
-        """Count a call against the team's rpm and tpm limits, or refuse it (RateLimited)
-        having counted nothing. No limits: nothing is asked (no round trip)."""
+    async def rate(
+        self, team_id: str, limits: TeamLimits, prompt: Any, params: Mapping[str, Any]
+    ) -> Ticket:
+        """Count a call (its `prompt`, messages or embedding input, and the output bound its
+        `params` set) against the team's rpm and tpm limits, or refuse it (RateLimited) having
+        counted nothing. No limits: nothing is asked (no round trip) and nothing estimated."""
         if not limits.rate_limited:
             return NO_TICKET
-        tokens = max(0, tokens)
+        tokens = estimate_tokens(prompt) + output_tokens(params)
         decision = await self.limiter.acquire(
             team_id, limits.rpm_limit, limits.tpm_limit, tokens if limits.tpm_limit else 0
         )
@@ -163,15 +166,15 @@ class Admission:
             )
         if not limits.max_tokens_per_job:
             return request
-        left = limits.max_tokens_per_job - job.total_tokens - estimate_tokens(request.messages)
+        prompt = estimate_tokens(request.messages)
+        left = limits.max_tokens_per_job - job.total_tokens - prompt
         if left < 1:
             self._refuse_job("tokens")
             raise job_limit_exceeded(
                 job.job_id,
                 "max_tokens_per_job",
                 limits.max_tokens_per_job,
-                f": {job.total_tokens} tokens used, and this prompt needs about "
-                f"{estimate_tokens(request.messages)}",
+                f": {job.total_tokens} tokens used, and this prompt needs about {prompt}",
             )
         asked = request.params.get("max_tokens")
         if isinstance(asked, int) and not isinstance(asked, bool) and asked <= left:
@@ -188,11 +191,7 @@ class Admission:
         limits = job.limits if job.limits is not None else await self.limits(job.team_id)
         request = self.check_job(job, limits, request)
         if ticket is None:
-            ticket = await self.rate(
-                job.team_id,
-                limits,
-                estimate_tokens(request.messages) + output_tokens(request.params),
-            )
+            ticket = await self.rate(job.team_id, limits, request.messages, request.params)
         if limits.max_calls_per_job:
             try:
                 admitted = await self.jobs.admit_call(job.job_id, limits.max_calls_per_job)

@@ -20,7 +20,7 @@ import dataclasses
 import math
 import time
 import uuid
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +34,6 @@ from service.domain.admission import (
     LocalRateLimiter,
     Ticket,
     estimate_tokens,
-    output_tokens,
 )
 from service.domain.errors import (
     DeadlineExceeded,
@@ -58,7 +57,7 @@ from service.domain.ports import (
     TeamDirectory,
 )
 from service.domain.principal import Principal
-from service.domain.streaming import Relayed, estimate_prompt_tokens, relay, stop_when
+from service.domain.streaming import Relayed, relay, stop_when
 from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, EmbeddingResult, ModelSpec, TokenUsage
 from service.providers.costs import prices_of
@@ -185,9 +184,9 @@ class DirectService:
         # The rate-limit tickets of the calls in flight, settled with their budget.
         self._tickets: dict[str, Ticket] = {}
 
-    async def _rate(self, team_id: str, tokens: int) -> Ticket:
+    async def _rate(self, team_id: str, prompt: Any, params: Mapping[str, Any]) -> Ticket:
         limits = await self.admission.limits(team_id)
-        return await self.admission.rate(team_id, limits, tokens)
+        return await self.admission.rate(team_id, limits, prompt, params)
 
     async def _reserve_counted(self, call: NewDirectCall, ticket: Ticket) -> None:
         """Reserve the call's budget; a refusal gives the rate limiter its count back."""
@@ -388,9 +387,7 @@ class DirectService:
             target, _prompt_bound(request.messages, request.params), output
         )
         call = self._new_call(team_id, target, kind, stream, reserved)
-        ticket = await self._rate(
-            team_id, estimate_tokens(request.messages) + output_tokens(request.params)
-        )
+        ticket = await self._rate(team_id, request.messages, request.params)
         await self._reserve_counted(call, ticket)
         return target, call, capped
 
@@ -408,7 +405,7 @@ class DirectService:
             # Cancelled (the client went away) or out of time before any answer: the prompt
             # was sent, so its estimate is what the call may have cost.
             status = "cancelled" if isinstance(exc, asyncio.CancelledError) else "failed"
-            usage = TokenUsage(estimate_prompt_tokens(request), 0, True)
+            usage = TokenUsage(estimate_tokens(request.messages), 0, True)
             await self._settle(
                 call,
                 status=status,
@@ -561,7 +558,7 @@ class DirectService:
         target = await self.resolve(team_id, model)
         reserved = self._reservation(target, _prompt_bound(inputs, {}), 0)
         call = self._new_call(team_id, target, "embeddings", False, reserved)
-        await self._reserve_counted(call, await self._rate(team_id, estimate_tokens(inputs)))
+        await self._reserve_counted(call, await self._rate(team_id, inputs, {}))
         started = time.perf_counter()
         try:
             done = await self.runner.embed(target.group, inputs, params, deadline)

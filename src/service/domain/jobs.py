@@ -24,7 +24,6 @@ from service.domain.admission import (
     LocalRateLimiter,
     Ticket,
     estimate_tokens,
-    output_tokens,
 )
 from service.domain.errors import (
     AlreadyExists,
@@ -52,7 +51,7 @@ from service.domain.models import (
 )
 from service.domain.ports import Catalog, JobClaim, JobStore, Ledger, NewCall, NewJob, TeamDirectory
 from service.domain.principal import ADMIN, Principal
-from service.domain.streaming import Relayed, estimate_prompt_tokens, relay, stop_when
+from service.domain.streaming import Relayed, relay, stop_when
 from service.observe import CallObserver, LogObserver
 from service.providers.base import ChatRequest, ChatResult, ModelSpec, TokenUsage
 from service.providers.costs import cost_of
@@ -564,7 +563,7 @@ class JobsService:
         if isinstance(exc, DeadlineExceeded):
             await self._record_failure(job, group, call, started, "Deadline exceeded", ticket)
             return
-        usage = TokenUsage(estimate_prompt_tokens(call.request), 0, estimated=True)
+        usage = TokenUsage(estimate_tokens(call.request.messages), 0, estimated=True)
         await self._record(
             job,
             group,
@@ -842,8 +841,7 @@ class JobsService:
         limits = await self.admission.limits(team_id)
         fresh = JobRef(job_id="", team_id=team_id, status="pending", limits=limits)
         request = self.admission.check_job(fresh, limits, call.request)
-        tokens = estimate_tokens(request.messages) + output_tokens(request.params)
-        return await self.admission.rate(team_id, limits, tokens)
+        return await self.admission.rate(team_id, limits, request.messages, request.params)
 
     async def _saga_stream(
         self,

@@ -17,8 +17,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
+from service.domain.admission import estimate_tokens
 from service.providers.base import ChatRequest, ProviderError, StreamChunk, TokenUsage
 
 log = logging.getLogger(__name__)
@@ -72,13 +71,8 @@ class Relayed:
         if self.usage is not None:
             return self.usage
         return TokenUsage(
-            estimate_prompt_tokens(request), max(0, len(self.content) // 4), estimated=True
+            estimate_tokens(request.messages), max(0, len(self.content) // 4), estimated=True
         )
-
-
-def estimate_prompt_tokens(request: ChatRequest) -> int:
-    """About four bytes of JSON a token: for calls that ended before the provider counted."""
-    return max(1, len(orjson.dumps(request.messages)) // 4)
 
 
 async def relay(
