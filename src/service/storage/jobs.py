@@ -11,11 +11,11 @@ from typing import Any
 
 from sqlalchemy import and_, bindparam, func, select, update
 
-from service.domain.models import OPEN_STATUSES, CallRecord, Job, JobRef, TeamLimits
+from service.domain.models import LIMIT_FIELDS, OPEN_STATUSES, CallRecord, Job, JobRef
 from service.domain.ports import JobClaim, NewCall, NewJob
 from service.storage.database import Database
 from service.storage.money import Money
-from service.storage.rows import call_of, job_of, new_id, utcnow
+from service.storage.rows import call_of, job_of, limits_of, new_id, utcnow
 from service.storage.schema import jobs, llm_calls, teams
 from service.storage.sql import in_list, one_of, prepared
 from service.storage.statements import SELECT_CALLS, SELECT_JOB
@@ -30,11 +30,7 @@ _JOB_REF = prepared(
         jobs.c.calls_admitted,
         jobs.c.total_tokens,
         jobs.c.total_cost_usd,
-        teams.c.rpm_limit,
-        teams.c.tpm_limit,
-        teams.c.max_calls_per_job,
-        teams.c.max_tokens_per_job,
-        teams.c.max_job_cost_usd,
+        *(teams.c[f] for f in LIMIT_FIELDS),
     )
     .join(teams, teams.c.team_id == jobs.c.team_id)
     .where(jobs.c.job_id == bindparam("p_job_id"))
@@ -112,13 +108,7 @@ class JobRepository:
             calls_admitted=int(row[2]),
             total_tokens=int(row[3]),
             total_cost_usd=float(row[4]),
-            limits=TeamLimits(
-                rpm_limit=int(row[5]),
-                tpm_limit=int(row[6]),
-                max_calls_per_job=int(row[7]),
-                max_tokens_per_job=int(row[8]),
-                max_job_cost_usd=float(row[9]),
-            ),
+            limits=limits_of(row._mapping),
         )
 
     async def admit_call(self, job_id: str, max_calls: int) -> bool:

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, select
 
-from service.domain.models import CallRecord, Credits, Job, LedgerEntry
+from service.domain.models import CallRecord, Credits, Job, LedgerEntry, TeamLimits
 from service.domain.ports import UnknownReference
 from service.storage.database import Connection
 from service.storage.sql import in_list
@@ -75,6 +75,17 @@ def opt_utc(value: datetime | None) -> datetime | None:
 def credits_of(m: Mapping[str, Any]) -> Credits:
     return Credits(
         allocated=m["credits_allocated"], used=m["credits_used"], reserved=m["credits_reserved"]
+    )
+
+
+def limits_of(m: Mapping[str, Any]) -> TeamLimits:
+    """A team's limits from a row holding the teams columns of LIMIT_FIELDS."""
+    return TeamLimits(
+        rpm_limit=int(m["rpm_limit"]),
+        tpm_limit=int(m["tpm_limit"]),
+        max_calls_per_job=int(m["max_calls_per_job"]),
+        max_tokens_per_job=int(m["max_tokens_per_job"]),
+        max_job_cost_usd=float(m["max_job_cost_usd"]),
     )
 
 

@@ -16,7 +16,7 @@ from service.domain.ports import NewTeam, UnknownReference
 from service.storage.catalog import load_groups, resolve_access_group_ids, resolve_group_ids
 from service.storage.database import Connection, Database
 from service.storage.money import Money
-from service.storage.rows import as_utc, credits_of, utcnow
+from service.storage.rows import as_utc, credits_of, limits_of, utcnow
 from service.storage.schema import (
     access_group_model_groups,
     access_groups,
@@ -101,16 +101,6 @@ async def team_groups(conn: Connection, team_id: str) -> list[ModelGroup]:
     return [by_name[n] for n in names if n in by_name]
 
 
-def _limits(m: Any) -> TeamLimits:
-    return TeamLimits(
-        rpm_limit=int(m["rpm_limit"]),
-        tpm_limit=int(m["tpm_limit"]),
-        max_calls_per_job=int(m["max_calls_per_job"]),
-        max_tokens_per_job=int(m["max_tokens_per_job"]),
-        max_job_cost_usd=float(m["max_job_cost_usd"]),
-    )
-
-
 _LIMITS = prepared(
     select(*(teams.c[f] for f in LIMIT_FIELDS)).where(teams.c.team_id == bindparam("p_team_id"))
 )
@@ -131,7 +121,7 @@ def _team(row: Any, groups: Sequence[ModelGroup], access: Sequence[str] = ()) ->
         created_at=as_utc(m["created_at"]),
         updated_at=as_utc(m["updated_at"]),
         access_groups=list(access),
-        limits=_limits(m),
+        limits=limits_of(m),
     )
 
 
@@ -352,7 +342,7 @@ class TeamRepository:
         async def load() -> TeamLimits | None:
             async with self.db.read() as conn:
                 row = (await conn.execute(_LIMITS, {"p_team_id": team_id})).first()
-            return None if row is None else _limits(row._mapping)
+            return None if row is None else limits_of(row._mapping)
 
         return await self._limits_cache.get(team_id, load)
 
