@@ -66,6 +66,7 @@ from service.providers import costs
 from service.providers.base import Provider
 from service.providers.credentials import CredentialPolicy
 from service.providers.router import ProviderRouter
+from service.ratelimit import RedisRateLimiter
 from service.redis_state import RedisBreakers, RedisCacheStore, RedisState
 from service.settings import Settings
 from service.storage.catalog import CatalogRepository
@@ -162,12 +163,14 @@ class App:
         )
         usage = UsageService(UsageRepository(self.db), teams, catalog)
         self.credits = credits = CreditsService(ledger, ledger)
-        # Circuit breakers and the response cache: shared through Redis when REDIS_URL is set.
+        # Rate limits, circuit breakers and the response cache: shared by every replica through
+        # Redis (one connection pool) when REDIS_URL is set, else kept by this process.
         self.redis: RedisState | None = None
         shared_breakers: RedisBreakers | None = None
         cache_store: CacheStore = LocalCacheStore(
             settings.response_cache_max_entries, settings.response_cache_max_bytes
         )
+        self.limiter: RateLimiter = LocalRateLimiter(settings.rate_limit_window_seconds)
         if settings.redis_url:
             self.redis = RedisState(
                 settings.redis_url,
@@ -177,6 +180,11 @@ class App:
             )
             shared_breakers = RedisBreakers(self.redis)
             cache_store = RedisCacheStore(self.redis)
+            self.limiter = RedisRateLimiter(
+                self.redis.client,
+                prefix=settings.redis_key_prefix,
+                window_seconds=settings.rate_limit_window_seconds,
+            )
         self.breakers = Breakers(
             failures=settings.breaker_failures,
             cooldown=settings.breaker_cooldown_seconds,
@@ -192,19 +200,6 @@ class App:
             breakers=self.breakers,
             cache=self.response_cache,
         )
-        # Rate limits: shared by every replica through Redis when REDIS_URL is set.
-        self.limiter: RateLimiter
-        if settings.redis_url:
-            from service.ratelimit import RedisRateLimiter
-
-            assert self.redis is not None  # made above whenever REDIS_URL is set
-            self.limiter = RedisRateLimiter(
-                self.redis.client,
-                prefix=settings.redis_key_prefix,
-                window_seconds=settings.rate_limit_window_seconds,
-            )
-        else:
-            self.limiter = LocalRateLimiter(settings.rate_limit_window_seconds)
         call_admission = CallAdmission(
             teams,
             self.jobs_repo,
