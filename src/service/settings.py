@@ -95,10 +95,10 @@ class Settings(BaseSettings):
 
     # Redis (optional, redis://host:port/db): when set, the rate limits count there
     # (service/ratelimit.py) and circuit breaker state and the response cache are shared
-    # (service/redis_state.py), so that they hold across every replica; unset, each process
-    # keeps its own. Keys start with
-    # REDIS_KEY_PREFIX, so that several deployments (or test runs) can share one Redis. A Redis
-    # that fails is skipped (fail open, logged) for REDIS_RETRY_SECONDS before it is tried again.
+    # (service/redis_state.py), on one connection pool, so that they hold across every replica;
+    # unset, each process keeps its own. Keys start with REDIS_KEY_PREFIX, so that several
+    # deployments (or test runs) can share one Redis. A Redis that fails is skipped (fail open,
+    # logged) for REDIS_RETRY_SECONDS (the rate limiter: 1 s) before it is tried again.
     redis_url: str = ""
     redis_key_prefix: str = "gw:"
     redis_timeout_seconds: float = Field(default=0.25, gt=0, le=10)
