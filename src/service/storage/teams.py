@@ -132,6 +132,17 @@ async def _load_team(conn: Connection, team_id: str) -> Team | None:
     return _team(row, await team_groups(conn, team_id), await team_access_groups_of(conn, team_id))
 
 
+async def _update_team(conn: Connection, team_id: str, **values: Any) -> bool:
+    """Set columns of a team row (and its updated_at); False when there is no such team."""
+    found = await conn.execute(
+        update(teams)
+        .where(teams.c.team_id == team_id)
+        .values(updated_at=utcnow(), **values)
+        .returning(teams.c.team_id)
+    )
+    return found.first() is not None
+
+
 async def _assign(conn: Connection, team_id: str, group_ids: Sequence[str]) -> None:
     await conn.execute(delete(team_model_groups).where(team_model_groups.c.team_id == team_id))
     if group_ids:
@@ -308,15 +319,7 @@ class TeamRepository:
     async def set_model_groups(self, team_id: str, group_names: Sequence[str]) -> Team | None:
         try:
             async with self.db.tx() as conn:
-                found = (
-                    await conn.execute(
-                        update(teams)
-                        .where(teams.c.team_id == team_id)
-                        .values(updated_at=utcnow())
-                        .returning(teams.c.team_id)
-                    )
-                ).first()
-                if found is None:
+                if not await _update_team(conn, team_id):
                     return None
                 await _assign(conn, team_id, await resolve_group_ids(conn, group_names))
                 return await _load_team(conn, team_id)
@@ -325,16 +328,9 @@ class TeamRepository:
 
     async def rotate_key(self, team_id: str, key_hash: str, key_prefix: str) -> bool:
         async with self.db.tx() as conn:
-            row = (
-                await conn.execute(
-                    update(teams)
-                    .where(teams.c.team_id == team_id)
-                    .values(key_hash=key_hash, key_prefix=key_prefix, updated_at=utcnow())
-                    .returning(teams.c.team_id)
-                )
-            ).first()
+            found = await _update_team(conn, team_id, key_hash=key_hash, key_prefix=key_prefix)
         self.db.config_changed()
-        return row is not None
+        return found
 
     async def limits_of(self, team_id: str) -> TeamLimits | None:
         """The team's limits (cached, see CACHE_TTL_S: every direct call asks)."""
@@ -350,15 +346,7 @@ class TeamRepository:
         assert set(changes) <= set(LIMIT_FIELDS)
         try:
             async with self.db.tx() as conn:
-                found = (
-                    await conn.execute(
-                        update(teams)
-                        .where(teams.c.team_id == team_id)
-                        .values(updated_at=utcnow(), **changes)
-                        .returning(teams.c.team_id)
-                    )
-                ).first()
-                if found is None:
+                if not await _update_team(conn, team_id, **changes):
                     return None
                 return await _load_team(conn, team_id)
         finally:
