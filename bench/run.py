@@ -168,6 +168,9 @@ async def measure(
 
 
 PROFILE_DIR: Path | None = None
+# --transcode-job-flow: the job flow's REST paths through Envoy's transcoder (as before issue 20's
+# HTTP handler for them), to compare the two ways.
+TRANSCODE_JOB_FLOW = False
 
 
 def _start_profiler(targets: list[Measured], name: str) -> subprocess.Popen[bytes] | None:
@@ -331,6 +334,7 @@ async def start_gateway(database_url: str, workdir: Path, label: str) -> Gateway
                 descriptor_path=DESCRIPTOR,
                 listen_address="127.0.0.1",
                 direct_hosts=[direct_port],
+                job_flow_over_http=not TRANSCODE_JOB_FLOW,
             )
         )
         envoy = procs.spawn(
@@ -854,6 +858,10 @@ async def amain(args: argparse.Namespace) -> int:
         "pinning": LAYOUT.describe() if LAYOUT else {"off": args.pin_off_reason},
         "notes": [],
     }
+    if TRANSCODE_JOB_FLOW:
+        meta["notes"].append(
+            "--transcode-job-flow: the job flow's REST paths went through Envoy's transcoder"
+        )
     if meta["load_average_at_start"] > 0.5:
         note = (
             f"the load average was {meta['load_average_at_start']} before the bench started: "
@@ -1058,7 +1066,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--profile", metavar="DIR", help="py-spy the service during each run (collapsed stacks)"
     )
+    parser.add_argument(
+        "--transcode-job-flow",
+        action="store_true",
+        help="the job flow's REST paths through Envoy's transcoder to gRPC instead of the "
+        "service's HTTP handler (to compare the two)",
+    )
     args = parser.parse_args(argv)
+    global TRANSCODE_JOB_FLOW
+    TRANSCODE_JOB_FLOW = args.transcode_job_flow
     global LAYOUT
     LAYOUT, args.pin_off_reason = (None, "--no-pin") if args.no_pin else pinning.plan()
     if LAYOUT is not None:

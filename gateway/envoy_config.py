@@ -63,6 +63,9 @@ _DIRECT_ENDPOINT = _endpoint_pattern(50090)
 
 Endpoint = tuple[str, int]
 
+# The route of the job flow's unary paths to the HTTP handler: from its comment to the next one.
+_JOB_FLOW_ROUTE = "              # The job flow's unary paths"
+_AFTER_JOB_FLOW_ROUTE = "              # The transcoder rewrites the path"
 _SERVER_NAME = "          server_name: saas-llm-gateway\n"
 _LISTENERS = "  listeners:\n"
 OTLP_GRPC_PORT = 4317
@@ -223,6 +226,7 @@ def render(
     source: str | Path = ENVOY_YAML,
     otlp_endpoint: str | None = None,
     stats_port: int | None = None,
+    job_flow_over_http: bool = True,
 ) -> str:
     """Return envoy.yaml with the given ports, descriptor path and upstream endpoints.
 
@@ -235,6 +239,10 @@ def render(
 
     otlp_endpoint ("http://host:port") turns Envoy's tracing on; stats_port adds the stats
     listener (on listen_address; it needs a fixed admin_port to proxy to). See the module doc.
+
+    job_flow_over_http=False leaves the job flow's unary paths to the transcoder too (the route
+    to the service's HTTP handler, api/rest_rpcs.py, is removed): for tests of the transcoder
+    against a stub gRPC server, and to compare the two ways.
     """
     text = Path(source).read_text()
     endpoints = [parse_endpoint(h) for h in grpc_hosts] if grpc_hosts else []
@@ -251,6 +259,12 @@ def render(
         raise ValueError(f"envoy.yaml: expected the admin dashboard's routes ({_ADMIN_FILES!r})")
     # Absolute, so that Envoy finds them whatever its working directory.
     text = text.replace(_ADMIN_FILES, f"filename: {ROOT / 'gateway' / 'admin'}/")
+    if not job_flow_over_http:
+        start = text.find(_JOB_FLOW_ROUTE)
+        end = text.find(_AFTER_JOB_FLOW_ROUTE, start)
+        if start < 0 or end < 0:
+            raise ValueError("envoy.yaml: expected the job flow's route before the stream routes")
+        text = text[:start] + text[end:]
     if cors_allowed_origins:
         text = _replace_once(text, _VIRTUAL_HOST, _VIRTUAL_HOST + cors_policy(cors_allowed_origins))
 

@@ -42,6 +42,7 @@ from service.api.openai_http import OpenAIHttp
 from service.api.openai_servicer import OpenAIServicer
 from service.api.path_bindings import PathBindings
 from service.api.reflection import enable_reflection
+from service.api.rest_rpcs import job_rest_rpcs
 from service.api.tenancy_servicers import (
     ModelAccessGroupServicer,
     ModelGroupServicer,
@@ -229,9 +230,18 @@ class App:
             public_streams=settings.max_public_streams,
         )
         on_rpc = metrics.RpcMetrics() if settings.metrics_enabled else None
-        self.openai_http = OpenAIHttp(self.direct, authenticator, admission, on_rpc)
+        paths = PathBindings(PROTO_FILES)
+        jobs_servicer = JobServicer(self.jobs)
+        self.openai_http = OpenAIHttp(
+            self.direct,
+            authenticator,
+            admission,
+            on_rpc,
+            rest=job_rest_rpcs(jobs_servicer, paths),
+            span=self.tracing.server_span if self.tracing is not None else None,
+        )
         self.interceptor = GatewayInterceptor(
-            authenticator, admission=admission, paths=PathBindings(PROTO_FILES), on_rpc=on_rpc
+            authenticator, admission=admission, paths=paths, on_rpc=on_rpc
         )
         self.server = grpc.aio.server(
             interceptors=[
@@ -261,7 +271,7 @@ class App:
         )
         team_service_pb2_grpc.add_TeamServiceServicer_to_server(TeamServicer(tenancy, usage), s)
         credit_service_pb2_grpc.add_CreditServiceServicer_to_server(CreditServicer(credits), s)
-        job_service_pb2_grpc.add_JobServiceServicer_to_server(JobServicer(self.jobs), s)
+        job_service_pb2_grpc.add_JobServiceServicer_to_server(jobs_servicer, s)
         openai_service_pb2_grpc.add_OpenAIServiceServicer_to_server(OpenAIServicer(self.direct), s)
         health_service_pb2_grpc.add_HealthServiceServicer_to_server(self.health, s)
         health_pb2_grpc.add_HealthServicer_to_server(self.grpc_health, s)

@@ -22,12 +22,13 @@ text with placeholders (never parameters), never a key or prompt text.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from sqlite3 import dbapi2
 from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.instrumentation import dbapi
 from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
 from opentelemetry.instrumentation.grpc import aio_server_interceptor, filters
@@ -95,6 +96,13 @@ class Tracing:
     tracer: trace.Tracer
     interceptors: Sequence[Any]
     owns_provider: bool
+
+    def server_span(self, method: str, headers: Mapping[str, str]) -> AbstractContextManager[Any]:
+        """The span of a request served by the HTTP handler (api/openai_http.py), named and
+        parented like the gRPC interceptor's: the RPC's method, under the caller's traceparent."""
+        return self.tracer.start_as_current_span(
+            method, context=propagate.extract(headers), kind=trace.SpanKind.SERVER
+        )
 
     def shutdown(self) -> None:
         """Uninstall the driver instrumentation and flush the spans still buffered."""

@@ -73,7 +73,9 @@ async def test_cors_off_by_default_and_on_for_configured_origins(gateway: RestSe
 
     assert gateway.app_client is not None
     envoy = await start_envoy(
-        gateway.app_client.app.port, cors_allowed_origins=["https://app.example.com"]
+        gateway.app_client.app.port,
+        direct_hosts=[gateway.app_client.app.direct_http_port],
+        cors_allowed_origins=["https://app.example.com"],
     )
     try:
         status, headers = await _preflight(envoy.base_url, "https://app.example.com")

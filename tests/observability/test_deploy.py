@@ -151,7 +151,7 @@ async def test_the_dashboard_reads_metrics_the_service_and_envoy_expose(client: 
     c = client
     group = await make_group(c, [("simulator/dash", {"response": "a b c"})])
     team, key = await make_team(c, groups=[group])
-    envoy = await start_envoy(c.app.port)
+    envoy = await start_envoy(c.app.port, direct_hosts=[c.app.direct_http_port])
     try:
         async with aiohttp.ClientSession(base_url=envoy.base_url) as http:
             headers = {"Authorization": f"Bearer {key}"}

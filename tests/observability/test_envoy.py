@@ -35,7 +35,7 @@ def test_the_admin_interface_listens_on_loopback_only() -> None:
 
 
 async def test_envoy_stats_are_prometheus_text(client: Client) -> None:
-    envoy = await start_envoy(client.app.port)
+    envoy = await start_envoy(client.app.port, direct_hosts=[client.app.direct_http_port])
     try:
         async with aiohttp.ClientSession() as http, http.get(f"{envoy.base_url}/health") as r:
             assert r.status == 200
@@ -106,7 +106,9 @@ async def test_one_trace_from_envoy_through_the_service_to_the_provider(tmp_path
         model = f"simulator/traced-{uuid.uuid4().hex[:6]}"
         team, key = await make_team(c, groups=[await make_group(c, [(model, {})])])
         async with OtlpCollector() as collector:
-            envoy = await start_envoy(app.port, otlp_endpoint=collector.endpoint)
+            envoy = await start_envoy(
+                app.port, direct_hosts=[app.direct_http_port], otlp_endpoint=collector.endpoint
+            )
             try:
                 auth = {"Authorization": f"Bearer {key}", "x-request-id": "req-traced"}
                 async with aiohttp.ClientSession(base_url=envoy.base_url) as http:

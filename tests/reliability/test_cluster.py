@@ -26,13 +26,14 @@ from tests.support.procs import ROOT, base_env, free_port_run, free_ports, spawn
 pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 
 
-async def upstream_requests(admin_port: int) -> dict[str, int]:
-    """rq_total per upstream host of the grpc_service cluster, from Envoy's admin /clusters."""
+async def upstream_requests(admin_port: int, cluster: str = "grpc_service") -> dict[str, int]:
+    """rq_total per upstream host of an Envoy cluster, from Envoy's admin /clusters: grpc_service
+    (the gRPC ports) or openai_http (the HTTP handlers, which serve the job flow's REST paths)."""
     _, body = await http_get("127.0.0.1", admin_port, "/clusters", timeout=5.0)
     out: dict[str, int] = {}
     for line in body.decode().splitlines():
         parts = line.split("::")
-        if len(parts) == 4 and parts[0] == "grpc_service" and parts[2] == "rq_total":
+        if len(parts) == 4 and parts[0] == cluster and parts[2] == "rq_total":
             out[parts[1]] = int(parts[3])
     return out
 
@@ -47,7 +48,7 @@ async def _cluster_run(
     procs = await start_services(
         url, tmp_path / "logs", replicas, MAX_CONCURRENT_RPCS_PER_KEY=str(flows)
     )
-    envoy = await start_envoy([p.port for p in procs])
+    envoy = await start_envoy([p.port for p in procs], direct_hosts=[p.direct_port for p in procs])
     numbers: dict[str, object] = {}
     try:
         connector = aiohttp.TCPConnector(limit=flows)
@@ -95,7 +96,8 @@ async def _cluster_run(
                 "released": outcomes.count("released"),
             }
 
-        per_host = await upstream_requests(envoy.admin_port)
+        # The flows' create, call and complete go to the replicas' HTTP handlers.
+        per_host = await upstream_requests(envoy.admin_port, "openai_http")
         numbers["requests_per_replica"] = per_host
         assert len(per_host) == replicas, per_host
         counts = sorted(per_host.values())

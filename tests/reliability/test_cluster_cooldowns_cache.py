@@ -43,7 +43,7 @@ async def test_two_replicas_share_breakers_and_cached_answers(tmp_path: Path) ->
     )
     envoys = []
     try:
-        envoys = [await start_envoy([p.port]) for p in procs]
+        envoys = [await start_envoy([p.port], direct_hosts=[p.direct_port]) for p in procs]
         async with FakeUpstream() as upstream, aiohttp.ClientSession() as session:
             a, b = (Rest(session, e.base_url) for e in envoys)
             base = upstream.base_url

@@ -63,7 +63,7 @@ async def _crash_run(
         SWEEPER_INTERVAL=SWEEPER_INTERVAL,
     )
     victim: ServiceProc = procs[0]
-    envoy = await start_envoy([p.port for p in procs])
+    envoy = await start_envoy([p.port for p in procs], direct_hosts=[p.direct_port for p in procs])
     numbers: dict[str, object] = {"db": db_kind, "replicas": replicas, "flows": flows}
     try:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:

@@ -80,7 +80,8 @@ def grpc_target(stub: Any) -> int | list[int]:
 
 @pytest.fixture(scope="session")
 async def envoy(grpc_target: int | list[int]) -> AsyncIterator[Envoy]:
-    proxy = await start_envoy(grpc_target)
+    # A stub gRPC server has no HTTP handler: every job path goes through the transcoder.
+    proxy = await start_envoy(grpc_target, job_flow_over_http=False)
     try:
         yield proxy
     finally:

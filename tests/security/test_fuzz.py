@@ -73,7 +73,7 @@ def fuzz_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
         assert svc.proc is not None and svc.proc.poll() is None, svc.log()[-3000:]
         assert time.monotonic() < deadline, svc.log()[-3000:]
         time.sleep(0.05)
-    envoy = start_envoy_sync([svc.port])
+    envoy = start_envoy_sync([svc.port], direct_hosts=[svc.direct_port])
     t = Target(envoy, svc, url)
     try:
         # Real resources, so that part of the generated requests reach past "not found".

@@ -172,7 +172,9 @@ async def test_grpc_request_size_at_the_boundary(sqlite_client: Client) -> None:
 async def test_rest_body_size_at_the_boundary(sqlite_client: Client, world: dict[str, str]) -> None:
     """Through Envoy: a body of exactly 1 MiB is transcoded (and refused by the domain for its
     16 KiB metadata), one byte more is 413 with the JSON error shape."""
-    envoy = await start_envoy(sqlite_client.app.port)
+    envoy = await start_envoy(
+        sqlite_client.app.port, direct_hosts=[sqlite_client.app.direct_http_port]
+    )
     try:
         async with aiohttp.ClientSession() as s:
 

@@ -164,6 +164,7 @@ def _launch(
     cors_allowed_origins: Sequence[str] = (),
     direct_hosts: Sequence[int | str] = (),
     otlp_endpoint: str | None = None,
+    job_flow_over_http: bool = True,
 ) -> tuple[Envoy, Path]:
     """Render the config into a temp dir and start Envoy on it: (Envoy, its admin address
     file). In the caller's thread: the parent-death signal fires when the thread that started
@@ -184,6 +185,7 @@ def _launch(
             cors_allowed_origins=cors_allowed_origins,
             direct_hosts=list(direct_hosts) or None,
             otlp_endpoint=otlp_endpoint,
+            job_flow_over_http=job_flow_over_http,
         )
     )
     admin_path = workdir / "admin.address"
@@ -225,11 +227,13 @@ async def start_envoy(
     cors_allowed_origins: Sequence[str] = (),
     direct_hosts: Sequence[int | str] = (),
     otlp_endpoint: str | None = None,
+    job_flow_over_http: bool = True,
 ) -> Envoy:
     """Start Envoy for the given upstream port(s) ("host:port" strings work too) and wait until
     its listener accepts connections. `direct_hosts`: the services' HTTP handlers for the
-    OpenAI-compatible paths (their DIRECT_HTTP_PORT). With otlp_endpoint, Envoy traces to that
-    collector."""
+    OpenAI-compatible paths and the job flow's unary paths (their DIRECT_HTTP_PORT). With
+    otlp_endpoint, Envoy traces to that collector. job_flow_over_http=False: every job path
+    through the transcoder (a stub gRPC server has no HTTP handler)."""
     envoy, admin_path = _launch(
         grpc_port,
         descriptor=descriptor,
@@ -238,15 +242,22 @@ async def start_envoy(
         cors_allowed_origins=cors_allowed_origins,
         direct_hosts=direct_hosts,
         otlp_endpoint=otlp_endpoint,
+        job_flow_over_http=job_flow_over_http,
     )
     return await _ready(envoy, admin_path, startup_timeout)
 
 
-def start_envoy_sync(grpc_ports: Sequence[int], timeout: float = 20.0) -> Envoy:
+def start_envoy_sync(
+    grpc_ports: Sequence[int], timeout: float = 20.0, direct_hosts: Sequence[int | str] = ()
+) -> Envoy:
     """start_envoy() for code outside an event loop (the readiness checks run on a loop of
     their own in a worker thread); stop it with `stop_sync()`."""
     envoy, admin_path = _launch(
-        list(grpc_ports), descriptor=DESCRIPTOR, log_level="warn", concurrency=2
+        list(grpc_ports),
+        descriptor=DESCRIPTOR,
+        log_level="warn",
+        concurrency=2,
+        direct_hosts=direct_hosts,
     )
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, _ready(envoy, admin_path, timeout)).result()
@@ -259,10 +270,17 @@ async def run_envoy(
     descriptor: Path | str = DESCRIPTOR,
     log_level: str = "warn",
     concurrency: int = 2,
+    direct_hosts: Sequence[int | str] = (),
+    job_flow_over_http: bool = True,
 ) -> AsyncIterator[str]:
     """`async with run_envoy(port_or_ports) as base_url:` Envoy in front of the gRPC server(s)."""
     envoy = await start_envoy(
-        grpc_port, descriptor=descriptor, log_level=log_level, concurrency=concurrency
+        grpc_port,
+        descriptor=descriptor,
+        log_level=log_level,
+        concurrency=concurrency,
+        direct_hosts=direct_hosts,
+        job_flow_over_http=job_flow_over_http,
     )
     try:
         yield envoy.base_url

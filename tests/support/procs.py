@@ -251,6 +251,7 @@ _SERVICE_SETTINGS = frozenset(
         "GRPC_PORTS",
         "GRPC_HOST",
         "HTTP_PORT",
+        "DIRECT_HTTP_PORT",
         "ENVOY_ADMIN_PORT",
         "JOB_TIMEOUT",
         "SWEEPER_INTERVAL",
@@ -280,6 +281,8 @@ class ServiceProc:
     database_url: str
     workdir: Path
     port: int = field(default_factory=free_port)
+    # The HTTP handler (OpenAI-compatible and job flow REST paths): Envoy's openai_http cluster.
+    direct_port: int = field(default_factory=free_port)
     settings: dict[str, object] = field(default_factory=dict)
     name: str = "service"
     child: Child | None = None
@@ -299,7 +302,12 @@ class ServiceProc:
 
     def env(self) -> dict[str, str]:
         settings: dict[str, object] = {"LOG_LEVEL": "INFO", **self.settings}
-        return base_env(DATABASE_URL=self.database_url, GRPC_PORT=self.port, **settings)
+        return base_env(
+            DATABASE_URL=self.database_url,
+            GRPC_PORT=self.port,
+            DIRECT_HTTP_PORT=self.direct_port,
+            **settings,
+        )
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "already running"
@@ -381,8 +389,9 @@ async def start_services(
         ServiceProc(database_url, workdir, settings=dict(settings), name=f"service-{i + 1}")
         for i in range(n)
     ]
-    for p, port in zip(procs, free_ports(n), strict=True):
-        p.port = port
+    ports = free_ports(2 * n)
+    for i, p in enumerate(procs):
+        p.port, p.direct_port = ports[2 * i], ports[2 * i + 1]
         p.start()
     try:
         await asyncio.gather(*(p.wait_ready() for p in procs))

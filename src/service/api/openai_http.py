@@ -1,4 +1,5 @@
-"""The OpenAI-compatible REST paths, served by the service's own HTTP handler behind Envoy.
+"""The service's own HTTP handler behind Envoy: the OpenAI-compatible REST paths, and the job
+flow's REST paths (api/rest_rpcs.py).
 
 Envoy's transcoder cannot produce OpenAI's wire format: one path answering JSON or Server-Sent
 Events by the body's `stream` flag, a stream ending with `data: [DONE]`, and errors as
@@ -9,15 +10,20 @@ plain HTTP/1.1, to this handler (DIRECT_HTTP_PORT on loopback), which shares the
     POST /v1/chat/completions   (and /chat/completions)
     GET  /v1/models             (and /models, /v1/models/{model})
     POST /v1/embeddings         (and /embeddings)
+
+The job flow's paths (POST /api/jobs/create, /api/jobs/{job_id}/llm-call, .../complete,
+/api/jobs/create-and-call) answer exactly as Envoy's transcoder would, from the same servicer.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import orjson
@@ -27,6 +33,8 @@ from service.api import openai_wire as wire
 from service.api.auth import Authenticator
 from service.api.context import principal_var, request_id_var
 from service.api.interceptor import Admission
+from service.api.rest_rpcs import RestRpc, internal_body, json_response, status_body
+from service.api.rest_rpcs import handler as rest_handler
 from service.domain.direct import ChatDelta, ChatEnd, DirectService, model_not_found
 from service.domain.errors import DomainError, InvalidArgument, from_storage
 from service.domain.principal import Principal
@@ -62,6 +70,10 @@ _CODE_NAMES = {
 }
 
 Handler = Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]
+# (the response, the gRPC status name for the metrics) of a request that raised.
+Failure = Callable[[Exception, str, str], tuple[web.Response, str]]
+# A server span around a request (service/tracing.py), given the method and the headers.
+SpanFactory = Callable[[str, Mapping[str, str]], AbstractContextManager[Any]]
 _CACHE_HIT = {"X-Gateway-Cache": "hit"}
 
 
@@ -78,8 +90,14 @@ class OpenAIHttp:
         auth: Authenticator,
         admission: Admission,
         on_request: RpcObserver | None = None,
+        rest: Sequence[RestRpc] = (),
+        span: SpanFactory | None = None,
     ) -> None:
         self.direct = direct
+        # The job flow's REST paths (api/rest_rpcs.py).
+        self.rest = rest
+        # With tracing on, a server span per request, child of the caller's traceparent.
+        self.span = span
         self.auth = auth
         # The RPC metrics (by OpenAIService method and the status code's name), as for gRPC.
         self.on_request = on_request
@@ -99,6 +117,11 @@ class OpenAIHttp:
             app.router.add_get(f"{prefix}/models", models)
             app.router.add_get(f"{prefix}/models/{{model:.+}}", model)
             app.router.add_post(f"{prefix}/embeddings", embeddings)
+        for rpc in self.rest:
+            # Any characters in a variable: aiohttp matches the decoded path, where an escaped
+            # "/" is a slash; the handler binds the variables from the raw path, as Envoy does.
+            path = re.sub(r"\{(\w+)\}", r"{\1:.+}", rpc.path)
+            app.router.add_post(path, self._wrap(rpc.method, rest_handler(rpc), _rest_failure))
         return app
 
     async def start(self, host: str, port: int) -> int:
@@ -119,15 +142,25 @@ class OpenAIHttp:
 
     # The per-request frame: request id, auth, errors, access log ---------------------------
 
-    def _wrap(self, method: str, handler: Handler) -> Callable[[web.Request], Awaitable[Any]]:
+    def _wrap(
+        self, method: str, handler: Handler, failure: Failure | None = None
+    ) -> Callable[[web.Request], Awaitable[Any]]:
+        fail = failure or _openai_failure
+
         async def call(request: web.Request) -> web.StreamResponse:
+            if self.span is None:
+                return await frame(request)
+            with self.span(method, request.headers):
+                return await frame(request)
+
+        async def frame(request: web.Request) -> web.StreamResponse:
             started = time.perf_counter()
             rid = request.headers.get("x-request-id", "")
             if not rid or len(rid) > 128:
                 rid = uuid.uuid4().hex
             request_id_var.set(rid)
             status = 200
-            who: Principal | None = None
+            code = "OK"
             try:
                 who = await self.auth.authenticate(method, request.headers.get("authorization"))
                 principal_var.set(who)
@@ -139,29 +172,26 @@ class OpenAIHttp:
                 status = response.status
                 return response
             except Exception as exc:
-                response = self._failure(exc, method, rid)
+                response, code = fail(exc, method, rid)
                 status = response.status
                 return response
             finally:
                 seconds = time.perf_counter() - started
                 if self.on_request is not None:
-                    self.on_request(method, _CODE_NAMES.get(status, "UNKNOWN"), seconds)
+                    self.on_request(method, code, seconds)
                 if log.isEnabledFor(logging.INFO):
                     # The request id, principal and team id are added by the log formatter.
                     log.info(
                         "http",
-                        extra={"method": method, "status": status, "ms": round(seconds * 1000, 2)},
+                        extra={
+                            "method": method,
+                            "status": status,
+                            "code": code,
+                            "ms": round(seconds * 1000, 2),
+                        },
                     )
 
         return call
-
-    def _failure(self, exc: Exception, method: str, rid: str) -> web.Response:
-        translated = from_storage(exc)
-        if isinstance(translated, DomainError):
-            status, body, headers = wire.error(translated)
-            return _json_response(body, status, headers)
-        log.exception("unhandled error", extra={"request_id": rid, "method": method})
-        return _json_response(wire.plain_error(500, f"Internal error (request id {rid})"), 500)
 
     # Endpoints -------------------------------------------------------------------------
 
@@ -249,3 +279,23 @@ class OpenAIHttp:
         }
         answer = await self.direct.embed(who, body["model"], body.get("input"), params, None)
         return _json_response(wire.embeddings(answer.model, answer.result, encoding))
+
+
+def _openai_failure(exc: Exception, method: str, rid: str) -> tuple[web.Response, str]:
+    """OpenAI's error body and status (api/openai_wire.py)."""
+    translated = from_storage(exc)
+    if isinstance(translated, DomainError):
+        status, body, headers = wire.error(translated)
+        return _json_response(body, status, headers), _CODE_NAMES.get(status, "UNKNOWN")
+    log.exception("unhandled error", extra={"request_id": rid, "method": method})
+    body = wire.plain_error(500, f"Internal error (request id {rid})")
+    return _json_response(body, 500), "INTERNAL"
+
+
+def _rest_failure(exc: Exception, method: str, rid: str) -> tuple[web.Response, str]:
+    """The transcoder's {"code", "message", "details"} body and status (api/rest_rpcs.py)."""
+    translated = from_storage(exc)
+    if isinstance(translated, DomainError):
+        return json_response(*status_body(translated)), translated.code.name
+    log.exception("unhandled error", extra={"request_id": rid, "method": method})
+    return json_response(*internal_body(rid)), "INTERNAL"

@@ -1,0 +1,238 @@
+"""The job flow's REST paths, answered by the service's own HTTP handler exactly as Envoy's
+gRPC-JSON transcoder answers them.
+
+    POST /api/jobs/create              JobService/CreateJob
+    POST /api/jobs/{job_id}/llm-call   JobService/LlmCall
+    POST /api/jobs/{job_id}/complete   JobService/CompleteJob
+    POST /api/jobs/create-and-call     JobService/CreateAndCall
+
+Why (docs/decisions.md, "Issue 20"): through the transcoder every REST request is decoded from
+JSON by Envoy, re-encoded as HTTP/2 gRPC, framed by grpc.aio and encoded back, which costs more
+CPU than the call's own work; the same request as plain HTTP/1.1 to this handler skips Envoy's
+transcoding and grpc.aio's HTTP/2. The contract stays the proto: each path is the RPC's
+`google.api.http` rule (read from the descriptor), the body is parsed into the RPC's request
+message with the proto3 JSON mapping (unknown fields ignored, null as the default, as the
+transcoder is configured), the path variables bound the same way and checked by the same
+PathBindings rule, the same servicer method runs, and the answer is printed with the
+transcoder's print options (field names as in the proto, zero values printed). Errors are the
+transcoder's {"code", "message", "details"} body with its HTTP status. Native gRPC and every other
+REST path go through the transcoder as before; tests/rest/test_rest_rpcs.py sends the same
+requests both ways and compares the answers.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from aiohttp import web
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+
+from saas_llm.v1 import job_service_pb2
+from service.api.errors import DOMAIN
+from service.api.path_bindings import PathBindings, Route, unescape
+from service.domain.errors import Code, DomainError, InvalidArgument
+from service.domain.principal import Principal
+
+_HTTP_RULE: Any = importlib.import_module("google.api.annotations_pb2").http
+_JSON = "application/json"
+
+# The transcoder's gRPC status -> HTTP status (Envoy's Grpc::Utility::grpcToHttpStatus).
+HTTP_STATUS = {
+    0: 200,
+    1: 499,
+    2: 500,
+    3: 400,
+    4: 504,
+    5: 404,
+    6: 409,
+    7: 403,
+    8: 429,
+    9: 400,
+    10: 409,
+    11: 400,
+    12: 501,
+    13: 500,
+    14: 503,
+    15: 500,
+    16: 401,
+}
+
+# Envoy's JSON parser refuses deeper documents; the servicer's own validation refuses anything
+# past MAX_JSON_DEPTH long before this.
+_MAX_PARSE_DEPTH = 100
+# Well-known types (Struct, Timestamp, ...) print as JSON values of their own.
+_WKT = "google.protobuf"
+_FLOATING = (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT)
+
+
+class _NoDeadline:
+    """The servicer context of a REST request: the transcoded unary route sends no grpc-timeout
+    either (envoy.yaml), so the RPC has no deadline of its own."""
+
+    __slots__ = ()
+
+    def time_remaining(self) -> None:
+        return None
+
+
+NO_DEADLINE: Any = _NoDeadline()
+
+
+@dataclass(frozen=True, slots=True)
+class RestRpc:
+    """One RPC served on its REST path by the HTTP handler."""
+
+    method: str  # "/saas_llm.v1.JobService/LlmCall"
+    path: str  # its google.api.http template, "/api/jobs/{job_id}/llm-call"
+    request_type: type[Message]
+    call: Callable[[Any, Any], Awaitable[Message]]  # the servicer's method
+    route: Route | None  # the path variables (None when there are none)
+
+
+def rest_rpc(servicer: object, service: Any, name: str, route: Route | None) -> RestRpc:
+    """The RestRpc of `service` (a ServiceDescriptor) method `name`, served by `servicer`'s
+    method of that name. Only `post` rules with `body: "*"` are supported."""
+    method = service.methods_by_name[name]
+    rule = method.GetOptions().Extensions[_HTTP_RULE]
+    if rule.WhichOneof("pattern") != "post" or rule.body != "*":
+        raise ValueError(f"{name}: only POST with body '*' is served over plain HTTP")
+    request_type: type[Message] = method.input_type._concrete_class
+    return RestRpc(
+        method=f"/{service.full_name}/{name}",
+        path=rule.post,
+        request_type=request_type,
+        call=getattr(servicer, name),
+        route=route,
+    )
+
+
+class BodyError(InvalidArgument):
+    """A body that is not the RPC's message in JSON. The transcoder refuses it itself, with no
+    ErrorInfo (`"details": []`), before any service sees it: the same answer here."""
+
+
+def status_body(exc: DomainError) -> tuple[int, dict[str, Any]]:
+    """(HTTP status, body) of a domain error, as `convert_grpc_status` prints it."""
+    code = int(exc.code)
+    if isinstance(exc, BodyError):
+        return HTTP_STATUS[code], {"code": code, "message": exc.message, "details": []}
+    detail = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": str(exc.reason),
+        "domain": DOMAIN,
+        "metadata": exc.metadata,
+    }
+    return HTTP_STATUS.get(code, 500), {"code": code, "message": exc.message, "details": [detail]}
+
+
+def internal_body(rid: str) -> tuple[int, dict[str, Any]]:
+    return 500, {
+        "code": int(Code.INTERNAL),
+        "message": f"Internal error (request id {rid})",
+        "details": [
+            {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "INTERNAL",
+                "domain": DOMAIN,
+                "metadata": {"request_id": rid},
+            }
+        ],
+    }
+
+
+def json_response(status: int, body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+
+
+def _parse(rpc: RestRpc, raw_path: str, body: bytes) -> Message:
+    """The request message: path variables first, then the body over them (as the
+    transcoder builds it), then the path-wins check."""
+    request = rpc.request_type()
+    path = raw_path.partition("?")[0]
+    found = rpc.route.pattern.fullmatch(path) if rpc.route is not None else None
+    if rpc.route is not None and found is not None:
+        for name in rpc.route.fields:
+            setattr(request, name, unescape(found.group(name)))
+    if body.strip():
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise BodyError("The request body is not valid JSON") from None
+        if not isinstance(data, dict):
+            raise BodyError("The request body must be a JSON object")
+        try:
+            json_format.ParseDict(
+                data, request, ignore_unknown_fields=True, max_recursion_depth=_MAX_PARSE_DEPTH
+            )
+        except (json_format.ParseError, ValueError, TypeError, RecursionError):
+            # The parser's text quotes the client's values: only say what is wrong in general.
+            raise BodyError(
+                "The request body does not match the method's message: a field has a value of "
+                "the wrong type, or the body nests values too deeply"
+            ) from None
+    if rpc.route is not None:
+        rpc.route.check(path, request)
+    return request
+
+
+def print_message(message: Message) -> dict[str, Any]:
+    """The message as the transcoder prints it: proto field names, zero values printed, and the
+    fields in the order the .proto declares them (json_format lists set fields by number)."""
+    printed = json_format.MessageToDict(
+        message, always_print_fields_with_no_presence=True, preserving_proto_field_name=True
+    )
+    return _in_declared_order(message.DESCRIPTOR, printed)
+
+
+def _in_declared_order(descriptor: Any, printed: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for field in descriptor.fields:
+        if field.name not in printed:
+            continue
+        value = printed[field.name]
+        if field.cpp_type in _FLOATING:
+            value = [_number(v) for v in value] if isinstance(value, list) else _number(value)
+        sub = field.message_type
+        if sub is not None and not sub.GetOptions().map_entry and sub.file.package != _WKT:
+            if isinstance(value, list):
+                value = [_in_declared_order(sub, v) for v in value]
+            elif isinstance(value, dict):
+                value = _in_declared_order(sub, value)
+        out[field.name] = value
+    return out
+
+
+def _number(value: Any) -> Any:
+    # The transcoder prints an integral double without a fraction (0, 2), json_format as a
+    # Python float (0.0, 2.0).
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
+def handler(rpc: RestRpc) -> Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]:
+    async def handle(request: web.Request, who: Principal) -> web.StreamResponse:
+        message = _parse(rpc, request.raw_path, await request.read())
+        answer = await rpc.call(message, NO_DEADLINE)
+        return json_response(200, print_message(answer))
+
+    return handle
+
+
+# The RPCs served on their REST paths by the HTTP handler; envoy.yaml routes exactly these paths
+# to it (tests/rest/test_rest_rpcs.py checks the two lists agree).
+JOB_FLOW = ("CreateJob", "LlmCall", "CompleteJob", "CreateAndCall")
+
+
+def job_rest_rpcs(servicer: object, paths: PathBindings) -> list[RestRpc]:
+    service = job_service_pb2.DESCRIPTOR.services_by_name["JobService"]
+    return [
+        rest_rpc(servicer, service, name, paths.route(f"/{service.full_name}/{name}"))
+        for name in JOB_FLOW
+    ]
