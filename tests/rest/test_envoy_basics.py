@@ -481,14 +481,14 @@ def _dead_port() -> int:
 
 
 async def test_service_down_is_a_json_503(http: aiohttp.ClientSession) -> None:
-    async with run_envoy(_dead_port()) as url:
+    async with run_envoy(_dead_port(), direct_hosts=[_dead_port()]) as url:
         for path in ("/health", "/api/organizations/x"):
             status, headers, body = await request(http, "GET", f"{url}{path}")
             assert_local_error(status, headers, body, 503, 14)
-        status, headers, body = await request(
-            http, "POST", f"{url}/api/jobs/j1/llm-call-stream", json={}
-        )
-        assert_local_error(status, headers, body, 503, 14)
+        # A stream (transcoded) and a call (the service's HTTP handler, api/rest_rpcs.py).
+        for path in ("/api/jobs/j1/llm-call-stream", "/api/jobs/j1/llm-call"):
+            status, headers, body = await request(http, "POST", f"{url}{path}", json={})
+            assert_local_error(status, headers, body, 503, 14)
 
 
 async def test_several_replicas_and_several_envoys(
