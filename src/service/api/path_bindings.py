@@ -27,7 +27,7 @@ from google.protobuf.descriptor import FileDescriptor
 from service.domain.errors import InvalidArgument
 
 # google.api's generated module ships no type information (gateway/openapi.py reads it alike).
-_HTTP_RULE: Any = importlib.import_module("google.api.annotations_pb2").http
+HTTP_RULE: Any = importlib.import_module("google.api.annotations_pb2").http
 ORIGINAL_PATH = "x-envoy-original-path"
 _VARIABLE = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 # Percent-escapes the transcoder keeps as they are in a path variable (its default
@@ -99,7 +99,7 @@ class PathBindings:
 
 
 def _template(options: Any) -> str:
-    rule = options.Extensions[_HTTP_RULE]
+    rule = options.Extensions[HTTP_RULE]
     if rule.additional_bindings:
         raise ValueError("additional_bindings are not supported by PathBindings")
     kind = rule.WhichOneof("pattern")

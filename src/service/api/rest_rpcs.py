@@ -22,7 +22,6 @@ requests both ways and compares the answers.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -35,11 +34,10 @@ from google.protobuf.message import Message
 
 from saas_llm.v1 import job_service_pb2
 from service.api.errors import DOMAIN
-from service.api.path_bindings import PathBindings, Route, unescape
+from service.api.path_bindings import HTTP_RULE, PathBindings, Route, unescape
 from service.domain.errors import Code, DomainError, InvalidArgument
 from service.domain.principal import Principal
 
-_HTTP_RULE: Any = importlib.import_module("google.api.annotations_pb2").http
 _JSON = "application/json"
 
 # The transcoder's gRPC status -> HTTP status (Envoy's Grpc::Utility::grpcToHttpStatus).
@@ -69,6 +67,9 @@ _MAX_PARSE_DEPTH = 100
 # Well-known types (Struct, Timestamp, ...) print as JSON values of their own.
 _WKT = "google.protobuf"
 _FLOATING = (FieldDescriptor.CPPTYPE_DOUBLE, FieldDescriptor.CPPTYPE_FLOAT)
+_JSON_VALUES = frozenset(
+    {"google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.ListValue"}
+)
 
 
 class _NoDeadline:
@@ -99,7 +100,7 @@ def rest_rpc(servicer: object, service: Any, name: str, route: Route | None) -> 
     """The RestRpc of `service` (a ServiceDescriptor) method `name`, served by `servicer`'s
     method of that name. Only `post` rules with `body: "*"` are supported."""
     method = service.methods_by_name[name]
-    rule = method.GetOptions().Extensions[_HTTP_RULE]
+    rule = method.GetOptions().Extensions[HTTP_RULE]
     if rule.WhichOneof("pattern") != "post" or rule.body != "*":
         raise ValueError(f"{name}: only POST with body '*' is served over plain HTTP")
     request_type: type[Message] = method.input_type._concrete_class
@@ -199,13 +200,26 @@ def _in_declared_order(descriptor: Any, printed: dict[str, Any]) -> dict[str, An
         if field.cpp_type in _FLOATING:
             value = [_number(v) for v in value] if isinstance(value, list) else _number(value)
         sub = field.message_type
-        if sub is not None and not sub.GetOptions().map_entry and sub.file.package != _WKT:
+        if sub is not None and sub.full_name in _JSON_VALUES:
+            value = _json_value(value)
+        elif sub is not None and not sub.GetOptions().map_entry and sub.file.package != _WKT:
             if isinstance(value, list):
                 value = [_in_declared_order(sub, v) for v in value]
             elif isinstance(value, dict):
                 value = _in_declared_order(sub, value)
         out[field.name] = value
     return out
+
+
+def _json_value(value: Any) -> Any:
+    """A Struct, Value or ListValue as the transcoder prints it: integral numbers without a
+    fraction. (Its keys come in protobuf's map order on both sides, which is no order at all:
+    JSON objects are unordered.)"""
+    if isinstance(value, dict):
+        return {k: _json_value(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_value(v) for v in value]
+    return _number(value)
 
 
 def _number(value: Any) -> Any:
