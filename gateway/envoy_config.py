@@ -63,8 +63,8 @@ _DIRECT_ENDPOINT = _endpoint_pattern(50090)
 
 Endpoint = tuple[str, int]
 
-# The route of the job flow's unary paths to the HTTP handler: from its comment to the next one.
-_JOB_FLOW_ROUTE = "              # The job flow's unary paths"
+# The routes of the job flow's paths to the HTTP handler: from their comment to the next one.
+_JOB_FLOW_ROUTE = "              # The job flow's paths"
 _AFTER_JOB_FLOW_ROUTE = "              # The transcoder rewrites the path"
 _SERVER_NAME = "          server_name: saas-llm-gateway\n"
 _LISTENERS = "  listeners:\n"
@@ -240,8 +240,8 @@ def render(
     otlp_endpoint ("http://host:port") turns Envoy's tracing on; stats_port adds the stats
     listener (on listen_address; it needs a fixed admin_port to proxy to). See the module doc.
 
-    job_flow_over_http=False leaves the job flow's unary paths to the transcoder too (the route
-    to the service's HTTP handler, api/rest_rpcs.py, is removed): for tests of the transcoder
+    job_flow_over_http=False leaves the job flow's paths to the transcoder too (the routes
+    to the service's HTTP handler, api/rest_rpcs.py, are removed): for tests of the transcoder
     against a stub gRPC server, and to compare the two ways.
     """
     text = Path(source).read_text()
@@ -263,7 +263,7 @@ def render(
         start = text.find(_JOB_FLOW_ROUTE)
         end = text.find(_AFTER_JOB_FLOW_ROUTE, start)
         if start < 0 or end < 0:
-            raise ValueError("envoy.yaml: expected the job flow's route before the stream routes")
+            raise ValueError("envoy.yaml: expected the job flow's routes before the gRPC routes")
         text = text[:start] + text[end:]
     if cors_allowed_origins:
         text = _replace_once(text, _VIRTUAL_HOST, _VIRTUAL_HOST + cors_policy(cors_allowed_origins))

@@ -12,6 +12,7 @@ or a measurement. Envoy's own parse errors and ours differ only in their message
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -105,6 +106,18 @@ async def both(
     else:
         same_shape(ja, jb)
     return a.status, ja
+
+
+async def sse(client: RestClient, path: str, body: Any) -> tuple[int, list[Any]]:
+    """(status, the events' JSON) of a streamed answer."""
+    resp = await client.call("POST", path, json=body)
+    if resp.status != 200:
+        return resp.status, [resp.json()]
+    assert resp.headers.get("content-type") == "text/event-stream", resp.headers
+    chunks = resp.body.split(b"\n\n")
+    assert chunks[-1] == b"", chunks[-1]
+    assert all(c.startswith(b"data: {") for c in chunks[:-1]), chunks
+    return 200, [json.loads(c[len(b"data: ") :]) for c in chunks[:-1]]
 
 
 async def test_the_handler_answers_as_the_transcoder(
@@ -205,6 +218,29 @@ async def test_the_handler_answers_as_the_transcoder(
         status, _ = await both(fast, slow, method, path, **kwargs)
         assert status == 200, (path, kwargs)
 
+    # Streams: the same events (Server-Sent Events, one message each), and the same refusals.
+    stream_cases: list[tuple[str, dict[str, Any]]] = [
+        (f"/api/jobs/{job_id}/llm-call-stream", {"messages": user("stream me")}),
+        (
+            "/api/jobs/create-and-call-stream",
+            {"team_id": team, "job_type": "s", "messages": user("one shot stream")},
+        ),
+    ]
+    for path, body in stream_cases:
+        got = [await sse(c, path, body) for c in (fast, slow)]
+        assert got[0][0] == got[1][0] == 200, got
+        assert len(got[0][1]) == len(got[1][1]) >= 2, got
+        for x, y in zip(got[0][1], got[1][1], strict=True):
+            same_shape(x, y)
+    for path, body in [
+        (f"/api/jobs/{uid('job')}/llm-call-stream", {"messages": user("x")}),
+        (f"/api/jobs/{job_id}/llm-call-stream", {"job_id": "other", "messages": user("x")}),
+        (f"/api/jobs/{job_id}/llm-call-stream", {"messages": "no"}),
+        ("/api/jobs/create-and-call-stream", {"team_id": other_team, "job_type": "s"}),
+    ]:
+        status, data = await both(fast, slow, "POST", path, json=body)
+        assert status >= 400, (path, data)
+
     # Complete: a job of its own on each side, then the same replay on both.
     a_job, b_job = await job(), await job()
     for client, jid in ((fast, a_job), (slow, b_job)):
@@ -275,24 +311,23 @@ async def test_the_routes_match_the_rpcs_served_over_http() -> None:
     """envoy.yaml sends exactly the RPCs of JOB_FLOW to the HTTP handler: each of their paths,
     POST only, and none of the other job paths."""
     text = render()
-    (regex,) = re.findall(r'safe_regex: \{regex: "(/api/jobs/[^"]+)"\}', text)
-    pattern = re.compile(regex)
+    streams, unary = re.findall(r'safe_regex: \{regex: "(/api/jobs/[^"]+)"\}', text)
     served = {
-        "CreateJob": "/api/jobs/create",
-        "LlmCall": "/api/jobs/j1/llm-call",
-        "CompleteJob": "/api/jobs/j1/complete",
-        "CreateAndCall": "/api/jobs/create-and-call",
+        "CreateJob": ("/api/jobs/create", unary),
+        "LlmCall": ("/api/jobs/j1/llm-call", unary),
+        "LlmCallStream": ("/api/jobs/j1/llm-call-stream", streams),
+        "CompleteJob": ("/api/jobs/j1/complete", unary),
+        "CreateAndCall": ("/api/jobs/create-and-call", unary),
+        "CreateAndCallStream": ("/api/jobs/create-and-call-stream", streams),
     }
     assert set(served) == set(JOB_FLOW)
-    for path in served.values():
-        assert pattern.fullmatch(path), path
-    for path in (
-        "/api/jobs/j1/llm-call-stream",
-        "/api/jobs/create-and-call-stream",
-        "/api/jobs/j1",
-        "/api/jobs/j1/metadata",
-        "/api/jobs/j1/llm-call/x",
-    ):
-        assert not pattern.fullmatch(path), path
+    for path, regex in served.values():
+        assert re.fullmatch(regex, path), path
+        other = unary if regex == streams else streams
+        assert not re.fullmatch(other, path), path
+    for path in ("/api/jobs/j1", "/api/jobs/j1/metadata", "/api/jobs/j1/llm-call/x"):
+        assert not re.fullmatch(unary, path) and not re.fullmatch(streams, path), path
+    # The stream route has no timeout (a stream lasts as long as the model writes).
+    assert "timeout: 0s" in text[text.index(streams) : text.index(unary)]
     without = render(job_flow_over_http=False)
-    assert regex not in without
+    assert unary not in without and streams not in without

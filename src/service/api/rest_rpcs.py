@@ -1,10 +1,12 @@
 """The job flow's REST paths, answered by the service's own HTTP handler exactly as Envoy's
 gRPC-JSON transcoder answers them.
 
-    POST /api/jobs/create              JobService/CreateJob
-    POST /api/jobs/{job_id}/llm-call   JobService/LlmCall
-    POST /api/jobs/{job_id}/complete   JobService/CompleteJob
-    POST /api/jobs/create-and-call     JobService/CreateAndCall
+    POST /api/jobs/create                   JobService/CreateJob
+    POST /api/jobs/{job_id}/llm-call        JobService/LlmCall
+    POST /api/jobs/{job_id}/llm-call-stream JobService/LlmCallStream (Server-Sent Events)
+    POST /api/jobs/{job_id}/complete        JobService/CompleteJob
+    POST /api/jobs/create-and-call          JobService/CreateAndCall
+    POST /api/jobs/create-and-call-stream   JobService/CreateAndCallStream (Server-Sent Events)
 
 Why (docs/decisions.md, "Issue 20"): through the transcoder every REST request is decoded from
 JSON by Envoy, re-encoded as HTTP/2 gRPC, framed by grpc.aio and encoded back, which costs more
@@ -15,13 +17,17 @@ message with the proto3 JSON mapping (unknown fields ignored, null as the defaul
 transcoder is configured), the path variables bound the same way and checked by the same
 PathBindings rule, the same servicer method runs, and the answer is printed with the
 transcoder's print options (field names as in the proto, zero values printed). Errors are the
-transcoder's {"code", "message", "details"} body with its HTTP status. Native gRPC and every other
-REST path go through the transcoder as before; tests/rest/test_rest_rpcs.py sends the same
+transcoder's {"code", "message", "details"} body with its HTTP status; a stream is one
+`data: {json}` event per message, an error before its first message a JSON error answer, an error
+after it the end of the stream. Native gRPC and every other REST path go through the transcoder
+as before; tests/rest/test_rest_rpcs.py sends the same
 requests both ways and compares the answers.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +37,7 @@ from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 
 from saas_llm.v1 import job_service_pb2
 from service.api.errors import DOMAIN
@@ -39,6 +46,8 @@ from service.domain.errors import Code, DomainError, InvalidArgument
 from service.domain.principal import Principal
 
 _JSON = "application/json"
+_SSE_HEADERS = {"Content-Type": "text/event-stream"}
+log = logging.getLogger("service.access")
 
 # The transcoder's gRPC status -> HTTP status (Envoy's Grpc::Utility::grpcToHttpStatus).
 HTTP_STATUS = {
@@ -92,8 +101,10 @@ class RestRpc:
     method: str  # "/saas_llm.v1.JobService/LlmCall"
     path: str  # its google.api.http template, "/api/jobs/{job_id}/llm-call"
     request_type: type[Message]
-    call: Callable[[Any, Any], Awaitable[Message]]  # the servicer's method
+    # The servicer's method: a coroutine, or an async iterator of messages for a stream.
+    call: Callable[[Any, Any], Any]
     route: Route | None  # the path variables (None when there are none)
+    streaming: bool  # server streaming: Server-Sent Events, as the transcoder sends them
 
 
 def rest_rpc(servicer: object, service: Any, name: str, route: Route | None) -> RestRpc:
@@ -103,13 +114,14 @@ def rest_rpc(servicer: object, service: Any, name: str, route: Route | None) -> 
     rule = method.GetOptions().Extensions[HTTP_RULE]
     if rule.WhichOneof("pattern") != "post" or rule.body != "*":
         raise ValueError(f"{name}: only POST with body '*' is served over plain HTTP")
-    request_type: type[Message] = method.input_type._concrete_class
+    request_type: type[Message] = GetMessageClass(method.input_type)
     return RestRpc(
         method=f"/{service.full_name}/{name}",
         path=rule.post,
         request_type=request_type,
         call=getattr(servicer, name),
         route=route,
+        streaming=method.server_streaming,
     )
 
 
@@ -236,12 +248,50 @@ def handler(rpc: RestRpc) -> Callable[[web.Request, Principal], Awaitable[web.St
         answer = await rpc.call(message, NO_DEADLINE)
         return json_response(200, print_message(answer))
 
-    return handle
+    async def handle_stream(request: web.Request, who: Principal) -> web.StreamResponse:
+        message = _parse(rpc, request.raw_path, await request.read())
+        # Closed here on every way out: the call's record and the job's settlement run in the
+        # servicer's clean-up (a client that goes away included).
+        async with contextlib.aclosing(rpc.call(message, NO_DEADLINE)) as events:
+            # An error before the first message is a JSON error answer, as through the
+            # transcoder: it propagates to the request's frame.
+            first = await anext(events, None)
+            response = web.StreamResponse(headers=_SSE_HEADERS)
+            try:
+                await response.prepare(request)
+                if first is not None:
+                    await response.write(_event(first))
+                    async for event in events:
+                        await response.write(_event(event))
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client went away
+            except Exception:
+                # After the first message the transcoder can only end the stream (the service
+                # sends its errors as a last message with `error` before that, see
+                # LlmCallStreamResponse): the same here, with the cause in the log.
+                log.warning("stream ended by an error after its first event", exc_info=True)
+                with contextlib.suppress(Exception):
+                    await response.write_eof()
+        return response
+
+    return handle_stream if rpc.streaming else handle
+
+
+def _event(message: Message) -> bytes:
+    return b"data: " + orjson.dumps(print_message(message)) + b"\n\n"
 
 
 # The RPCs served on their REST paths by the HTTP handler; envoy.yaml routes exactly these paths
 # to it (tests/rest/test_rest_rpcs.py checks the two lists agree).
-JOB_FLOW = ("CreateJob", "LlmCall", "CompleteJob", "CreateAndCall")
+JOB_FLOW = (
+    "CreateJob",
+    "LlmCall",
+    "LlmCallStream",
+    "CompleteJob",
+    "CreateAndCall",
+    "CreateAndCallStream",
+)
 
 
 def job_rest_rpcs(servicer: object, paths: PathBindings) -> list[RestRpc]:
