@@ -204,23 +204,48 @@ def print_message(message: Message) -> dict[str, Any]:
     return _in_declared_order(message.DESCRIPTOR, printed)
 
 
+# How to print each field of a message: (name, kind, the field's message type). Built once per
+# message type, so that the per-call path does not walk descriptors.
+_PLAIN, _FLOAT, _JSON_VALUE, _MESSAGE = range(4)
+_Plan = tuple[tuple[str, int, Any], ...]
+_PLANS: dict[str, _Plan] = {}
+
+
+def _plan(descriptor: Any) -> _Plan:
+    plan = _PLANS.get(descriptor.full_name)
+    if plan is None:
+        fields = []
+        for field in descriptor.fields:
+            sub = field.message_type
+            if field.cpp_type in _FLOATING:
+                kind = _FLOAT
+            elif sub is not None and sub.full_name in _JSON_VALUES:
+                kind = _JSON_VALUE
+            elif sub is not None and not sub.GetOptions().map_entry and sub.file.package != _WKT:
+                kind = _MESSAGE
+            else:
+                kind = _PLAIN
+            fields.append((field.name, kind, sub))
+        plan = _PLANS[descriptor.full_name] = tuple(fields)
+    return plan
+
+
 def _in_declared_order(descriptor: Any, printed: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for field in descriptor.fields:
-        if field.name not in printed:
+    for name, kind, sub in _plan(descriptor):
+        if name not in printed:
             continue
-        value = printed[field.name]
-        if field.cpp_type in _FLOATING:
+        value = printed[name]
+        if kind == _FLOAT:
             value = [_number(v) for v in value] if isinstance(value, list) else _number(value)
-        sub = field.message_type
-        if sub is not None and sub.full_name in _JSON_VALUES:
+        elif kind == _JSON_VALUE:
             value = _json_value(value)
-        elif sub is not None and not sub.GetOptions().map_entry and sub.file.package != _WKT:
+        elif kind == _MESSAGE:
             if isinstance(value, list):
                 value = [_in_declared_order(sub, v) for v in value]
             elif isinstance(value, dict):
                 value = _in_declared_order(sub, value)
-        out[field.name] = value
+        out[name] = value
     return out
 
 
