@@ -386,8 +386,10 @@ def floor_line(doc: dict[str, Any]) -> str | None:
         f"no upstream) adds {_f(floor['added_p50_ms'], 3)} ms at p50 and costs "
         f"{_f(floor.get('cpu_ms_per_req_total'), 3)} ms of CPU (service + Envoy); the llm-call "
         f"adds {_f(call.get('added_p50_ms'), 3)} ms and costs "
-        f"{_f(call.get('cpu_ms_per_req_total'), 3)} ms: the rest is the call's own work "
-        "(key, job, upstream exchange, record)."
+        f"{_f(call.get('cpu_ms_per_req_total'), 3)} ms. The floor crosses the transcoder and "
+        "grpc.aio; the llm-call through Envoy goes to the service's HTTP handler instead "
+        "(src/service/api/rest_rpcs.py), so their difference is the call's own work (key, job, "
+        "upstream exchange, record) minus what that way saves."
     )
 
 
