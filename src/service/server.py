@@ -239,6 +239,7 @@ class App:
             on_rpc,
             rest=job_rest_rpcs(jobs_servicer, paths),
             span=self.tracing.server_span if self.tracing is not None else None,
+            max_in_flight=settings.max_concurrent_rpcs,
         )
         self.interceptor = GatewayInterceptor(
             authenticator, admission=admission, paths=paths, on_rpc=on_rpc

@@ -193,3 +193,42 @@ async def test_one_key_cannot_take_the_whole_server(tmp_path: Path) -> None:
         assert report.ok, report.violations
     finally:
         await stop_client(c)
+
+
+async def test_the_http_handler_has_the_global_cap_too(tmp_path: Path) -> None:
+    """The job flow's REST paths and the OpenAI-compatible ones are served by the service's HTTP
+    handler, not grpc.aio: MAX_CONCURRENT_RPCS bounds its requests in progress as well (every
+    key together), with the same 429, while the per-key cap is far away."""
+    async with serve_real(
+        "sqlite", tmp_path, max_concurrent_rpcs=3, max_concurrent_rpcs_per_key=100
+    ) as svc:
+        assert svc.app_client is not None
+        c = svc.app_client
+        slow = await make_group(c, [("simulator/slow", {"latency_ms": 1500})])
+        team, key = await make_team(c, credits=50, groups=[slow])
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession(base_url=svc.base_url) as http:
+            jobs = []
+            for _ in range(8):
+                async with http.post(
+                    "/api/jobs/create", json={"team_id": team, "job_type": "t"}, headers=headers
+                ) as r:
+                    assert r.status == 200, await r.text()
+                    jobs.append((await r.json())["job_id"])
+
+            async def call(job_id: str) -> tuple[int, dict[str, object]]:
+                async with http.post(
+                    f"/api/jobs/{job_id}/llm-call",
+                    json={"messages": [{"role": "user", "content": "hi"}]},
+                    headers=headers,
+                ) as r:
+                    return r.status, await r.json()
+
+            results = await asyncio.gather(*(call(j) for j in jobs))
+        statuses = Counter(status for status, _ in results)
+        assert statuses == {200: 3, 429: 5}, results
+        refused = [body for status, body in results if status == 429]
+        assert {b["code"] for b in refused} == {8}
+        assert {b["details"][0]["reason"] for b in refused} == {"CONCURRENCY_LIMIT_EXCEEDED"}  # type: ignore[index]
+        report = await audit(c.app.db)
+        assert report.ok, report.violations
