@@ -56,8 +56,8 @@ def _endpoint_pattern(port: int) -> re.Pattern[str]:
     )
 
 
-# Cluster grpc_service (the gRPC port) and cluster openai_http (the service's HTTP handler for
-# the OpenAI-compatible paths, DIRECT_HTTP_PORT).
+# Cluster grpc_service (the gRPC port) and cluster service_http (the service's HTTP handler for
+# the OpenAI-compatible and the job flow's paths, DIRECT_HTTP_PORT).
 _ENDPOINT = _endpoint_pattern(50051)
 _DIRECT_ENDPOINT = _endpoint_pattern(50090)
 

@@ -38,11 +38,11 @@ from service.api.credit_servicer import CreditServicer
 from service.api.health_servicer import HealthServicer
 from service.api.interceptor import Admission, GatewayInterceptor
 from service.api.job_servicer import JobServicer
-from service.api.openai_http import OpenAIHttp
 from service.api.openai_servicer import OpenAIServicer
 from service.api.path_bindings import PathBindings
 from service.api.reflection import enable_reflection
 from service.api.rest_rpcs import job_rest_rpcs
+from service.api.service_http import ServiceHttp
 from service.api.tenancy_servicers import (
     ModelAccessGroupServicer,
     ModelGroupServicer,
@@ -232,7 +232,7 @@ class App:
         on_rpc = metrics.RpcMetrics() if settings.metrics_enabled else None
         paths = PathBindings(PROTO_FILES)
         jobs_servicer = JobServicer(self.jobs)
-        self.openai_http = OpenAIHttp(
+        self.service_http = ServiceHttp(
             self.direct,
             authenticator,
             admission,
@@ -295,7 +295,7 @@ class App:
         if self.port == 0:
             raise RuntimeError(f"cannot bind {addr}")
         await self.server.start()
-        self.direct_http_port = await self.openai_http.start(
+        self.direct_http_port = await self.service_http.start(
             self.settings.direct_http_host, self.settings.direct_http_port
         )
         if self.settings.metrics_enabled:
@@ -348,7 +348,7 @@ class App:
         # at the end of the grace period at the latest).
         try:
             async with asyncio.timeout(grace + SETTLE_TASKS_S):
-                await self.openai_http.stop()
+                await self.service_http.stop()
         except TimeoutError:
             log.warning("OpenAI-compatible HTTP handler did not stop in time")
 

@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     max_public_streams: int = Field(default=100, ge=1)
 
     # The OpenAI-compatible REST paths (/v1/chat/completions, /v1/models, /v1/embeddings) are
-    # served by the service's own HTTP handler, which Envoy routes to (api/openai_http.py). Only
+    # served by the service's own HTTP handler, which Envoy routes to (api/service_http.py). Only
     # Envoy needs to reach it: loopback by default. 0 = a free port (`make run` uses 50090).
     direct_http_host: str = "127.0.0.1"
     direct_http_port: int = Field(default=0, ge=0, le=65535)

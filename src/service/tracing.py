@@ -98,7 +98,7 @@ class Tracing:
     owns_provider: bool
 
     def server_span(self, method: str, headers: Mapping[str, str]) -> AbstractContextManager[Any]:
-        """The span of a request served by the HTTP handler (api/openai_http.py), named and
+        """The span of a request served by the HTTP handler (api/service_http.py), named and
         parented like the gRPC interceptor's: the RPC's method, under the caller's traceparent."""
         return self.tracer.start_as_current_span(
             method, context=propagate.extract(headers), kind=trace.SpanKind.SERVER

@@ -49,7 +49,7 @@ async def test_rpm_60_holds_across_two_replica_processes(tmp_path: Path) -> None
                 "job_type": "rl",
                 "messages": [{"role": "user", "content": "hi"}],
             }
-            before = await upstream_requests(envoy.admin_port, "openai_http")
+            before = await upstream_requests(envoy.admin_port, "service_http")
             for _window in range(2):
                 # Start at the beginning of a window (the replicas' clock is this host's).
                 await asyncio.sleep(WINDOW_S - time.time() % WINDOW_S + 0.05)
@@ -64,7 +64,7 @@ async def test_rpm_60_holds_across_two_replica_processes(tmp_path: Path) -> None
                 assert statuses.count(429) == 30, statuses
                 refused = [d for s, d in results if s == 429]
                 assert all(d["details"][0]["reason"] == "RATE_LIMITED" for d in refused)
-            after = await upstream_requests(envoy.admin_port, "openai_http")
+            after = await upstream_requests(envoy.admin_port, "service_http")
             served = {h: after[h] - before.get(h, 0) for h in after}
             assert len(served) == 2 and min(served.values()) > 20, served
             # Refused calls created no job and held no credit.

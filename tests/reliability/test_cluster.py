@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.envoy]
 
 async def upstream_requests(admin_port: int, cluster: str = "grpc_service") -> dict[str, int]:
     """rq_total per upstream host of an Envoy cluster, from Envoy's admin /clusters: grpc_service
-    (the gRPC ports) or openai_http (the HTTP handlers, which serve the job flow's REST paths)."""
+    (the gRPC ports) or service_http (the HTTP handlers, which serve the job flow's REST paths)."""
     _, body = await http_get("127.0.0.1", admin_port, "/clusters", timeout=5.0)
     out: dict[str, int] = {}
     for line in body.decode().splitlines():
@@ -97,7 +97,7 @@ async def _cluster_run(
             }
 
         # The flows' create, call and complete go to the replicas' HTTP handlers.
-        per_host = await upstream_requests(envoy.admin_port, "openai_http")
+        per_host = await upstream_requests(envoy.admin_port, "service_http")
         numbers["requests_per_replica"] = per_host
         assert len(per_host) == replicas, per_host
         counts = sorted(per_host.values())

@@ -116,7 +116,7 @@ async def test_concurrent_calls_never_overspend(
 
 
 async def _served(c: Client) -> bool:
-    return c.app.openai_http.port > 0
+    return c.app.service_http.port > 0
 
 
 async def test_dropped_stream_pays_for_what_it_was_sent(

@@ -281,7 +281,7 @@ class ServiceProc:
     database_url: str
     workdir: Path
     port: int = field(default_factory=free_port)
-    # The HTTP handler (OpenAI-compatible and job flow REST paths): Envoy's openai_http cluster.
+    # The HTTP handler (OpenAI-compatible and job flow REST paths): Envoy's service_http cluster.
     direct_port: int = field(default_factory=free_port)
     settings: dict[str, object] = field(default_factory=dict)
     name: str = "service"

@@ -1,5 +1,5 @@
 """Servicer of OpenAIService: the OpenAI-compatible API for native gRPC clients. Rules live in
-domain/direct.py; REST clients get the same through api/openai_http.py."""
+domain/direct.py; REST clients get the same through api/service_http.py."""
 
 from __future__ import annotations
 

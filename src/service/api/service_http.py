@@ -88,7 +88,7 @@ def _json_response(
     return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
-class OpenAIHttp:
+class ServiceHttp:
     def __init__(
         self,
         direct: DirectService,
