@@ -12,6 +12,7 @@ or a measurement. Envoy's own parse errors and ours differ only in their message
 
 from __future__ import annotations
 
+import io
 import json
 import re
 from collections.abc import AsyncIterator
@@ -331,3 +332,22 @@ async def test_the_routes_match_the_rpcs_served_over_http() -> None:
     assert "timeout: 0s" in text[text.index(streams) : text.index(unary)]
     without = render(job_flow_over_http=False)
     assert unary not in without and streams not in without
+
+
+async def test_a_body_over_the_limit_is_a_413_both_ways(
+    http: aiohttp.ClientSession, rest_sqlite: RestService
+) -> None:
+    """Through Envoy its buffer limit answers; a client on the handler's own port (loopback)
+    gets the same answer from the handler, not a 500."""
+    client = rest_sqlite.app_client
+    assert client is not None
+    body = json.dumps({"team_id": "t", "job_type": "x", "metadata": {"blob": "x" * (1 << 21)}})
+    headers = {"Authorization": f"Bearer {MASTER_KEY}", "content-type": "application/json"}
+    direct = f"http://127.0.0.1:{client.app.direct_http_port}"
+    for base in (rest_sqlite.base_url, direct):
+        data_io = io.BytesIO(body.encode())
+        async with http.post(base + "/api/jobs/create", data=data_io, headers=headers) as r:
+            assert r.status == 413, (base, await r.text())
+            assert r.headers["content-type"] == "application/json"
+            data = await r.json()
+            assert (data["code"], data["details"]) == (3, []), data

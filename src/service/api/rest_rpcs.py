@@ -130,12 +130,21 @@ class BodyError(InvalidArgument):
     """A body that is not the RPC's message in JSON. The transcoder refuses it itself, with no
     ErrorInfo (`"details": []`), before any service sees it: the same answer here."""
 
+    http_status = 400
+
+
+class BodyTooLarge(BodyError):
+    """Over the handler's body limit: Envoy refuses such a body first (its 1 MiB buffer limit,
+    413 with the same body); this answers a client that reached the handler's port directly."""
+
+    http_status = 413
+
 
 def status_body(exc: DomainError) -> tuple[int, dict[str, Any]]:
     """(HTTP status, body) of a domain error, as `convert_grpc_status` prints it."""
     code = int(exc.code)
     if isinstance(exc, BodyError):
-        return HTTP_STATUS[code], {"code": code, "message": exc.message, "details": []}
+        return exc.http_status, {"code": code, "message": exc.message, "details": []}
     detail = {
         "@type": "type.googleapis.com/google.rpc.ErrorInfo",
         "reason": str(exc.reason),
@@ -268,14 +277,21 @@ def _number(value: Any) -> Any:
     return value
 
 
+async def _body(request: web.Request) -> bytes:
+    try:
+        return await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        raise BodyTooLarge("Request body too large: the limit is 1 MiB") from None
+
+
 def handler(rpc: RestRpc) -> Callable[[web.Request, Principal], Awaitable[web.StreamResponse]]:
     async def handle(request: web.Request, who: Principal) -> web.StreamResponse:
-        message = _parse(rpc, request.raw_path, await request.read())
+        message = _parse(rpc, request.raw_path, await _body(request))
         answer = await rpc.call(message, NO_DEADLINE)
         return json_response(200, print_message(answer))
 
     async def handle_stream(request: web.Request, who: Principal) -> web.StreamResponse:
-        message = _parse(rpc, request.raw_path, await request.read())
+        message = _parse(rpc, request.raw_path, await _body(request))
         # Closed here on every way out: the call's record and the job's settlement run in the
         # servicer's clean-up (a client that goes away included).
         async with contextlib.aclosing(rpc.call(message, NO_DEADLINE)) as events:
