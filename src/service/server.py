@@ -228,6 +228,7 @@ class App:
         admission = Admission(
             per_key=settings.max_concurrent_rpcs_per_key,
             public_streams=settings.max_public_streams,
+            http_requests=settings.max_concurrent_rpcs,
         )
         on_rpc = metrics.RpcMetrics() if settings.metrics_enabled else None
         paths = PathBindings(PROTO_FILES)
@@ -239,7 +240,6 @@ class App:
             on_rpc,
             rest=job_rest_rpcs(jobs_servicer, paths),
             span=self.tracing.server_span if self.tracing is not None else None,
-            max_in_flight=settings.max_concurrent_rpcs,
         )
         self.interceptor = GatewayInterceptor(
             authenticator, admission=admission, paths=paths, on_rpc=on_rpc

@@ -95,14 +95,18 @@ def _safe_deserializer(
 
 
 class Admission:
-    """Concurrent RPCs per key and unauthenticated streams (see the module docstring). Counters
-    only: the event loop is the one thread that touches them."""
+    """Concurrent RPCs per key and unauthenticated streams (see the module docstring), and the
+    requests in progress on the service's HTTP handler, all keys together (its own
+    MAX_CONCURRENT_RPCS: grpc.aio's cap does not see them). Counters only: the event loop is the
+    one thread that touches them."""
 
-    def __init__(self, per_key: int, public_streams: int) -> None:
+    def __init__(self, per_key: int, public_streams: int, http_requests: int = 2000) -> None:
         self.per_key = per_key
         self.public_streams = public_streams
+        self.http_requests = http_requests
         self.active: dict[str, int] = {}
         self.open_public_streams = 0
+        self.open_http_requests = 0
 
     def admit(self, who: Principal) -> str:
         # A team's id, or the master key's own name (no team id starts with a space).
@@ -134,6 +138,18 @@ class Admission:
 
     def release_public_stream(self) -> None:
         self.open_public_streams -= 1
+
+    def admit_http_request(self) -> None:
+        if self.open_http_requests >= self.http_requests:
+            raise ConcurrencyLimitExceeded(
+                "Too many requests in progress on this replica "
+                f"(limit {self.http_requests}); retry later",
+                metadata={"limit": str(self.http_requests)},
+            )
+        self.open_http_requests += 1
+
+    def release_http_request(self) -> None:
+        self.open_http_requests -= 1
 
 
 class GatewayInterceptor(grpc.aio.ServerInterceptor):

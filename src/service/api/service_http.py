@@ -36,12 +36,7 @@ from service.api.interceptor import Admission
 from service.api.rest_rpcs import RestRpc, internal_body, json_response, status_body
 from service.api.rest_rpcs import handler as rest_handler
 from service.domain.direct import ChatDelta, ChatEnd, DirectService, model_not_found
-from service.domain.errors import (
-    ConcurrencyLimitExceeded,
-    DomainError,
-    InvalidArgument,
-    from_storage,
-)
+from service.domain.errors import DomainError, InvalidArgument, from_storage
 from service.domain.principal import Principal
 from service.observe import RpcObserver
 from service.providers.base import ChatRequest
@@ -97,17 +92,12 @@ class ServiceHttp:
         on_request: RpcObserver | None = None,
         rest: Sequence[RestRpc] = (),
         span: SpanFactory | None = None,
-        max_in_flight: int = 2000,
     ) -> None:
         self.direct = direct
         # The job flow's REST paths (api/rest_rpcs.py).
         self.rest = rest
         # With tracing on, a server span per request, child of the caller's traceparent.
         self.span = span
-        # Requests in progress on this handler, all keys together: the same global cap as
-        # grpc.aio's MAX_CONCURRENT_RPCS (a real overload only; the per-key cap comes first).
-        self.max_in_flight = max_in_flight
-        self.in_flight = 0
         self.auth = auth
         # The RPC metrics (by OpenAIService method and the status code's name), as for gRPC.
         self.on_request = on_request
@@ -173,13 +163,7 @@ class ServiceHttp:
             code = "OK"
             counted = False
             try:
-                if self.in_flight >= self.max_in_flight:
-                    raise ConcurrencyLimitExceeded(
-                        "Too many requests in progress on this replica "
-                        f"(limit {self.max_in_flight}); retry later",
-                        metadata={"limit": str(self.max_in_flight)},
-                    )
-                self.in_flight += 1
+                self.admission.admit_http_request()
                 counted = True
                 who = await self.auth.authenticate(method, request.headers.get("authorization"))
                 principal_var.set(who)
@@ -196,7 +180,7 @@ class ServiceHttp:
                 return response
             finally:
                 if counted:
-                    self.in_flight -= 1
+                    self.admission.release_http_request()
                 seconds = time.perf_counter() - started
                 if self.on_request is not None:
                     self.on_request(method, code, seconds)
