@@ -43,7 +43,7 @@ from google.protobuf.message_factory import GetMessageClass
 from saas_llm.v1 import job_service_pb2
 from service.api.errors import DOMAIN
 from service.api.path_bindings import HTTP_RULE, PathBindings, Route, unescape
-from service.domain.errors import Code, DomainError, InvalidArgument
+from service.domain.errors import DomainError, InvalidArgument
 from service.domain.principal import Principal
 
 _JSON = "application/json"
@@ -155,22 +155,18 @@ def status_body(exc: DomainError) -> tuple[int, dict[str, Any]]:
 
 
 def internal_body(rid: str) -> tuple[int, dict[str, Any]]:
-    return 500, {
-        "code": int(Code.INTERNAL),
-        "message": f"Internal error (request id {rid})",
-        "details": [
-            {
-                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-                "reason": "INTERNAL",
-                "domain": DOMAIN,
-                "metadata": {"request_id": rid},
-            }
-        ],
-    }
+    """An unexpected error: INTERNAL with the request id, as the interceptor answers it
+    (api/errors.py internal)."""
+    return status_body(
+        DomainError(f"Internal error (request id {rid})", metadata={"request_id": rid})
+    )
 
 
-def json_response(status: int, body: Any) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON)
+def json_response(
+    body: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> web.Response:
+    """The HTTP handler's JSON answers (the OpenAI paths' too)."""
+    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
 def _parse(rpc: RestRpc, raw_path: str, body: bytes) -> Message:
@@ -288,7 +284,7 @@ def handler(rpc: RestRpc) -> Callable[[web.Request, Principal], Awaitable[web.St
     async def handle(request: web.Request, who: Principal) -> web.StreamResponse:
         message = _parse(rpc, request.raw_path, await _body(request))
         answer = await rpc.call(message, NO_DEADLINE)
-        return json_response(200, print_message(answer))
+        return json_response(print_message(answer))
 
     async def handle_stream(request: web.Request, who: Principal) -> web.StreamResponse:
         message = _parse(rpc, request.raw_path, await _body(request))

@@ -49,7 +49,6 @@ MODELS = _S + "ListModels"
 EMBEDDINGS = _S + "CreateEmbeddings"
 # The request fields this handler reads itself; every other field is passed to the provider.
 _OWN_FIELDS = frozenset({"model", "messages", "stream", "stream_options"})
-_JSON = "application/json"
 # Bodies over 1 MiB are refused by Envoy (413) before they get here; this bounds direct access.
 MAX_BODY = 1024 * 1024 + 1024
 
@@ -75,12 +74,6 @@ Failure = Callable[[Exception, str, str], tuple[web.Response, str]]
 # A server span around a request (service/tracing.py), given the method and the headers.
 SpanFactory = Callable[[str, Mapping[str, str]], AbstractContextManager[Any]]
 _CACHE_HIT = {"X-Gateway-Cache": "hit"}
-
-
-def _json_response(
-    body: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, content_type=_JSON, headers=headers)
 
 
 class ServiceHttp:
@@ -201,13 +194,13 @@ class ServiceHttp:
     # Endpoints -------------------------------------------------------------------------
 
     async def _models(self, request: web.Request, who: Principal) -> web.StreamResponse:
-        return _json_response(wire.models(await self.direct.models(who)))
+        return json_response(wire.models(await self.direct.models(who)))
 
     async def _model(self, request: web.Request, who: Principal) -> web.StreamResponse:
         name = request.match_info["model"]
         for m in await self.direct.models(who):
             if m.id == name:
-                return _json_response(wire.models([m])["data"][0])
+                return json_response(wire.models([m])["data"][0])
         raise model_not_found(name)
 
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -235,7 +228,7 @@ class ServiceHttp:
         if not stream:
             answer = await self.direct.chat(who, body["model"], chat, None)
             # A response cache hit says so in a header (the body stays OpenAI's).
-            return _json_response(
+            return json_response(
                 wire.completion(answer), headers=_CACHE_HIT if answer.cached else None
             )
         options = body.get("stream_options")
@@ -283,7 +276,7 @@ class ServiceHttp:
             if k not in ("model", "input", "encoding_format") and v is not None
         }
         answer = await self.direct.embed(who, body["model"], body.get("input"), params, None)
-        return _json_response(wire.embeddings(answer.model, answer.result, encoding))
+        return json_response(wire.embeddings(answer.model, answer.result, encoding))
 
 
 def _openai_failure(exc: Exception, method: str, rid: str) -> tuple[web.Response, str]:
@@ -291,16 +284,18 @@ def _openai_failure(exc: Exception, method: str, rid: str) -> tuple[web.Response
     translated = from_storage(exc)
     if isinstance(translated, DomainError):
         status, body, headers = wire.error(translated)
-        return _json_response(body, status, headers), _CODE_NAMES.get(status, "UNKNOWN")
+        return json_response(body, status, headers), _CODE_NAMES.get(status, "UNKNOWN")
     log.exception("unhandled error", extra={"request_id": rid, "method": method})
     body = wire.plain_error(500, f"Internal error (request id {rid})")
-    return _json_response(body, 500), "INTERNAL"
+    return json_response(body, 500), "INTERNAL"
 
 
 def _rest_failure(exc: Exception, method: str, rid: str) -> tuple[web.Response, str]:
     """The transcoder's {"code", "message", "details"} body and status (api/rest_rpcs.py)."""
     translated = from_storage(exc)
     if isinstance(translated, DomainError):
-        return json_response(*status_body(translated)), translated.code.name
+        status, body = status_body(translated)
+        return json_response(body, status), translated.code.name
     log.exception("unhandled error", extra={"request_id": rid, "method": method})
-    return json_response(*internal_body(rid)), "INTERNAL"
+    status, body = internal_body(rid)
+    return json_response(body, status), "INTERNAL"
