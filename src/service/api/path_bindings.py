@@ -44,14 +44,22 @@ class Route:
     pattern: re.Pattern[str]
     fields: tuple[str, ...]
 
-    def check(self, original_path: str, request: Any) -> None:
-        path = original_path.partition("?")[0]
-        found = self.pattern.fullmatch(path)
+    def bound(self, original_path: str) -> dict[str, str] | None:
+        """The path variables' values as the transcoder binds them; None for a path that is not
+        this route's."""
+        found = self.pattern.fullmatch(original_path.partition("?")[0])
         if found is None:
-            # Not a path the transcoder bound to this RPC (the header came from elsewhere).
-            return
-        for name in self.fields:
-            if getattr(request, name) != unescape(found.group(name)):
+            return None
+        return {name: unescape(found.group(name)) for name in self.fields}
+
+    def check(self, original_path: str, request: Any) -> None:
+        # None: not a path the transcoder bound to this RPC (the header came from elsewhere).
+        self.check_bound(self.bound(original_path), request)
+
+    def check_bound(self, values: dict[str, str] | None, request: Any) -> None:
+        """INVALID_ARGUMENT when a field of `request` differs from the path's value."""
+        for name, value in (values or {}).items():
+            if getattr(request, name) != value:
                 raise InvalidArgument(
                     f"{name} in the request body or query differs from the {name} in the path "
                     f"{self.template}",

@@ -42,7 +42,7 @@ from google.protobuf.message_factory import GetMessageClass
 
 from saas_llm.v1 import job_service_pb2
 from service.api.errors import DOMAIN
-from service.api.path_bindings import HTTP_RULE, PathBindings, Route, unescape
+from service.api.path_bindings import HTTP_RULE, PathBindings, Route
 from service.domain.errors import DomainError, InvalidArgument
 from service.domain.principal import Principal
 
@@ -173,11 +173,9 @@ def _parse(rpc: RestRpc, raw_path: str, body: bytes) -> Message:
     """The request message: path variables first, then the body over them (as the
     transcoder builds it), then the path-wins check."""
     request = rpc.request_type()
-    path = raw_path.partition("?")[0]
-    found = rpc.route.pattern.fullmatch(path) if rpc.route is not None else None
-    if rpc.route is not None and found is not None:
-        for name in rpc.route.fields:
-            setattr(request, name, unescape(found.group(name)))
+    bound = rpc.route.bound(raw_path) if rpc.route is not None else None
+    for name, value in (bound or {}).items():
+        setattr(request, name, value)
     if body.strip():
         try:
             data = orjson.loads(body)
@@ -196,7 +194,7 @@ def _parse(rpc: RestRpc, raw_path: str, body: bytes) -> Message:
                 "the wrong type, or the body nests values too deeply"
             ) from None
     if rpc.route is not None:
-        rpc.route.check(path, request)
+        rpc.route.check_bound(bound, request)
     return request
 
 
